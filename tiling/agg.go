@@ -1,0 +1,413 @@
+package tiling
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+)
+
+// Function is an aggregation function as named in a view's config.
+type Function string
+
+// The functions of this version.
+const (
+	Count Function = "count"
+	Sum   Function = "sum"
+	Min   Function = "min"
+	Max   Function = "max"
+	Mean  Function = "mean"
+	Last  Function = "last"
+)
+
+// Functions lists every supported function.
+var Functions = []Function{Count, Sum, Min, Max, Mean, Last}
+
+func (f Function) valid() bool {
+	for _, g := range Functions {
+		if f == g {
+			return true
+		}
+	}
+	return false
+}
+
+func (f Function) needsColumn() bool { return f != Count }
+
+// numeric reports whether the function reads its column as a number.
+func (f Function) numeric() bool {
+	switch f {
+	case Sum, Min, Max, Mean:
+		return true
+	}
+	return false
+}
+
+func (f Function) state() stateKind {
+	switch f {
+	case Count:
+		return kindCount
+	case Sum:
+		return kindSum
+	case Min:
+		return kindMin
+	case Max:
+		return kindMax
+	case Mean:
+		return kindMean
+	case Last:
+		return kindLast
+	}
+	panic("tiling: unvalidated function " + string(f))
+}
+
+// stateKind identifies a partial-aggregate type; its value is part of the
+// fingerprint, never reuse one.
+type stateKind uint8
+
+const (
+	kindCount stateKind = 1
+	kindSum   stateKind = 2
+	kindMin   stateKind = 3
+	kindMax   stateKind = 4
+	kindMean  stateKind = 5
+	kindLast  stateKind = 6
+)
+
+func (k stateKind) String() string {
+	switch k {
+	case kindCount:
+		return "count"
+	case kindSum:
+		return "sum"
+	case kindMin:
+		return "min"
+	case kindMax:
+		return "max"
+	case kindMean:
+		return "mean"
+	case kindLast:
+		return "last"
+	}
+	return fmt.Sprintf("kind%d", uint8(k))
+}
+
+// InputKind says what an event carried in a column.
+type InputKind uint8
+
+const (
+	// Missing: the field is absent or null. Functions over the column skip it.
+	Missing InputKind = iota
+	// Number: a finite JSON number, in Num (never -0: ingest normalises it).
+	Number
+	// Other: any other JSON value; only functions that keep raw values use it.
+	Other
+)
+
+// Input is an event's value for one column. Raw holds the compact JSON text of
+// the value for Number and Other.
+type Input struct {
+	Kind InputKind
+	Num  float64
+	Raw  []byte
+}
+
+// Pos is an event's position in its stream; with the event time it orders
+// events deterministically for last.
+type Pos struct {
+	Partition int32
+	Offset    int64
+}
+
+// Event is a decoded event, ready to aggregate. Inputs are in the order of
+// View.Columns.
+type Event struct {
+	Key    string
+	TS     int64
+	Pos    Pos
+	Inputs []Input
+}
+
+// State is a partial aggregate. See the package doc for the merge contract.
+type State interface {
+	add(e *Event, in *Input)
+	// merge folds o, a state of the same kind, into the receiver.
+	merge(o State)
+	appendBinary(dst []byte) []byte
+	// value is the finalised value: a JSON-encodable Go value or nil for null.
+	value() any
+}
+
+func newState(k stateKind) State {
+	switch k {
+	case kindCount:
+		return new(countState)
+	case kindSum:
+		return new(sumState)
+	case kindMin:
+		return &extremeState{max: false}
+	case kindMax:
+		return &extremeState{max: true}
+	case kindMean:
+		return new(meanState)
+	case kindLast:
+		return new(lastState)
+	}
+	panic(fmt.Sprintf("tiling: unknown state kind %d", k))
+}
+
+func decodeState(k stateKind, b []byte) (State, []byte, error) {
+	switch k {
+	case kindCount:
+		n, m := binary.Uvarint(b)
+		if m <= 0 {
+			return nil, nil, fmt.Errorf("count: %w", ErrCorrupt)
+		}
+		s := countState(n)
+		return &s, b[m:], nil
+	case kindSum:
+		es, rest, err := decodeExactSum(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &sumState{es}, rest, nil
+	case kindMin, kindMax:
+		s := &extremeState{max: k == kindMax}
+		if len(b) < 1 {
+			return nil, nil, fmt.Errorf("%s: short: %w", k, ErrCorrupt)
+		}
+		switch b[0] {
+		case 0:
+			return s, b[1:], nil
+		case 1:
+		default:
+			return nil, nil, fmt.Errorf("%s: bad flag: %w", k, ErrCorrupt)
+		}
+		if len(b) < 9 {
+			return nil, nil, fmt.Errorf("%s: short: %w", k, ErrCorrupt)
+		}
+		s.has = true
+		s.v = math.Float64frombits(binary.LittleEndian.Uint64(b[1:9]))
+		if math.IsNaN(s.v) || math.IsInf(s.v, 0) {
+			return nil, nil, fmt.Errorf("%s: non-finite: %w", k, ErrCorrupt)
+		}
+		return s, b[9:], nil
+	case kindMean:
+		es, rest, err := decodeExactSum(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		n, m := binary.Uvarint(rest)
+		if m <= 0 {
+			return nil, nil, fmt.Errorf("mean: %w", ErrCorrupt)
+		}
+		return &meanState{sum: es, n: n}, rest[m:], nil
+	case kindLast:
+		return decodeLast(b)
+	}
+	return nil, nil, fmt.Errorf("state kind %d: %w", k, ErrCorrupt)
+}
+
+// countState counts events, or events with the column present.
+type countState uint64
+
+func (s *countState) add(e *Event, in *Input) {
+	if in == nil || in.Kind != Missing {
+		*s++
+	}
+}
+func (s *countState) merge(o State) { *s += *o.(*countState) }
+func (s *countState) appendBinary(dst []byte) []byte {
+	return binary.AppendUvarint(dst, uint64(*s))
+}
+func (s *countState) value() any { return uint64(*s) }
+
+// sumState is an exact sum; empty sums are 0.
+type sumState struct{ s ExactSum }
+
+func (s *sumState) add(e *Event, in *Input) {
+	if in.Kind == Number {
+		s.s.Add(in.Num)
+	}
+}
+func (s *sumState) merge(o State)                  { s.s.Merge(&o.(*sumState).s) }
+func (s *sumState) appendBinary(dst []byte) []byte { return s.s.AppendBinary(dst) }
+func (s *sumState) value() any                     { return finite(s.s.Float64()) }
+
+// finite maps ±Inf (a sum beyond the float64 range) to null.
+func finite(f float64) any {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return nil
+	}
+	return f
+}
+
+// extremeState is min or max; empty is null.
+type extremeState struct {
+	max bool
+	has bool
+	v   float64
+}
+
+func (s *extremeState) add(e *Event, in *Input) {
+	if in.Kind == Number {
+		s.put(in.Num)
+	}
+}
+
+func (s *extremeState) put(x float64) {
+	if !s.has || (s.max && x > s.v) || (!s.max && x < s.v) {
+		s.v, s.has = x, true
+	}
+}
+
+func (s *extremeState) merge(o State) {
+	if x := o.(*extremeState); x.has {
+		s.put(x.v)
+	}
+}
+
+func (s *extremeState) appendBinary(dst []byte) []byte {
+	if !s.has {
+		return append(dst, 0)
+	}
+	dst = append(dst, 1)
+	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(s.v))
+}
+
+func (s *extremeState) value() any {
+	if !s.has {
+		return nil
+	}
+	return s.v
+}
+
+// meanState is an exact sum and a count; the mean is the rounded sum divided
+// by the count in float64, deterministic whatever the merge order. Empty is null.
+type meanState struct {
+	sum ExactSum
+	n   uint64
+}
+
+func (s *meanState) add(e *Event, in *Input) {
+	if in.Kind == Number {
+		s.sum.Add(in.Num)
+		s.n++
+	}
+}
+
+func (s *meanState) merge(o State) {
+	x := o.(*meanState)
+	s.sum.Merge(&x.sum)
+	s.n += x.n
+}
+
+func (s *meanState) appendBinary(dst []byte) []byte {
+	dst = s.sum.AppendBinary(dst)
+	return binary.AppendUvarint(dst, s.n)
+}
+
+func (s *meanState) value() any {
+	if s.n == 0 {
+		return nil
+	}
+	return finite(s.sum.Float64() / float64(s.n))
+}
+
+// lastState keeps the value of the event latest by (time, partition, offset).
+// Empty is null.
+type lastState struct {
+	has bool
+	ts  int64
+	pos Pos
+	raw []byte
+}
+
+func (s *lastState) later(ts int64, pos Pos) bool {
+	if !s.has {
+		return true
+	}
+	if ts != s.ts {
+		return ts > s.ts
+	}
+	if pos.Partition != s.pos.Partition {
+		return pos.Partition > s.pos.Partition
+	}
+	return pos.Offset > s.pos.Offset
+}
+
+func (s *lastState) add(e *Event, in *Input) {
+	if in.Kind == Missing || !s.later(e.TS, e.Pos) {
+		return
+	}
+	s.has, s.ts, s.pos = true, e.TS, e.Pos
+	s.raw = append(s.raw[:0], in.Raw...)
+}
+
+func (s *lastState) merge(o State) {
+	x := o.(*lastState)
+	if x.has && s.later(x.ts, x.pos) {
+		s.has, s.ts, s.pos = true, x.ts, x.pos
+		s.raw = append(s.raw[:0], x.raw...)
+	}
+}
+
+func (s *lastState) appendBinary(dst []byte) []byte {
+	if !s.has {
+		return append(dst, 0)
+	}
+	dst = append(dst, 1)
+	dst = binary.AppendVarint(dst, s.ts)
+	dst = binary.AppendUvarint(dst, uint64(uint32(s.pos.Partition)))
+	dst = binary.AppendVarint(dst, s.pos.Offset)
+	dst = binary.AppendUvarint(dst, uint64(len(s.raw)))
+	return append(dst, s.raw...)
+}
+
+func decodeLast(b []byte) (State, []byte, error) {
+	s := new(lastState)
+	if len(b) < 1 {
+		return nil, nil, fmt.Errorf("last: short: %w", ErrCorrupt)
+	}
+	switch b[0] {
+	case 0:
+		return s, b[1:], nil
+	case 1:
+	default:
+		return nil, nil, fmt.Errorf("last: bad flag: %w", ErrCorrupt)
+	}
+	b = b[1:]
+	var m int
+	if s.ts, m = binary.Varint(b); m <= 0 {
+		return nil, nil, fmt.Errorf("last: time: %w", ErrCorrupt)
+	}
+	b = b[m:]
+	p, m := binary.Uvarint(b)
+	if m <= 0 || p > math.MaxUint32 {
+		return nil, nil, fmt.Errorf("last: partition: %w", ErrCorrupt)
+	}
+	s.pos.Partition = int32(uint32(p))
+	b = b[m:]
+	if s.pos.Offset, m = binary.Varint(b); m <= 0 {
+		return nil, nil, fmt.Errorf("last: offset: %w", ErrCorrupt)
+	}
+	b = b[m:]
+	n, m := binary.Uvarint(b)
+	if m <= 0 || n > uint64(len(b)-m) || n == 0 {
+		return nil, nil, fmt.Errorf("last: value: %w", ErrCorrupt)
+	}
+	b = b[m:]
+	s.raw = append([]byte(nil), b[:n]...)
+	if !json.Valid(s.raw) {
+		return nil, nil, fmt.Errorf("last: value is not JSON: %w", ErrCorrupt)
+	}
+	s.has = true
+	return s, b[n:], nil
+}
+
+func (s *lastState) value() any {
+	if !s.has {
+		return nil
+	}
+	return json.RawMessage(s.raw)
+}

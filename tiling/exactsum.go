@@ -1,0 +1,290 @@
+package tiling
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/bits"
+)
+
+// sumLimbs is the width of ExactSum in 64-bit limbs. A float64 x is an integer
+// multiple of 2^-1074 with |x| < 2^1024, so x·2^1074 fits in 2098 bits; 64 more
+// bits absorb 2^64 additions and one more is the sign: 2163 ≤ 34·64.
+const sumLimbs = 34
+
+// sumShift is the fixed-point position: limb arithmetic holds x·2^sumShift.
+const sumShift = 1074
+
+// ExactSum is an exact accumulator of float64 values: a two's-complement
+// fixed-point integer wide enough that adding any float64 never rounds. The sum
+// of a multiset of finite float64 values is therefore independent of the
+// order of additions and of merges; Float64 rounds it once, to nearest even.
+//
+// The zero value is the empty sum. Adding NaN or ±Inf is the caller's error:
+// they are skipped (ingest rejects them as bad input before they get here).
+type ExactSum struct {
+	l *[sumLimbs]uint64 // nil means zero; allocated on the first non-zero add
+}
+
+// Add adds x exactly.
+func (s *ExactSum) Add(x float64) {
+	b := math.Float64bits(x)
+	exp := int((b >> 52) & 0x7ff)
+	frac := b & (1<<52 - 1)
+	if exp == 0x7ff {
+		return // NaN or Inf: not representable, rejected upstream
+	}
+	var m uint64
+	var shift int // bit position of m's lowest bit in the fixed-point integer
+	if exp == 0 {
+		m, shift = frac, 0
+	} else {
+		m, shift = frac|1<<52, exp-1
+	}
+	if m == 0 {
+		return
+	}
+	if s.l == nil {
+		s.l = new([sumLimbs]uint64)
+	}
+	limb, bit := shift/64, uint(shift%64)
+	lo := m << bit
+	var hi uint64
+	if bit > 0 {
+		hi = m >> (64 - bit)
+	}
+	if b>>63 == 0 {
+		s.addAt(limb, lo, hi)
+	} else {
+		s.subAt(limb, lo, hi)
+	}
+}
+
+func (s *ExactSum) addAt(limb int, lo, hi uint64) {
+	var c uint64
+	s.l[limb], c = bits.Add64(s.l[limb], lo, 0)
+	i := limb + 1
+	if i < sumLimbs {
+		s.l[i], c = bits.Add64(s.l[i], hi, c)
+		i++
+	}
+	for ; c != 0 && i < sumLimbs; i++ {
+		s.l[i], c = bits.Add64(s.l[i], 0, c)
+	}
+}
+
+func (s *ExactSum) subAt(limb int, lo, hi uint64) {
+	var c uint64
+	s.l[limb], c = bits.Sub64(s.l[limb], lo, 0)
+	i := limb + 1
+	if i < sumLimbs {
+		s.l[i], c = bits.Sub64(s.l[i], hi, c)
+		i++
+	}
+	for ; c != 0 && i < sumLimbs; i++ {
+		s.l[i], c = bits.Sub64(s.l[i], 0, c)
+	}
+}
+
+// Merge adds o into s exactly.
+func (s *ExactSum) Merge(o *ExactSum) {
+	if o.l == nil {
+		return
+	}
+	if s.l == nil {
+		s.l = new([sumLimbs]uint64)
+	}
+	var c uint64
+	for i := range s.l {
+		s.l[i], c = bits.Add64(s.l[i], o.l[i], c)
+	}
+}
+
+// IsZero reports whether the sum is exactly zero.
+func (s *ExactSum) IsZero() bool {
+	if s.l == nil {
+		return true
+	}
+	for _, v := range s.l {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *ExactSum) negative() bool { return s.l != nil && s.l[sumLimbs-1]>>63 == 1 }
+
+// magnitude returns |s| as limbs.
+func (s *ExactSum) magnitude() (m [sumLimbs]uint64, neg bool) {
+	if s.l == nil {
+		return m, false
+	}
+	m = *s.l
+	if !s.negative() {
+		return m, false
+	}
+	var c uint64 = 1
+	for i := range m {
+		m[i], c = bits.Add64(^m[i], 0, c)
+	}
+	return m, true
+}
+
+// bitsAt returns the 64 bits of m starting at bit position q (zeros past the end).
+func bitsAt(m *[sumLimbs]uint64, q int) uint64 {
+	if q < 0 {
+		// only used with q ≥ 0
+		return 0
+	}
+	i, off := q/64, uint(q%64)
+	if i >= sumLimbs {
+		return 0
+	}
+	v := m[i] >> off
+	if off > 0 && i+1 < sumLimbs {
+		v |= m[i+1] << (64 - off)
+	}
+	return v
+}
+
+// topBit returns the index of the highest set bit of m, or -1 if m is zero.
+func topBit(m *[sumLimbs]uint64) int {
+	for i := sumLimbs - 1; i >= 0; i-- {
+		if m[i] != 0 {
+			return i*64 + 63 - bits.LeadingZeros64(m[i])
+		}
+	}
+	return -1
+}
+
+// lowBit returns the index of the lowest set bit of m, or -1 if m is zero.
+func lowBit(m *[sumLimbs]uint64) int {
+	for i := range sumLimbs {
+		if m[i] != 0 {
+			return i*64 + bits.TrailingZeros64(m[i])
+		}
+	}
+	return -1
+}
+
+// anyBelow reports whether any bit of m below position q is set.
+func anyBelow(m *[sumLimbs]uint64, q int) bool {
+	i, off := q/64, uint(q%64)
+	for j := 0; j < i && j < sumLimbs; j++ {
+		if m[j] != 0 {
+			return true
+		}
+	}
+	if i < sumLimbs && off > 0 && m[i]&(1<<off-1) != 0 {
+		return true
+	}
+	return false
+}
+
+// Float64 returns the sum rounded once to the nearest float64 (ties to even).
+// A sum beyond the float64 range gives ±Inf.
+func (s *ExactSum) Float64() float64 {
+	m, neg := s.magnitude()
+	p := topBit(&m)
+	if p < 0 {
+		return 0
+	}
+	var f float64
+	if p < 53 {
+		f = math.Ldexp(float64(m[0]), -sumShift) // exact: < 2^53 units of 2^-1074
+	} else {
+		lo := p - 52
+		mant := bitsAt(&m, lo) & (1<<53 - 1)
+		round := bitsAt(&m, lo-1)&1 == 1
+		sticky := lo-1 > 0 && anyBelow(&m, lo-1)
+		if round && (sticky || mant&1 == 1) {
+			mant++
+			if mant == 1<<53 {
+				mant >>= 1
+				lo++
+			}
+		}
+		f = math.Ldexp(float64(mant), lo-sumShift)
+	}
+	if neg {
+		f = -f
+	}
+	return f
+}
+
+// AppendBinary appends the encoding of s: a sign byte (0 zero, 1 positive,
+// 2 negative), then for a non-zero sum the uvarint position of the lowest set
+// bit of |s|, the uvarint byte length n, and n little-endian bytes of
+// |s| >> position.
+func (s *ExactSum) AppendBinary(dst []byte) []byte {
+	m, neg := s.magnitude()
+	p := topBit(&m)
+	if p < 0 {
+		return append(dst, 0)
+	}
+	if neg {
+		dst = append(dst, 2)
+	} else {
+		dst = append(dst, 1)
+	}
+	lo := lowBit(&m)
+	n := (p - lo + 8) / 8
+	dst = binary.AppendUvarint(dst, uint64(lo))
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for k := 0; k < n; k++ {
+		dst = append(dst, byte(bitsAt(&m, lo+8*k)))
+	}
+	return dst
+}
+
+// decodeExactSum decodes what AppendBinary wrote and returns the rest of b.
+func decodeExactSum(b []byte) (ExactSum, []byte, error) {
+	if len(b) < 1 {
+		return ExactSum{}, nil, fmt.Errorf("sum: short: %w", ErrCorrupt)
+	}
+	sign := b[0]
+	b = b[1:]
+	switch sign {
+	case 0:
+		return ExactSum{}, b, nil
+	case 1, 2:
+	default:
+		return ExactSum{}, nil, fmt.Errorf("sum: bad sign %d: %w", sign, ErrCorrupt)
+	}
+	lo, k := binary.Uvarint(b)
+	if k <= 0 {
+		return ExactSum{}, nil, fmt.Errorf("sum: bad position: %w", ErrCorrupt)
+	}
+	b = b[k:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n == 0 || n > uint64(len(b)-k) {
+		return ExactSum{}, nil, fmt.Errorf("sum: bad length: %w", ErrCorrupt)
+	}
+	b = b[k:]
+	if b[n-1] == 0 || b[0]&1 == 0 || lo >= 64*sumLimbs {
+		return ExactSum{}, nil, fmt.Errorf("sum: non-canonical or out of range: %w", ErrCorrupt)
+	}
+	// |s| < 2^(64·sumLimbs−1): the top bit of the top limb stays free for the sign.
+	if lo+8*(n-1)+uint64(bits.Len8(b[n-1])) > 64*sumLimbs-1 {
+		return ExactSum{}, nil, fmt.Errorf("sum: out of range: %w", ErrCorrupt)
+	}
+	var m [sumLimbs]uint64
+	for j := uint64(0); j < n; j++ {
+		v := uint64(b[j])
+		pos := lo + 8*j
+		i, off := pos/64, pos%64
+		m[i] |= v << off
+		if off > 56 && i+1 < sumLimbs {
+			m[i+1] |= v >> (64 - off)
+		}
+	}
+	b = b[n:]
+	if sign == 2 {
+		var c uint64 = 1
+		for i := range m {
+			m[i], c = bits.Add64(^m[i], 0, c)
+		}
+	}
+	return ExactSum{l: &m}, b, nil
+}
