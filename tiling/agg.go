@@ -43,6 +43,9 @@ func (f Function) numeric() bool {
 	return false
 }
 
+// keepsRaw reports whether the function keeps the raw JSON value of its column.
+func (f Function) keepsRaw() bool { return f == Last }
+
 func (f Function) state() stateKind {
 	switch f {
 	case Count:

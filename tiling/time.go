@@ -15,11 +15,15 @@ const (
 const MinTime int64 = math.MinInt64
 
 // AlignDown returns the largest multiple of g that is ≤ t (floor, also for
-// negative t). g must be positive.
+// negative t). g must be positive. It saturates at MinTime, so an unset
+// (−∞) time stays −∞.
 func AlignDown(t, g int64) int64 {
 	r := t % g
 	if r < 0 {
 		r += g
+		if t < MinTime+r {
+			return MinTime
+		}
 	}
 	return t - r
 }

@@ -37,6 +37,10 @@ type View struct {
 
 	// Derived by NewView.
 	columns []string // distinct columns, index = Input position
+	// colNumeric: some function reads the column as a number, so another
+	// JSON type there makes the event malformed. colRaw: some function keeps
+	// the raw value (Input.Raw must be set).
+	colNumeric, colRaw []bool
 	aggs    []aggSpec
 	featAgg []int // feature index → aggs index
 	span    int64
@@ -161,8 +165,12 @@ func NewView(v View) (*View, error) {
 				i = len(out.columns)
 				colIdx[f.Column] = i
 				out.columns = append(out.columns, f.Column)
+				out.colNumeric = append(out.colNumeric, false)
+				out.colRaw = append(out.colRaw, false)
 			}
 			col = i
+			out.colNumeric[i] = out.colNumeric[i] || f.Function.numeric()
+			out.colRaw[i] = out.colRaw[i] || f.Function.keepsRaw()
 		}
 		spec := aggSpec{kind: f.Function.state(), column: col}
 		i, ok := aggIdx[spec]
@@ -203,6 +211,12 @@ func NewView(v View) (*View, error) {
 // Columns returns the distinct event fields the view aggregates, in the order
 // of the Inputs an Event carries.
 func (v *View) Columns() []string { return v.columns }
+
+// ColumnNumeric reports whether column i must hold a number when present.
+func (v *View) ColumnNumeric(i int) bool { return v.colNumeric[i] }
+
+// ColumnRaw reports whether column i's Input must carry the raw JSON value.
+func (v *View) ColumnRaw(i int) bool { return v.colRaw[i] }
 
 // Span returns the time covered by one stored record, ms.
 func (v *View) Span() int64 { return v.span }

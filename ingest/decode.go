@@ -1,0 +1,205 @@
+package ingest
+
+import (
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
+
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// Reasons an event is rejected; the values label metrics and dead letters.
+const (
+	ReasonOversized       = "oversized"
+	ReasonNotJSON         = "not_json"
+	ReasonNotObject       = "not_object"
+	ReasonMissingKey      = "missing_key"
+	ReasonBadKey          = "bad_key"
+	ReasonKeyTooLong      = "key_too_long"
+	ReasonMissingTime     = "missing_timestamp"
+	ReasonBadTime         = "bad_timestamp"
+	ReasonFutureTime      = "future_timestamp"
+	ReasonBadFieldType    = "bad_field_type"
+	ReasonNonFiniteNumber = "non_finite"
+)
+
+// Reasons lists every rejection reason.
+var Reasons = []string{ReasonOversized, ReasonNotJSON, ReasonNotObject, ReasonMissingKey,
+	ReasonBadKey, ReasonKeyTooLong, ReasonMissingTime, ReasonBadTime, ReasonFutureTime,
+	ReasonBadFieldType, ReasonNonFiniteNumber}
+
+// decoder turns raw event bytes into one tiling.Event per view of a topic.
+// A decoder is not safe for concurrent use (it owns a fastjson parser).
+type decoder struct {
+	views         []*tiling.View
+	maxEventBytes int
+	maxKeyBytes   int
+	futureSkew    int64 // ms
+	p             fastjson.Parser
+}
+
+// decoded is the outcome of one Kafka record for each view of its topic:
+// events[i] is valid when reasons[i] == "".
+type decoded struct {
+	events  []tiling.Event
+	reasons []string
+}
+
+// decode decodes value for every view. now is the wall clock in ms.
+func (d *decoder) decode(value []byte, pos tiling.Pos, now int64, out *decoded) {
+	n := len(d.views)
+	out.events = growEvents(out.events, n)
+	out.reasons = growStrings(out.reasons, n)
+	fail := func(reason string) {
+		for i := range out.reasons {
+			out.reasons[i] = reason
+		}
+	}
+	if len(value) > d.maxEventBytes {
+		fail(ReasonOversized)
+		return
+	}
+	root, err := d.p.ParseBytes(value)
+	if err != nil {
+		fail(ReasonNotJSON)
+		return
+	}
+	obj, err := root.Object()
+	if err != nil {
+		fail(ReasonNotObject)
+		return
+	}
+	for i, v := range d.views {
+		out.reasons[i] = d.decodeView(v, obj, pos, now, &out.events[i])
+	}
+}
+
+func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Pos, now int64, e *tiling.Event) string {
+	e.Pos = pos
+	kv := obj.Get(v.Entity)
+	if kv == nil || kv.Type() == fastjson.TypeNull {
+		return ReasonMissingKey
+	}
+	switch kv.Type() {
+	case fastjson.TypeString:
+		b, _ := kv.StringBytes()
+		if len(b) == 0 || !utf8.Valid(b) {
+			return ReasonBadKey
+		}
+		if len(b) > d.maxKeyBytes {
+			return ReasonKeyTooLong
+		}
+		e.Key = string(b)
+	case fastjson.TypeNumber:
+		s := kv.String()
+		if !isIntegerLiteral(s) {
+			return ReasonBadKey
+		}
+		e.Key = s
+	default:
+		return ReasonBadKey
+	}
+
+	tv := obj.Get(v.Timestamp)
+	if tv == nil || tv.Type() == fastjson.TypeNull {
+		return ReasonMissingTime
+	}
+	ts, ok := parseTime(tv)
+	if !ok {
+		return ReasonBadTime
+	}
+	if ts > now+d.futureSkew {
+		return ReasonFutureTime
+	}
+	e.TS = ts
+
+	cols := v.Columns()
+	if cap(e.Inputs) < len(cols) {
+		e.Inputs = make([]tiling.Input, len(cols))
+	}
+	e.Inputs = e.Inputs[:len(cols)]
+	for i, c := range cols {
+		in := &e.Inputs[i]
+		*in = tiling.Input{Raw: in.Raw[:0]}
+		cv := obj.Get(c)
+		if cv == nil || cv.Type() == fastjson.TypeNull {
+			continue
+		}
+		if cv.Type() == fastjson.TypeNumber {
+			f, err := cv.Float64()
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				return ReasonNonFiniteNumber
+			}
+			if f == 0 {
+				f = 0 // -0 → +0: min and max must not depend on the sign of zero
+			}
+			in.Kind, in.Num = tiling.Number, f
+		} else {
+			if v.ColumnNumeric(i) {
+				return ReasonBadFieldType
+			}
+			in.Kind = tiling.Other
+		}
+		if v.ColumnRaw(i) {
+			in.Raw = cv.MarshalTo(in.Raw)
+		}
+	}
+	return ""
+}
+
+// parseTime reads epoch milliseconds (a number; fractions are floored) or an
+// RFC 3339 string.
+func parseTime(v *fastjson.Value) (int64, bool) {
+	switch v.Type() {
+	case fastjson.TypeNumber:
+		f, err := v.Float64()
+		// ±2^53 ms is ±285,000 years: beyond it float64 loses milliseconds.
+		if err != nil || math.IsNaN(f) || math.Abs(f) > 1<<53 {
+			return 0, false
+		}
+		return int64(math.Floor(f)), true
+	case fastjson.TypeString:
+		b, _ := v.StringBytes()
+		t, err := time.Parse(time.RFC3339Nano, string(b))
+		if err != nil {
+			return 0, false
+		}
+		return t.Unix()*1000 + int64(t.Nanosecond()/1e6), true
+	}
+	return 0, false
+}
+
+// isIntegerLiteral reports whether s is a JSON integer: optional minus, digits.
+func isIntegerLiteral(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func growEvents(s []tiling.Event, n int) []tiling.Event {
+	if cap(s) < n {
+		return make([]tiling.Event, n)
+	}
+	return s[:n]
+}
+
+func growStrings(s []string, n int) []string {
+	if cap(s) < n {
+		return make([]string, n)
+	}
+	s = s[:n]
+	for i := range s {
+		s[i] = ""
+	}
+	return s
+}

@@ -1,0 +1,149 @@
+package ingest
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tilestream/tilestream/tiling"
+)
+
+func testView(t testing.TB) *tiling.View {
+	t.Helper()
+	v, err := tiling.NewView(tiling.View{
+		Name: "txn", Topic: "transactions", Entity: "user_id", Timestamp: "ts",
+		Granularity: tiling.Minute, LifetimeStart: tiling.MinTime,
+		Features: []tiling.Feature{
+			{Name: "sum", Function: tiling.Sum, Column: "amount", Window: tiling.Day},
+			{Name: "n", Function: tiling.Count, Window: tiling.Lifetime},
+			{Name: "last", Function: tiling.Last, Column: "merchant", Window: tiling.Lifetime},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func testDecoder(t testing.TB) *decoder {
+	return &decoder{views: []*tiling.View{testView(t)}, maxEventBytes: 512, maxKeyBytes: 16, futureSkew: tiling.Hour}
+}
+
+const testNow = int64(1_800_000_000_000)
+
+func TestDecodeRejectsEachMalformedClass(t *testing.T) {
+	cases := []struct {
+		name, value, reason string
+	}{
+		{"not JSON", `{"user_id":`, ReasonNotJSON},
+		{"a JSON array", `[1,2]`, ReasonNotObject},
+		{"a JSON string", `"x"`, ReasonNotObject},
+		{"missing key", `{"ts":1}`, ReasonMissingKey},
+		{"null key", `{"user_id":null,"ts":1}`, ReasonMissingKey},
+		{"key as object", `{"user_id":{},"ts":1}`, ReasonBadKey},
+		{"key as float", `{"user_id":1.5,"ts":1}`, ReasonBadKey},
+		{"key as bool", `{"user_id":true,"ts":1}`, ReasonBadKey},
+		{"empty key", `{"user_id":"","ts":1}`, ReasonBadKey},
+		{"key too long", `{"user_id":"12345678901234567","ts":1}`, ReasonKeyTooLong},
+		{"missing timestamp", `{"user_id":"u"}`, ReasonMissingTime},
+		{"timestamp as bool", `{"user_id":"u","ts":true}`, ReasonBadTime},
+		{"unparseable timestamp", `{"user_id":"u","ts":"yesterday"}`, ReasonBadTime},
+		{"timestamp beyond float precision", `{"user_id":"u","ts":1e300}`, ReasonBadTime},
+		{"timestamp in the far future", `{"user_id":"u","ts":1800003600001}`, ReasonFutureTime},
+		{"amount as string", `{"user_id":"u","ts":1,"amount":"12"}`, ReasonBadFieldType},
+		{"amount overflowing to Inf", `{"user_id":"u","ts":1,"amount":1e999}`, ReasonNonFiniteNumber},
+		{"oversized", `{"user_id":"u","ts":1,"pad":"` + strings.Repeat("x", 600) + `"}`, ReasonOversized},
+	}
+	d := testDecoder(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out decoded
+			d.decode([]byte(c.value), tiling.Pos{}, testNow, &out)
+			if out.reasons[0] != c.reason {
+				t.Fatalf("reason %q, want %q", out.reasons[0], c.reason)
+			}
+		})
+	}
+}
+
+func TestDecodeAcceptsValidEvents(t *testing.T) {
+	cases := []struct {
+		name, value, key string
+		ts              int64
+		amount          tiling.Input
+	}{
+		{"epoch ms and a string key", `{"user_id":"u1","ts":1700000000123,"amount":12.5}`, "u1", 1700000000123, tiling.Input{Kind: tiling.Number, Num: 12.5}},
+		{"an integer key", `{"user_id":42,"ts":5,"amount":1}`, "42", 5, tiling.Input{Kind: tiling.Number, Num: 1}},
+		{"a negative integer key", `{"user_id":-7,"ts":5}`, "-7", 5, tiling.Input{}},
+		{"RFC 3339", `{"user_id":"u","ts":"2026-01-02T03:04:05.678Z"}`, "u", 1767323045678, tiling.Input{}},
+		{"RFC 3339 with an offset", `{"user_id":"u","ts":"2026-01-02T04:04:05.6789+01:00"}`, "u", 1767323045678, tiling.Input{}},
+		{"fractional ms are floored", `{"user_id":"u","ts":10.9}`, "u", 10, tiling.Input{}},
+		{"negative fractional ms are floored", `{"user_id":"u","ts":-10.1}`, "u", -11, tiling.Input{}},
+		{"null amount is missing", `{"user_id":"u","ts":1,"amount":null}`, "u", 1, tiling.Input{}},
+		{"negative zero becomes zero", `{"user_id":"u","ts":1,"amount":-0.0}`, "u", 1, tiling.Input{Kind: tiling.Number, Num: 0}},
+		{"within the future skew", `{"user_id":"u","ts":1800003600000}`, "u", 1800003600000, tiling.Input{}},
+	}
+	d := testDecoder(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out decoded
+			d.decode([]byte(c.value), tiling.Pos{Partition: 3, Offset: 9}, testNow, &out)
+			if out.reasons[0] != "" {
+				t.Fatalf("rejected: %s", out.reasons[0])
+			}
+			e := out.events[0]
+			if e.Key != c.key || e.TS != c.ts || e.Pos != (tiling.Pos{Partition: 3, Offset: 9}) {
+				t.Fatalf("got key %q ts %d pos %v", e.Key, e.TS, e.Pos)
+			}
+			amt := e.Inputs[0]
+			if amt.Kind != c.amount.Kind || amt.Num != c.amount.Num {
+				t.Fatalf("amount %+v, want %+v", amt, c.amount)
+			}
+			if amt.Num == 0 && 1/amt.Num < 0 {
+				t.Fatal("negative zero kept")
+			}
+		})
+	}
+}
+
+func TestDecodeKeepsRawValuesForLast(t *testing.T) {
+	d := testDecoder(t)
+	var out decoded
+	d.decode([]byte(`{"user_id":"u","ts":1,"merchant":{"id": "m1" }}`), tiling.Pos{}, testNow, &out)
+	if out.reasons[0] != "" {
+		t.Fatal(out.reasons[0])
+	}
+	in := out.events[0].Inputs[1]
+	if in.Kind != tiling.Other || string(in.Raw) != `{"id":"m1"}` {
+		t.Fatalf("merchant input %+v raw %s", in, in.Raw)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"user_id":"u1","ts":1700000000123,"amount":12.5,"merchant":"m"}`,
+		`{"user_id":42,"ts":"2026-01-02T03:04:05Z"}`,
+		`{"user_id":"u","ts":1,"amount":1e999}`,
+		`[]`, `{`, `null`, `{"user_id":"\ud800","ts":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	d := testDecoder(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var out decoded
+		d.decode(b, tiling.Pos{}, testNow, &out)
+		if out.reasons[0] != "" {
+			return
+		}
+		e := out.events[0]
+		if e.Key == "" || len(e.Key) > 16 || e.TS > testNow+tiling.Hour {
+			t.Fatalf("accepted a bad event: %+v", e)
+		}
+		// An accepted event must apply and round-trip through a record.
+		v := d.views[0]
+		r := v.NewRecord(e.TS)
+		v.Add(r, &e)
+		if _, err := v.DecodeRecord(r.Start, v.AppendRecord(nil, r)); err != nil {
+			t.Fatalf("record of an accepted event does not decode: %v", err)
+		}
+	})
+}

@@ -1,0 +1,438 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// Store is what the ingest needs from the online store.
+type Store interface {
+	recordStore
+	Progress(topic string) (map[int32]state.Progress, error)
+}
+
+// Ingester consumes the views' topics into the online store.
+type Ingester struct {
+	cfg    Config
+	views  []*tiling.View
+	topics map[string][]int // topic → indexes into views
+	store  Store
+	m      *Metrics
+	log    *slog.Logger
+
+	// dlq produces dead letters; the consumer's own client, set by Run when
+	// a dead-letter topic is configured.
+	dlq *kgo.Client
+
+	ready     atomic.Bool
+	watermark atomic.Pointer[map[string]int64] // view → stream watermark
+
+	// logBad bounds the rate of log lines about malformed events.
+	logBad rate.Sometimes
+
+	// mu serialises the loop's handling of a poll and its flushes with the
+	// rebalance callbacks. With BlockRebalanceOnPoll they never overlap
+	// anyway; the lock makes that independent of franz-go's gating.
+	mu struct {
+		sync.Mutex
+		ap      *applier
+		durable map[topicPartition]int64 // durable max event time per partition
+		parts   map[string]int32         // partitions per topic, from metadata
+	}
+}
+
+// New builds an Ingester; it starts nothing (see Run).
+func New(cfg Config, views []*tiling.View, store Store, m *Metrics, log *slog.Logger) (*Ingester, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(views) == 0 {
+		return nil, errors.New("ingest: no views")
+	}
+	in := &Ingester{
+		cfg:    cfg,
+		views:  views,
+		topics: map[string][]int{},
+		store:  store,
+		m:      m,
+		log:    log,
+		logBad: rate.Sometimes{First: 10, Interval: time.Second},
+	}
+	for i, v := range views {
+		in.topics[v.Topic] = append(in.topics[v.Topic], i)
+	}
+	in.mu.ap = newApplier(store, views, cfg.RecordCache)
+	in.mu.durable = map[topicPartition]int64{}
+	in.mu.parts = map[string]int32{}
+	for topic := range in.topics {
+		prog, err := store.Progress(topic)
+		if err != nil {
+			return nil, err
+		}
+		for p, pr := range prog {
+			in.mu.durable[topicPartition{topic, p}] = pr.MaxEventTime
+		}
+	}
+	in.publishWatermarks()
+	return in, nil
+}
+
+// Ready reports whether the ingest has joined its consumer group.
+func (in *Ingester) Ready() bool { return in.ready.Load() }
+
+// StreamWatermark returns a view's stream event-time progress: the smallest,
+// over its topic's partitions, of the largest durable event time. ok is false
+// while a partition has none or the partition count is unknown.
+func (in *Ingester) StreamWatermark(view string) (int64, bool) {
+	m := in.watermark.Load()
+	if m == nil {
+		return 0, false
+	}
+	w, ok := (*m)[view]
+	return w, ok
+}
+
+// publishWatermarks recomputes every view's watermark; mu must be held or the
+// Ingester not yet shared.
+func (in *Ingester) publishWatermarks() {
+	out := map[string]int64{}
+	for _, v := range in.views {
+		n, ok := in.mu.parts[v.Topic]
+		if !ok || n == 0 {
+			continue
+		}
+		w, complete := int64(0), true
+		for p := int32(0); p < n; p++ {
+			ts, ok := in.mu.durable[topicPartition{v.Topic, p}]
+			if !ok || ts == tiling.MinTime {
+				complete = false
+				break
+			}
+			if p == 0 || ts < w {
+				w = ts
+			}
+		}
+		if complete {
+			out[v.Name] = w
+			in.m.watermark.WithLabelValues(v.Name).Set(float64(w) / 1000)
+		}
+	}
+	in.watermark.Store(&out)
+}
+
+// Run consumes until ctx is done, then flushes, commits and leaves the group.
+// It returns an error only for failures it cannot ride out (the store).
+func (in *Ingester) Run(ctx context.Context) error {
+	topics := make([]string, 0, len(in.topics))
+	for t := range in.topics {
+		topics = append(topics, t)
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(in.cfg.Brokers...),
+		kgo.ClientID(in.cfg.ClientID),
+		kgo.ConsumerGroup(in.cfg.Group),
+		kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(in.onAssigned),
+		kgo.OnPartitionsRevoked(in.onRevoked),
+		kgo.OnPartitionsLost(in.onLost),
+		kgo.WithLogger(kgoLogger{in.log}),
+	}
+	opts = append(opts, in.cfg.ClientOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("ingest: kafka client: %w", err)
+	}
+	defer cl.Close()
+	if in.cfg.DeadLetterTopic != "" {
+		in.dlq = cl
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return in.lagLoop(gctx, cl, topics) })
+	g.Go(func() error { return in.consume(gctx, cl) })
+	return g.Wait()
+}
+
+func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
+	nextFlush := time.Now().Add(in.cfg.FlushInterval)
+	for {
+		pollCtx, cancel := context.WithDeadline(ctx, nextFlush)
+		fetches := cl.PollRecords(pollCtx, in.cfg.PollRecords)
+		cancel()
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return
+			}
+			in.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		in.mu.Lock()
+		err := in.process(fetches)
+		done := ctx.Err() != nil
+		if err == nil && (done || !time.Now().Before(nextFlush)) {
+			fctx := ctx
+			if done {
+				var cancel context.CancelFunc
+				fctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+			}
+			err = in.flushAndCommit(fctx, cl)
+			nextFlush = time.Now().Add(in.cfg.FlushInterval)
+		}
+		in.mu.Unlock()
+		cl.AllowRebalance()
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// partWork is one partition's records of a poll and their decoding.
+type partWork struct {
+	topic string
+	views []int
+	recs  []*kgo.Record
+	out   []decoded
+}
+
+// process decodes each partition's records in parallel, then applies them in
+// partition order. mu is held.
+func (in *Ingester) process(fetches kgo.Fetches) error {
+	var work []*partWork
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		vi, ok := in.topics[p.Topic]
+		if !ok {
+			return
+		}
+		work = append(work, &partWork{topic: p.Topic, views: vi, recs: p.Records})
+		in.m.consumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
+	})
+	if len(work) == 0 {
+		return nil
+	}
+	now := time.Now().UnixMilli()
+	var wg sync.WaitGroup
+	for _, w := range work {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := in.newDecoder(w.views)
+			w.out = make([]decoded, len(w.recs))
+			for i, r := range w.recs {
+				d.decode(r.Value, tiling.Pos{Partition: r.Partition, Offset: r.Offset}, now, &w.out[i])
+			}
+		}()
+	}
+	wg.Wait()
+
+	ap := in.mu.ap
+	for _, w := range work {
+		for i, r := range w.recs {
+			tp := topicPartition{r.Topic, r.Partition}
+			d := &w.out[i]
+			maxTS, any := tiling.MinTime, false
+			for j, vi := range w.views {
+				v := in.views[vi]
+				if reason := d.reasons[j]; reason != "" {
+					in.reject(v.Name, reason, r)
+					continue
+				}
+				e := &d.events[j]
+				applied, err := ap.apply(vi, e)
+				if err != nil {
+					return err
+				}
+				if applied {
+					in.m.events.WithLabelValues(v.Name, "applied").Inc()
+				} else {
+					in.m.events.WithLabelValues(v.Name, "replayed").Inc()
+				}
+				any = true
+				if e.TS > maxTS {
+					maxTS = e.TS
+				}
+			}
+			ap.handled(tp, r.Offset, r.LeaderEpoch, maxTS, any)
+		}
+	}
+	return nil
+}
+
+func (in *Ingester) newDecoder(views []int) *decoder {
+	d := &decoder{
+		maxEventBytes: in.cfg.MaxEventBytes,
+		maxKeyBytes:   in.cfg.MaxKeyBytes,
+		futureSkew:    in.cfg.FutureSkew.Milliseconds(),
+	}
+	for _, vi := range views {
+		d.views = append(d.views, in.views[vi])
+	}
+	return d
+}
+
+// reject counts, logs (bounded) and dead-letters a malformed event.
+func (in *Ingester) reject(view, reason string, r *kgo.Record) {
+	in.m.rejected.WithLabelValues(view, reason).Inc()
+	in.logBad.Do(func() {
+		in.log.Warn("malformed event set aside", "view", view, "reason", reason,
+			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset)
+	})
+	if in.cfg.DeadLetterTopic == "" || in.dlq == nil {
+		return
+	}
+	dl := &kgo.Record{
+		Topic: in.cfg.DeadLetterTopic,
+		Key:   r.Key,
+		Value: r.Value,
+		Headers: []kgo.RecordHeader{
+			{Key: "tilestream-reason", Value: []byte(reason)},
+			{Key: "tilestream-view", Value: []byte(view)},
+			{Key: "tilestream-topic", Value: []byte(r.Topic)},
+			{Key: "tilestream-partition", Value: []byte(strconv.Itoa(int(r.Partition)))},
+			{Key: "tilestream-offset", Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		},
+	}
+	in.dlq.Produce(context.Background(), dl, func(_ *kgo.Record, err error) {
+		if err != nil {
+			in.m.deadLetter.WithLabelValues("error").Inc()
+			in.log.Warn("dead letter produce failed", "topic", in.cfg.DeadLetterTopic, "err", err)
+			return
+		}
+		in.m.deadLetter.WithLabelValues("produced").Inc()
+	})
+}
+
+// flushAndCommit makes the buffered records durable, then commits the offsets
+// they cover. mu is held.
+func (in *Ingester) flushAndCommit(ctx context.Context, cl *kgo.Client) error {
+	start := time.Now()
+	ap := in.mu.ap
+	n, err := ap.flush()
+	if err != nil {
+		return err
+	}
+	for tp, p := range ap.parts {
+		if cur, ok := in.mu.durable[tp]; p.maxTS != tiling.MinTime && (!ok || p.maxTS > cur) {
+			in.mu.durable[tp] = p.maxTS
+		}
+	}
+	in.publishWatermarks()
+	in.m.cached.Set(float64(len(ap.records)))
+	if in.dlq != nil {
+		// Dead letters are produced before the offsets of their events are
+		// committed; a failure is counted and logged, not retried forever.
+		if err := in.dlq.Flush(ctx); err != nil {
+			in.log.Warn("dead letter flush", "err", err)
+		}
+	}
+	in.commit(ctx, cl)
+	if n > 0 {
+		in.m.flushRecs.Observe(float64(n))
+		in.m.flushDur.Observe(time.Since(start).Seconds())
+	}
+	return nil
+}
+
+// commit commits the next offset of every partition handled since the last
+// successful commit. Failures are counted and retried at the next flush:
+// the store already holds the data, so only the replay after a crash grows.
+func (in *Ingester) commit(ctx context.Context, cl *kgo.Client) {
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for tp, p := range in.mu.ap.parts {
+		if !p.unsynced {
+			continue
+		}
+		if offsets[tp.topic] == nil {
+			offsets[tp.topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: p.epoch, Offset: p.next}
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			in.m.commitErrs.Inc()
+			in.log.Warn("offset commit failed", "err", err)
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				tp := topicPartition{t.Topic, p.Partition}
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					in.m.commitErrs.Inc()
+					in.log.Warn("offset commit failed", "topic", t.Topic, "partition", p.Partition, "err", err)
+					continue
+				}
+				if pp := in.mu.ap.parts[tp]; pp != nil && pp.next == offsets[t.Topic][p.Partition].Offset {
+					pp.unsynced = false
+				}
+			}
+		}
+	})
+}
+
+func (in *Ingester) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	in.log.Info("partitions assigned", "partitions", assigned)
+	in.ready.Store(true)
+}
+
+// onRevoked flushes and commits before the partitions move, so the next owner
+// starts from a commit covering everything this member made durable.
+func (in *Ingester) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	in.log.Info("partitions revoked", "partitions", revoked)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if err := in.flushAndCommit(ctx, cl); err != nil {
+		// The records stay dirty in memory and the offsets uncommitted: the next
+		// owner replays from the last commit, which the records make idempotent.
+		in.log.Error("flush on revoke failed", "err", err)
+	}
+	in.dropPartitions(revoked)
+}
+
+// onLost drops the partitions without committing: another member may own them.
+func (in *Ingester) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	in.log.Warn("partitions lost", "partitions", lost)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, err := in.mu.ap.flush(); err != nil {
+		in.log.Error("flush on partition loss failed", "err", err)
+	}
+	in.dropPartitions(lost)
+}
+
+func (in *Ingester) dropPartitions(ps map[string][]int32) {
+	for topic, parts := range ps {
+		for _, p := range parts {
+			delete(in.mu.ap.parts, topicPartition{topic, p})
+		}
+	}
+	in.mu.ap.forget()
+}

@@ -1,0 +1,96 @@
+package ingest
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// lagLoop measures the group's lag per partition and learns the topics'
+// partition counts (the stream watermark needs them) every LagInterval.
+func (in *Ingester) lagLoop(ctx context.Context, cl *kgo.Client, topics []string) error {
+	adm := kadm.NewClient(cl)
+	t := time.NewTicker(in.cfg.LagInterval)
+	defer t.Stop()
+	for {
+		in.measure(ctx, adm, topics)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (in *Ingester) measure(ctx context.Context, adm *kadm.Client, topics []string) {
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.LagInterval)
+	defer cancel()
+	details, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		if ctx.Err() == nil {
+			in.m.lagErrs.Inc()
+			in.log.Debug("list topics", "err", err)
+		}
+		return
+	}
+	in.mu.Lock()
+	for _, td := range details {
+		if td.Err == nil {
+			in.mu.parts[td.Topic] = int32(len(td.Partitions))
+		}
+	}
+	in.publishWatermarks()
+	in.mu.Unlock()
+
+	lags, err := adm.Lag(ctx, in.cfg.Group)
+	if err != nil {
+		if ctx.Err() == nil {
+			in.m.lagErrs.Inc()
+			in.log.Debug("measure lag", "err", err)
+		}
+		return
+	}
+	for _, gl := range lags {
+		if gl.Error() != nil {
+			in.m.lagErrs.Inc()
+			continue
+		}
+		for _, l := range gl.Lag.Sorted() {
+			if _, ours := in.topics[l.Topic]; !ours || l.Lag < 0 {
+				continue
+			}
+			in.m.lag.WithLabelValues(l.Topic, strconv.Itoa(int(l.Partition))).Set(float64(l.Lag))
+		}
+	}
+}
+
+// kgoLogger adapts slog to franz-go's logger, one level down: franz-go's info
+// lines are chatty, so they go to debug.
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel {
+	ctx := context.Background()
+	switch {
+	case l.log.Enabled(ctx, slog.LevelDebug):
+		return kgo.LogLevelInfo
+	case l.log.Enabled(ctx, slog.LevelInfo):
+		return kgo.LogLevelWarn
+	default:
+		return kgo.LogLevelError
+	}
+}
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lv = slog.LevelError
+	case kgo.LogLevelWarn:
+		lv = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), lv, msg, append(keyvals, "component", "kafka")...)
+}

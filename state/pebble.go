@@ -1,0 +1,275 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// Config configures the online store.
+type Config struct {
+	// Path is the Pebble directory. Required.
+	Path string
+	// CacheBytes is Pebble's block cache size in bytes. Default 64 MiB.
+	CacheBytes int64
+}
+
+// DefaultConfig returns the defaults; Path must still be set.
+func DefaultConfig() Config { return Config{CacheBytes: 64 << 20} }
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Path == "" {
+		errs = append(errs, errors.New("store: path is required"))
+	}
+	if c.CacheBytes < 0 {
+		errs = append(errs, errors.New("store: cache_bytes must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is the Pebble online store. It is safe for concurrent use.
+type Store struct {
+	db  *pebble.DB
+	log *slog.Logger
+
+	mu struct {
+		sync.Mutex
+		closed bool
+	}
+}
+
+// Open opens (creating if needed) the store at cfg.Path.
+func Open(cfg Config, log *slog.Logger) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.CacheBytes == 0 {
+		cfg.CacheBytes = DefaultConfig().CacheBytes
+	}
+	cache := pebble.NewCache(cfg.CacheBytes)
+	defer cache.Unref()
+	opts := &pebble.Options{
+		Cache:  cache,
+		Logger: pebbleLogger{log},
+	}
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(cfg.Path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", cfg.Path, err)
+	}
+	return &Store{db: db, log: log}, nil
+}
+
+// Close closes the store; it is idempotent.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return nil
+	}
+	s.mu.closed = true
+	return s.db.Close()
+}
+
+// GetRecord returns the stored record of (view, key) starting at start, or nil
+// when there is none.
+func (s *Store) GetRecord(v *tiling.View, key string, start int64) (*tiling.Record, error) {
+	k := recordKey(nil, v.Name, key, start)
+	val, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get record %s/%q@%d: %w", v.Name, key, start, err)
+	}
+	defer closer.Close()
+	r, err := v.DecodeRecord(start, val)
+	if err != nil {
+		return nil, fmt.Errorf("decode record %s/%q@%d: %w", v.Name, key, start, err)
+	}
+	return r, nil
+}
+
+// ReadKey returns the records of (view, key) that hold event times in
+// [from, to), ascending. It reads one Pebble range of one key prefix.
+func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, from, to int64) (KeyData, error) {
+	kd := KeyData{BatchWatermark: tiling.MinTime}
+	prefix := recordPrefix(make([]byte, 0, 64), v.Name, key)
+	lower := appendTime(bytes.Clone(prefix), v.RecordStart(from))
+	upper := appendTime(prefix, to)
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return kd, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
+	}
+	n := len(upper) - 8
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != n+8 {
+			it.Close()
+			return kd, fmt.Errorf("read %s/%q: bad key length %d", v.Name, key, len(k))
+		}
+		start := decodeTime(k[n:])
+		val, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return kd, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
+		}
+		r, err := v.DecodeRecord(start, val)
+		if err != nil {
+			it.Close()
+			return kd, fmt.Errorf("decode record %s/%q@%d: %w", v.Name, key, start, err)
+		}
+		kd.Records = append(kd.Records, r)
+	}
+	if err := it.Close(); err != nil {
+		return kd, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
+	}
+	return kd, nil
+}
+
+// Progress is what ingest has made durable for one partition.
+type Progress struct {
+	// Next is the offset of the first event not yet in the records: every
+	// event of the partition below it is applied (or rejected).
+	Next int64
+	// MaxEventTime is the largest event time applied, ms; tiling.MinTime if none.
+	MaxEventTime int64
+}
+
+const progressVersion = 1
+
+// Batch collects mutations that Commit applies atomically.
+type Batch struct {
+	b   *pebble.Batch
+	buf []byte
+	n   int
+}
+
+// NewBatch starts a batch.
+func (s *Store) NewBatch() *Batch { return &Batch{b: s.db.NewBatch()} }
+
+// Len returns the number of records put in the batch.
+func (b *Batch) Len() int { return b.n }
+
+// PutRecord writes r whole, replacing the stored one.
+func (b *Batch) PutRecord(v *tiling.View, key string, r *tiling.Record) {
+	b.buf = v.AppendRecord(b.buf[:0], r)
+	_ = b.b.Set(recordKey(nil, v.Name, key, r.Start), b.buf, nil)
+	b.n++
+}
+
+// SetProgress records a partition's progress.
+func (b *Batch) SetProgress(topic string, partition int32, p Progress) {
+	val := []byte{progressVersion}
+	val = binary.AppendVarint(val, p.Next)
+	val = binary.AppendVarint(val, p.MaxEventTime)
+	_ = b.b.Set(progressKey(nil, topic, partition), val, nil)
+}
+
+// Commit applies b atomically and durably (fsync), then releases it.
+func (s *Store) Commit(b *Batch) error {
+	defer b.b.Close()
+	if err := s.db.Apply(b.b, pebble.Sync); err != nil {
+		return fmt.Errorf("commit batch of %d records: %w", b.n, err)
+	}
+	return nil
+}
+
+// Progress returns the recorded progress of every partition of topic.
+func (s *Store) Progress(topic string) (map[int32]Progress, error) {
+	prefix := append([]byte{prefixProgress}, appendString(nil, topic)...)
+	upper := append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("read progress of %s: %w", topic, err)
+	}
+	defer it.Close()
+	out := map[int32]Progress{}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != len(prefix)+4 {
+			continue
+		}
+		p := int32(binary.BigEndian.Uint32(k[len(prefix):]))
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("read progress of %s/%d: %w", topic, p, err)
+		}
+		pr, err := decodeProgress(val)
+		if err != nil {
+			return nil, fmt.Errorf("progress of %s/%d: %w", topic, p, err)
+		}
+		out[p] = pr
+	}
+	return out, nil
+}
+
+func decodeProgress(b []byte) (Progress, error) {
+	if len(b) < 1 || b[0] != progressVersion {
+		return Progress{}, errors.New("bad progress version")
+	}
+	b = b[1:]
+	next, n := binary.Varint(b)
+	if n <= 0 {
+		return Progress{}, errors.New("bad progress offset")
+	}
+	maxTS, m := binary.Varint(b[n:])
+	if m <= 0 {
+		return Progress{}, errors.New("bad progress time")
+	}
+	return Progress{Next: next, MaxEventTime: maxTS}, nil
+}
+
+// CheckLayout compares the view's layout fingerprint with the stored one and
+// records it on first use. A different stored fingerprint gives
+// ErrLayoutChanged: tiles written under another layout cannot be read.
+func (s *Store) CheckLayout(v *tiling.View) error {
+	k := viewKey(nil, v.Name)
+	fp := v.Fingerprint()
+	val, closer, err := s.db.Get(k)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		if err := s.db.Set(k, []byte(fp), pebble.Sync); err != nil {
+			return fmt.Errorf("record layout of view %s: %w", v.Name, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read layout of view %s: %w", v.Name, err)
+	}
+	stored := string(val)
+	closer.Close()
+	if stored != fp {
+		return fmt.Errorf("view %s: stored tiles have layout %s, the config gives %s (granularity or features changed): %w",
+			v.Name, stored, fp, ErrLayoutChanged)
+	}
+	return nil
+}
+
+// pebbleLogger routes Pebble's log lines to slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}
