@@ -2,9 +2,11 @@ package ingest
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/valyala/fastjson"
 
@@ -39,6 +41,7 @@ type decoder struct {
 	maxKeyBytes   int
 	futureSkew    int64 // ms
 	p             fastjson.Parser
+	scratch       []byte
 }
 
 // decoded is the outcome of one Kafka record for each view of its topic:
@@ -107,7 +110,7 @@ func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Po
 	if tv == nil || tv.Type() == fastjson.TypeNull {
 		return ReasonMissingTime
 	}
-	ts, ok := parseTime(tv)
+	ts, ok := d.parseTime(tv)
 	if !ok {
 		return ReasonBadTime
 	}
@@ -129,7 +132,7 @@ func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Po
 			continue
 		}
 		if cv.Type() == fastjson.TypeNumber {
-			f, err := cv.Float64()
+			f, err := d.number(cv)
 			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 				return ReasonNonFiniteNumber
 			}
@@ -152,10 +155,10 @@ func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Po
 
 // parseTime reads epoch milliseconds (a number; fractions are floored) or an
 // RFC 3339 string.
-func parseTime(v *fastjson.Value) (int64, bool) {
+func (d *decoder) parseTime(v *fastjson.Value) (int64, bool) {
 	switch v.Type() {
 	case fastjson.TypeNumber:
-		f, err := v.Float64()
+		f, err := d.number(v)
 		// ±2^53 ms is ±285,000 years: beyond it float64 loses milliseconds.
 		if err != nil || math.IsNaN(f) || math.Abs(f) > 1<<53 {
 			return 0, false
@@ -170,6 +173,18 @@ func parseTime(v *fastjson.Value) (int64, bool) {
 		return t.Unix()*1000 + int64(t.Nanosecond()/1e6), true
 	}
 	return 0, false
+}
+
+// number parses a JSON number correctly rounded. fastjson's own Float64 is
+// not: it computes mantissa·10^exp in float64 and can miss by one ulp (it
+// reads 1004.9999999999999 and 1005 alike in some cases), which would break
+// bit-exact sums and min/max.
+func (d *decoder) number(v *fastjson.Value) (float64, error) {
+	d.scratch = v.MarshalTo(d.scratch[:0])
+	if len(d.scratch) == 0 {
+		return 0, strconv.ErrSyntax
+	}
+	return strconv.ParseFloat(unsafe.String(&d.scratch[0], len(d.scratch)), 64)
 }
 
 // isIntegerLiteral reports whether s is a JSON integer: optional minus, digits.

@@ -68,8 +68,8 @@ func TestDecodeRejectsEachMalformedClass(t *testing.T) {
 func TestDecodeAcceptsValidEvents(t *testing.T) {
 	cases := []struct {
 		name, value, key string
-		ts              int64
-		amount          tiling.Input
+		ts               int64
+		amount           tiling.Input
 	}{
 		{"epoch ms and a string key", `{"user_id":"u1","ts":1700000000123,"amount":12.5}`, "u1", 1700000000123, tiling.Input{Kind: tiling.Number, Num: 12.5}},
 		{"an integer key", `{"user_id":42,"ts":5,"amount":1}`, "42", 5, tiling.Input{Kind: tiling.Number, Num: 1}},
@@ -80,6 +80,7 @@ func TestDecodeAcceptsValidEvents(t *testing.T) {
 		{"negative fractional ms are floored", `{"user_id":"u","ts":-10.1}`, "u", -11, tiling.Input{}},
 		{"null amount is missing", `{"user_id":"u","ts":1,"amount":null}`, "u", 1, tiling.Input{}},
 		{"negative zero becomes zero", `{"user_id":"u","ts":1,"amount":-0.0}`, "u", 1, tiling.Input{Kind: tiling.Number, Num: 0}},
+		{"numbers are correctly rounded", `{"user_id":"u","ts":1,"amount":1004.9999999999999}`, "u", 1, tiling.Input{Kind: tiling.Number, Num: 1004.9999999999999}},
 		{"within the future skew", `{"user_id":"u","ts":1800003600000}`, "u", 1800003600000, tiling.Input{}},
 	}
 	d := testDecoder(t)

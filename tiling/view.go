@@ -41,9 +41,9 @@ type View struct {
 	// JSON type there makes the event malformed. colRaw: some function keeps
 	// the raw value (Input.Raw must be set).
 	colNumeric, colRaw []bool
-	aggs    []aggSpec
-	featAgg []int // feature index → aggs index
-	span    int64
+	aggs               []aggSpec
+	featAgg            []int // feature index → aggs index
+	span               int64
 	// windows holds the distinct window lengths, lifetime last; winFeats maps
 	// each to its feature indexes.
 	windows  []int64

@@ -1,0 +1,40 @@
+# tilestream — the two commands: `make run` and `make test`.
+GO       ?= go
+TAGS     ?= pebblegozstd
+GOFLAGS  += -tags=$(TAGS)
+export GOFLAGS
+FUZZTIME ?= 10s
+
+.PHONY: run test vet unit race fuzz bench-smoke build clean
+
+## run: start the embedded default (in-process Kafka broker, Pebble under ./data, HTTP on 127.0.0.1:8080, demo producer)
+run:
+	$(GO) run ./cmd/tilestream run $(ARGS)
+
+## build: build ./bin/tilestream
+build:
+	$(GO) build -o bin/tilestream ./cmd/tilestream
+
+## test: everything CI runs
+test: vet race fuzz bench-smoke
+
+vet:
+	$(GO) vet ./...
+
+# The race detector on every package; the end-to-end tests run here too.
+race:
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+# Short fuzz runs of every decoder (the seed corpora run in `race` already).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzExactSumDecode$$' -fuzztime $(FUZZTIME) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZTIME) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest
+
+# Every benchmark once with tiny sizes, so they keep compiling and working.
+bench-smoke:
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+clean:
+	rm -rf bin data

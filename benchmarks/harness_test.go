@@ -1,0 +1,154 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tilestream/tilestream/ingest"
+	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/tiling"
+)
+
+const topic = "transactions"
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// demoView is the built-in demo view: sum/count/min/max/mean over 1h, 1d, 7d
+// and lifetime at 1-minute tiles, plus last merchant.
+func demoView(tb testing.TB) *tiling.View {
+	tb.Helper()
+	var fs []tiling.Feature
+	for _, w := range []struct {
+		name string
+		ms   int64
+	}{{"1h", tiling.Hour}, {"1d", tiling.Day}, {"7d", 7 * tiling.Day}, {"life", tiling.Lifetime}} {
+		for _, fn := range []tiling.Function{tiling.Sum, tiling.Count, tiling.Min, tiling.Max, tiling.Mean} {
+			col := "amount"
+			if fn == tiling.Count {
+				col = ""
+			}
+			fs = append(fs, tiling.Feature{Name: fmt.Sprintf("amount_%s_%s", fn, w.name), Function: fn, Column: col, Window: w.ms})
+		}
+	}
+	fs = append(fs, tiling.Feature{Name: "last_merchant", Function: tiling.Last, Column: "merchant", Window: tiling.Lifetime})
+	v, err := tiling.NewView(tiling.View{Name: "txn", Topic: topic, Entity: "user_id", Timestamp: "ts",
+		Granularity: tiling.Minute, LifetimeStart: tiling.MinTime, Features: fs})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+// produce writes n events for keys keys, spread over span ms before now,
+// into the topic's partitions at random.
+func produce(tb testing.TB, brokers []string, partitions int32, n, keys int, span int64) {
+	tb.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(1<<20))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
+	r := rand.New(rand.NewPCG(1, 1))
+	now := time.Now().UnixMilli()
+	const chunk = 20_000
+	recs := make([]*kgo.Record, 0, chunk)
+	for i := 0; i < n; i++ {
+		key := fmt.Sprintf("u%d", r.IntN(keys))
+		ts := now - r.Int64N(span+1)
+		v := fmt.Sprintf(`{"user_id":%q,"ts":%d,"amount":%d.%02d,"merchant":"m%d"}`, key, ts, r.IntN(1000), r.IntN(100), r.IntN(50))
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: r.Int32N(partitions), Value: []byte(v)})
+		if len(recs) == chunk || i == n-1 {
+			if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+				tb.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+}
+
+// ingestAll runs an Ingester over the topic until the group committed every
+// end offset, and returns how long that took.
+func ingestAll(tb testing.TB, brokers []string, group string, v *tiling.View, store *state.Store) time.Duration {
+	tb.Helper()
+	cfg := ingest.DefaultConfig()
+	cfg.Brokers = brokers
+	cfg.Group = group
+	cfg.LagInterval = time.Second
+	in, err := ingest.New(cfg, []*tiling.View{v}, store, ingest.NewMetrics(prometheus.NewRegistry()), quiet())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	adm, err := kadm.NewOptClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer adm.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	for {
+		committed, err := adm.FetchOffsets(ctx, group)
+		if err == nil {
+			caughtUp := true
+			ends.Each(func(o kadm.ListedOffset) {
+				if c, ok := committed.Lookup(o.Topic, o.Partition); o.Offset > 0 && (!ok || c.At < o.Offset) {
+					caughtUp = false
+				}
+			})
+			if caughtUp {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			tb.Fatalf("ingest stopped: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Since(start) > 10*time.Minute {
+			tb.Fatal("ingest did not catch up")
+		}
+	}
+	elapsed := time.Since(start)
+	cancel()
+	if err := <-done; err != nil {
+		tb.Fatal(err)
+	}
+	return elapsed
+}
+
+func newCluster(tb testing.TB, partitions int32) *kfake.Cluster {
+	tb.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
+
+func openStore(tb testing.TB) *state.Store {
+	tb.Helper()
+	s, err := state.Open(state.Config{Path: tb.TempDir()}, quiet())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tilestream/tilestream/ingest"
+	"github.com/tilestream/tilestream/serving"
+	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/tiling"
+)
+
+const usage = `usage: tilestream <command> [flags]
+
+commands:
+  run      run the service (default; with no --config: the embedded demo)
+  check    validate a config file and print the views
+  version  print the version
+
+run 'tilestream <command> -h' for the flags of a command`
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// run is the whole program behind main, so tests can drive it in process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runService(ctx, args, stdout, stderr)
+	case "check":
+		return runCheck(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "tilestream", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+func runCheck(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return errors.New("check: --config is required")
+	}
+	s, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	for _, vs := range s.Views {
+		v := vs.View
+		fmt.Fprintf(stdout, "view %s: topic %s, granularity %s, %d features, layout %s\n",
+			v.Name, v.Topic, tiling.FormatDuration(v.Granularity), len(v.Features), v.Fingerprint())
+	}
+	return nil
+}
+
+// runOptions are the run command's flags.
+type runOptions struct {
+	config   string
+	demoRate float64
+}
+
+func runService(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o runOptions
+	fs.StringVar(&o.config, "config", "", "config file (YAML); without it, the embedded demo runs")
+	fs.Float64Var(&o.demoRate, "demo-rate", -1, "events/s produced by the built-in demo producer to every embedded topic (0 disables; default 50 without --config, else 0)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var s *settings
+	if o.config == "" {
+		s = demoConfig()
+		if o.demoRate < 0 {
+			o.demoRate = 50
+		}
+	} else {
+		var err error
+		if s, err = loadConfig(o.config); err != nil {
+			return err
+		}
+		if o.demoRate < 0 {
+			o.demoRate = 0
+		}
+	}
+	if o.demoRate > 0 && !s.Kafka.Embedded {
+		return errors.New("--demo-rate needs the embedded broker (kafka.embedded)")
+	}
+	log := newLogger(s, stderr)
+	return serve(ctx, s, o, log)
+}
+
+func newLogger(s *settings, w io.Writer) *slog.Logger {
+	ho := &slog.HandlerOptions{Level: s.Log.Level}
+	if s.Log.JSON {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+// serve wires the components and runs them until ctx is done or one fails.
+func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) error {
+	views := make([]*tiling.View, len(s.Views))
+	for i, vs := range s.Views {
+		views[i] = vs.View
+	}
+
+	brokers := s.Kafka.Brokers
+	if s.Kafka.Embedded {
+		cluster, err := startEmbedded(s, views, log)
+		if err != nil {
+			return err
+		}
+		defer cluster.Close()
+		brokers = cluster.ListenAddrs()
+		log.Info("embedded Kafka broker listening", "addr", brokers)
+	}
+
+	store, err := state.Open(state.Config{Path: s.StorePath}, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	for _, v := range views {
+		if err := store.CheckLayout(v); err != nil {
+			return err
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	icfg := ingest.DefaultConfig()
+	icfg.Brokers = brokers
+	icfg.Group = s.Kafka.Group
+	icfg.ClientID = s.Kafka.ClientID
+	icfg.DeadLetterTopic = s.Kafka.DeadLetterTopic
+	icfg.FlushInterval = s.Ingest.FlushInterval
+	icfg.FutureSkew = s.Ingest.FutureSkew
+	icfg.MaxEventBytes = s.Ingest.MaxEventBytes
+	icfg.MaxKeyBytes = s.Ingest.MaxKeyBytes
+	icfg.RecordCache = s.Ingest.RecordCache
+	ing, err := ingest.New(icfg, views, store, ingest.NewMetrics(reg), log.With("component", "ingest"))
+	if err != nil {
+		return err
+	}
+
+	scfg := serving.DefaultConfig()
+	scfg.Listen = s.HTTP.Listen
+	scfg.MaxBatch = s.HTTP.MaxBatch
+	scfg.MaxBodyBytes = s.HTTP.MaxBodyBytes
+	scfg.MaxKeyBytes = s.Ingest.MaxKeyBytes
+	scfg.RequestTimeout = s.HTTP.RequestTimeout
+	if err := scfg.Validate(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", scfg.Listen)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", scfg.Listen, err)
+	}
+	h := serving.NewHandler(scfg, serving.Options{
+		Views:      views,
+		Reader:     store,
+		Watermarks: ing,
+		Ready:      ing.Ready,
+		Gatherer:   reg,
+		Metrics:    serving.NewMetrics(reg),
+		Logger:     log.With("component", "serving"),
+	})
+	srv := serving.NewServer(scfg, h, log.With("component", "serving"))
+	log.Info("serving HTTP", "addr", ln.Addr().String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx, ln) })
+	g.Go(func() error { return ing.Run(gctx) })
+	if o.demoRate > 0 {
+		g.Go(func() error { return runDemo(gctx, brokers, views, o.demoRate, log.With("component", "demo")) })
+	}
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// embeddedDataDir keeps the embedded broker's log beside the store, so a
+// restart finds the topics and committed offsets that the store's records
+// already include.
+func embeddedDataDir(s *settings) string {
+	return filepath.Join(filepath.Dir(filepath.Clean(s.StorePath)), "kafka")
+}
+
+var _ = time.Second

@@ -1,0 +1,337 @@
+package serving
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// result is the answer for one (view, key).
+type result struct {
+	View     string   `json:"view"`
+	Key      string   `json:"key"`
+	Features features `json:"features"`
+	Metadata metadata `json:"metadata"`
+}
+
+type metadata struct {
+	ServedAt        msTime `json:"served_at"`
+	BatchWatermark  msTime `json:"batch_watermark"`
+	StreamWatermark msTime `json:"stream_watermark"`
+}
+
+// features is a JSON object of feature values in View.Features order.
+type features struct {
+	// names are the JSON-quoted feature names followed by ':', built once
+	// per view.
+	names [][]byte
+	vals  []any
+}
+
+// MarshalJSON writes the object in View.Features order (a Go map would sort
+// it). Counts (uint64) and last values (json.RawMessage, compact JSON checked
+// by the tiling decoder) are written as they are; floats and anything else go
+// through encoding/json, whose shortest float64 form parses back to the same
+// bits.
+func (f features) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 32*len(f.vals)+2)
+	b = append(b, '{')
+	for i, v := range f.vals {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, f.names[i]...)
+		switch v := v.(type) {
+		case nil:
+			b = append(b, "null"...)
+		case uint64:
+			b = strconv.AppendUint(b, v, 10)
+		case json.RawMessage:
+			b = append(b, v...)
+		default:
+			enc, err := json.Marshal(v)
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, enc...)
+		}
+	}
+	return append(b, '}'), nil
+}
+
+// memberNames returns the JSON member prefix `"name":` of each name.
+func memberNames(names []string) [][]byte {
+	out := make([][]byte, len(names))
+	for i, n := range names {
+		q, err := json.Marshal(n)
+		if err != nil {
+			panic("serving: quote a feature name: " + err.Error()) // strings always encode
+		}
+		out[i] = append(q, ':')
+	}
+	return out
+}
+
+// msTime is an epoch-ms time written as RFC 3339 UTC with milliseconds, or
+// null for tiling.MinTime (unset).
+type msTime int64
+
+// timeLayout is RFC 3339 with exactly three fractional digits, in UTC.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func (t msTime) MarshalJSON() ([]byte, error) {
+	if int64(t) == tiling.MinTime {
+		return []byte("null"), nil
+	}
+	b := make([]byte, 0, len(timeLayout)+2)
+	b = append(b, '"')
+	b = time.UnixMilli(int64(t)).UTC().AppendFormat(b, timeLayout)
+	return append(b, '"'), nil
+}
+
+// servingTime returns the t of a request: now truncated to the millisecond.
+func (h *handler) servingTime() int64 {
+	return h.now().Truncate(time.Millisecond).UnixMilli()
+}
+
+// streamWatermark samples the view's stream watermark; tiling.MinTime if none.
+func (h *handler) streamWatermark(view string) msTime {
+	if h.wm == nil {
+		return msTime(tiling.MinTime)
+	}
+	ms, ok := h.wm.StreamWatermark(view)
+	if !ok {
+		return msTime(tiling.MinTime)
+	}
+	return msTime(ms)
+}
+
+// lookup returns the served view named name.
+func (h *handler) lookup(name, where string) (*viewInfo, *apiError) {
+	vi, ok := h.views[name]
+	if !ok {
+		if h.known == "" {
+			return nil, errorf(http.StatusNotFound, "%sunknown view %q: no views are served", where, name)
+		}
+		return nil, errorf(http.StatusNotFound, "%sunknown view %q; served views: %s", where, name, h.known)
+	}
+	return vi, nil
+}
+
+// checkKey validates an entity key; where prefixes the message.
+func (h *handler) checkKey(key, where string) *apiError {
+	switch {
+	case key == "":
+		return errorf(http.StatusBadRequest, "%sempty key", where)
+	case len(key) > h.cfg.MaxKeyBytes:
+		return errorf(http.StatusBadRequest, "%skey is %d bytes, over the limit of %d", where, len(key), h.cfg.MaxKeyBytes)
+	case !utf8.ValidString(key):
+		return errorf(http.StatusBadRequest, "%skey is not valid UTF-8", where)
+	}
+	return nil
+}
+
+// compute reads and evaluates one key at time t. sw is the view's stream
+// watermark, sampled before the read so that the data read includes at
+// least what it claims.
+func (h *handler) compute(ctx context.Context, vi *viewInfo, key string, t int64, sw msTime) (result, error) {
+	v := vi.v
+	from, to := v.ReadRange(t)
+	kd, err := h.reader.ReadKey(ctx, v, key, from, to)
+	if err != nil {
+		return result{}, err
+	}
+	h.m.records.Observe(float64(len(kd.Records)))
+	return result{
+		View:     v.Name,
+		Key:      key,
+		Features: features{names: vi.names, vals: v.Evaluate(t, kd.Records)},
+		Metadata: metadata{
+			ServedAt:        msTime(t),
+			BatchWatermark:  msTime(kd.BatchWatermark),
+			StreamWatermark: sw,
+		},
+	}, nil
+}
+
+// readError logs a failed read once and returns its answer.
+func (h *handler) readError(ctx context.Context, r *http.Request, view, key string, err error) *apiError {
+	e := readFailed(ctx, err)
+	if e.status == http.StatusInternalServerError {
+		h.log.Error("serving: read failed", "method", r.Method, "view", view, "key", key, "error", err)
+	}
+	return e
+}
+
+// getFeatures answers GET /v1/features/{view}/{key...}.
+func (h *handler) getFeatures(w http.ResponseWriter, r *http.Request) {
+	if !allowed(w, r, get) {
+		return
+	}
+	if !h.ready() {
+		writeError(w, errNotReady)
+		return
+	}
+	vi, e := h.lookup(r.PathValue("view"), "")
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	key := r.PathValue("key")
+	if e := h.checkKey(key, ""); e != nil {
+		writeError(w, e)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	t := h.servingTime()
+	res, err := h.compute(ctx, vi, key, t, h.streamWatermark(vi.v.Name))
+	if err != nil {
+		writeError(w, h.readError(ctx, r, vi.v.Name, key, err))
+		return
+	}
+	h.m.keys.Inc()
+	writeResult(w, &res)
+}
+
+// batchRequest is the body of POST /v1/features.
+type batchRequest struct {
+	Requests []keyRequest `json:"requests"`
+}
+
+type keyRequest struct {
+	View string `json:"view"`
+	Key  string `json:"key"`
+}
+
+type batchResponse struct {
+	Results []result `json:"results"`
+}
+
+// postFeatures answers POST /v1/features. The request is checked whole
+// before any read, and every key is computed for the same t. Keys are read
+// one after another: the store is local and a read is short, so fanning out
+// would cost more in scheduling than it saves.
+func (h *handler) postFeatures(w http.ResponseWriter, r *http.Request) {
+	if !allowed(w, r, post) {
+		return
+	}
+	if !h.ready() {
+		writeError(w, errNotReady)
+		return
+	}
+	reqs, e := h.decodeBatch(w, r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	vis := make([]*viewInfo, len(reqs))
+	for i, kr := range reqs {
+		where := "requests[" + strconv.Itoa(i) + "]: "
+		if kr.View == "" {
+			writeError(w, errorf(http.StatusBadRequest, "%smissing view", where))
+			return
+		}
+		if vis[i], e = h.lookup(kr.View, where); e != nil {
+			writeError(w, e)
+			return
+		}
+		if e := h.checkKey(kr.Key, where); e != nil {
+			writeError(w, e)
+			return
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	t := h.servingTime()
+	// One stream watermark per view per request, sampled before any read.
+	type mark struct {
+		vi *viewInfo
+		sw msTime
+	}
+	var marks []mark
+	out := batchResponse{Results: make([]result, len(reqs))}
+	for i, kr := range reqs {
+		vi := vis[i]
+		j := 0
+		for j < len(marks) && marks[j].vi != vi {
+			j++
+		}
+		if j == len(marks) {
+			marks = append(marks, mark{vi, h.streamWatermark(vi.v.Name)})
+		}
+		var err error
+		if err = ctx.Err(); err == nil {
+			out.Results[i], err = h.compute(ctx, vi, kr.Key, t, marks[j].sw)
+		}
+		if err != nil {
+			writeError(w, h.readError(ctx, r, vi.v.Name, kr.Key, err))
+			return
+		}
+	}
+	h.m.keys.Add(float64(len(reqs)))
+	writeResult(w, &out)
+}
+
+// decodeBatch reads and checks the body of a POST.
+func (h *handler) decodeBatch(w http.ResponseWriter, r *http.Request) ([]keyRequest, *apiError) {
+	body := http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	var req batchRequest
+	err := dec.Decode(&req)
+	if err == nil {
+		// Exactly one JSON value: anything after it is a client bug.
+		if err = dec.Decode(&struct{}{}); err == io.EOF {
+			err = nil
+		} else if err == nil {
+			return nil, errorf(http.StatusBadRequest, `malformed JSON body: more than one value; want {"requests":[{"view":…,"key":…},…]}`)
+		}
+	}
+	if err != nil {
+		if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, errorf(http.StatusRequestEntityTooLarge, "request body over the limit of %d bytes", mbe.Limit)
+		}
+		if err == io.EOF {
+			return nil, errorf(http.StatusBadRequest, `empty body; want {"requests":[{"view":…,"key":…},…]}`)
+		}
+		return nil, errorf(http.StatusBadRequest, `malformed JSON body: %s; want {"requests":[{"view":…,"key":…},…]}`, jsonProblem(err))
+	}
+	switch n := len(req.Requests); {
+	case n == 0:
+		return nil, errorf(http.StatusBadRequest, `empty requests list; want {"requests":[{"view":…,"key":…},…]}`)
+	case n > h.cfg.MaxBatch:
+		return nil, errorf(http.StatusRequestEntityTooLarge, "%d requests, over the limit of %d per batch; split the batch", n, h.cfg.MaxBatch)
+	}
+	return req.Requests, nil
+}
+
+// jsonProblem words a decoding error for the client.
+func jsonProblem(err error) string {
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		return "field " + strconv.Quote(te.Field) + " is a JSON " + te.Value + ", want " + te.Type.String()
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "unexpected end of input"
+	}
+	s := err.Error()
+	const prefix = "json: "
+	if len(s) > len(prefix) && s[:len(prefix)] == prefix {
+		s = s[len(prefix):]
+	}
+	return s
+}
+
+// writeResult writes a 200 answer of v.
+func writeResult(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v) //nolint:errcheck // the client is gone; nothing to do
+}

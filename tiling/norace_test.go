@@ -1,0 +1,5 @@
+//go:build !race
+
+package tiling
+
+const raceEnabled = false
