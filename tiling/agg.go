@@ -159,23 +159,68 @@ func newState(k stateKind) State {
 	panic(fmt.Sprintf("tiling: unknown state kind %d", k))
 }
 
-func decodeState(k stateKind, b []byte) (State, []byte, error) {
+// stateArena allocates the states of one decoded record a slice per kind,
+// rather than one allocation per state. A nil arena allocates each state.
+type stateArena struct {
+	counts   []countState
+	sums     []sumState
+	extremes []extremeState
+	means    []meanState
+	lasts    []lastState
+}
+
+// newStateArena sizes an arena for tiles tiles of layout aggs.
+func newStateArena(aggs []aggSpec, tiles int) *stateArena {
+	var n [8]int
+	for _, a := range aggs {
+		n[a.kind]++
+	}
+	return &stateArena{
+		counts:   make([]countState, 0, tiles*n[kindCount]),
+		sums:     make([]sumState, 0, tiles*n[kindSum]),
+		extremes: make([]extremeState, 0, tiles*(n[kindMin]+n[kindMax])),
+		means:    make([]meanState, 0, tiles*n[kindMean]),
+		lasts:    make([]lastState, 0, tiles*n[kindLast]),
+	}
+}
+
+// next returns a pointer to a fresh zero element of *s, growing it if full.
+func next[T any](ar *stateArena, s *[]T) *T {
+	if ar == nil || len(*s) == cap(*s) {
+		return new(T)
+	}
+	*s = (*s)[:len(*s)+1]
+	return &(*s)[len(*s)-1]
+}
+
+func decodeState(k stateKind, b []byte) (State, []byte, error) { return decodeStateIn(k, b, nil) }
+
+// decodeStateIn decodes one state of kind k from b; decoded states may refer
+// to b, which the caller must not change afterwards.
+func decodeStateIn(k stateKind, b []byte, ar *stateArena) (State, []byte, error) {
+	if ar == nil {
+		ar = &stateArena{}
+	}
 	switch k {
 	case kindCount:
 		n, m := binary.Uvarint(b)
 		if m <= 0 {
 			return nil, nil, fmt.Errorf("count: %w", ErrCorrupt)
 		}
-		s := countState(n)
-		return &s, b[m:], nil
+		s := next(ar, &ar.counts)
+		*s = countState(n)
+		return s, b[m:], nil
 	case kindSum:
 		es, rest, err := decodeExactSum(b)
 		if err != nil {
 			return nil, nil, err
 		}
-		return &sumState{es}, rest, nil
+		s := next(ar, &ar.sums)
+		s.s = es
+		return s, rest, nil
 	case kindMin, kindMax:
-		s := &extremeState{max: k == kindMax}
+		s := next(ar, &ar.extremes)
+		s.max = k == kindMax
 		if len(b) < 1 {
 			return nil, nil, fmt.Errorf("%s: short: %w", k, ErrCorrupt)
 		}
@@ -204,9 +249,11 @@ func decodeState(k stateKind, b []byte) (State, []byte, error) {
 		if m <= 0 {
 			return nil, nil, fmt.Errorf("mean: %w", ErrCorrupt)
 		}
-		return &meanState{sum: es, n: n}, rest[m:], nil
+		s := next(ar, &ar.means)
+		s.sum, s.n = es, n
+		return s, rest[m:], nil
 	case kindLast:
-		return decodeLast(b)
+		return decodeLast(b, next(ar, &ar.lasts))
 	}
 	return nil, nil, fmt.Errorf("state kind %d: %w", k, ErrCorrupt)
 }
@@ -324,6 +371,15 @@ type lastState struct {
 	ts  int64
 	pos Pos
 	raw []byte
+	// shared: raw refers to a decoded record's bytes; copy before writing.
+	shared bool
+}
+
+func (s *lastState) set(raw []byte) {
+	if s.shared {
+		s.raw, s.shared = nil, false
+	}
+	s.raw = append(s.raw[:0], raw...)
 }
 
 func (s *lastState) later(ts int64, pos Pos) bool {
@@ -344,14 +400,14 @@ func (s *lastState) add(e *Event, in *Input) {
 		return
 	}
 	s.has, s.ts, s.pos = true, e.TS, e.Pos
-	s.raw = append(s.raw[:0], in.Raw...)
+	s.set(in.Raw)
 }
 
 func (s *lastState) merge(o State) {
 	x := o.(*lastState)
 	if x.has && s.later(x.ts, x.pos) {
 		s.has, s.ts, s.pos = true, x.ts, x.pos
-		s.raw = append(s.raw[:0], x.raw...)
+		s.set(x.raw)
 	}
 }
 
@@ -367,8 +423,7 @@ func (s *lastState) appendBinary(dst []byte) []byte {
 	return append(dst, s.raw...)
 }
 
-func decodeLast(b []byte) (State, []byte, error) {
-	s := new(lastState)
+func decodeLast(b []byte, s *lastState) (State, []byte, error) {
 	if len(b) < 1 {
 		return nil, nil, fmt.Errorf("last: short: %w", ErrCorrupt)
 	}
@@ -400,7 +455,7 @@ func decodeLast(b []byte) (State, []byte, error) {
 		return nil, nil, fmt.Errorf("last: value: %w", ErrCorrupt)
 	}
 	b = b[m:]
-	s.raw = append([]byte(nil), b[:n]...)
+	s.raw, s.shared = b[:n:n], true
 	if !json.Valid(s.raw) {
 		return nil, nil, fmt.Errorf("last: value is not JSON: %w", ErrCorrupt)
 	}

@@ -24,6 +24,61 @@ const sumShift = 1074
 // they are skipped (ingest rejects them as bad input before they get here).
 type ExactSum struct {
 	l *[sumLimbs]uint64 // nil means zero; allocated on the first non-zero add
+	// lo and hi bound the limbs that carry information, so adds and merges
+	// touch a few limbs rather than all 34: every limb below lo is zero and
+	// every limb at or above hi equals the sign fill (0, or ^0 when negative).
+	// lo > hi is an empty window (zero).
+	lo, hi int
+	// packed, when not nil, holds the value as AppendBinary encodes it and l
+	// is nil: a decoded sum stays packed until it changes, so a read merges it
+	// straight from its bytes without materialising 34 limbs.
+	packed []byte
+}
+
+// alloc makes the limbs of a zero sum.
+func (s *ExactSum) alloc() {
+	s.l = new([sumLimbs]uint64)
+	s.lo, s.hi = sumLimbs, 0
+}
+
+// touched widens the window after limbs [a, b) changed; b == sumLimbs means a
+// carry reached the top, where the sign may have flipped.
+func (s *ExactSum) touched(a, b int) {
+	if a < s.lo {
+		s.lo = a
+	}
+	if b >= sumLimbs {
+		s.rescanHi()
+		return
+	}
+	if b > s.hi {
+		s.hi = b
+	}
+}
+
+// rescanHi recomputes hi from the limbs.
+func (s *ExactSum) rescanHi() {
+	fill := uint64(0)
+	if s.l[sumLimbs-1]>>63 == 1 {
+		fill = ^uint64(0)
+	}
+	i := sumLimbs
+	for i > 0 && s.l[i-1] == fill {
+		i--
+	}
+	s.hi = i
+}
+
+// normalize recomputes lo and hi from the limbs.
+func (s *ExactSum) normalize() {
+	s.lo = sumLimbs
+	for i, v := range s.l {
+		if v != 0 {
+			s.lo = i
+			break
+		}
+	}
+	s.rescanHi()
 }
 
 // Add adds x exactly.
@@ -44,8 +99,11 @@ func (s *ExactSum) Add(x float64) {
 	if m == 0 {
 		return
 	}
+	if s.packed != nil {
+		s.unpack()
+	}
 	if s.l == nil {
-		s.l = new([sumLimbs]uint64)
+		s.alloc()
 	}
 	limb, bit := shift/64, uint(shift%64)
 	lo := m << bit
@@ -71,6 +129,7 @@ func (s *ExactSum) addAt(limb int, lo, hi uint64) {
 	for ; c != 0 && i < sumLimbs; i++ {
 		s.l[i], c = bits.Add64(s.l[i], 0, c)
 	}
+	s.touched(limb, i)
 }
 
 func (s *ExactSum) subAt(limb int, lo, hi uint64) {
@@ -84,24 +143,66 @@ func (s *ExactSum) subAt(limb int, lo, hi uint64) {
 	for ; c != 0 && i < sumLimbs; i++ {
 		s.l[i], c = bits.Sub64(s.l[i], 0, c)
 	}
+	s.touched(limb, i)
 }
 
 // Merge adds o into s exactly.
 func (s *ExactSum) Merge(o *ExactSum) {
+	if s.packed != nil {
+		s.unpack()
+	}
+	if o.packed != nil {
+		if s.l == nil {
+			s.alloc()
+		}
+		s.mergePacked(o.packed)
+		return
+	}
 	if o.l == nil {
 		return
 	}
-	if s.l == nil {
-		s.l = new([sumLimbs]uint64)
+	neg := o.negative()
+	if o.lo >= o.hi && !neg {
+		return // zero
 	}
+	if s.l == nil {
+		s.alloc()
+	}
+	// Add o's window, then o's fill above it: adding ^0 to every limb from
+	// o.hi up (o negative) is subtracting 1 at o.hi, which an incoming carry
+	// cancels; adding 0 leaves only the carry.
+	a, b := o.lo, o.hi
 	var c uint64
-	for i := range s.l {
+	i := a
+	for ; i < b; i++ {
 		s.l[i], c = bits.Add64(s.l[i], o.l[i], c)
 	}
+	if b < a {
+		i = b // empty window: nothing added below b
+	}
+	switch {
+	case neg && c == 0:
+		var br uint64 = 1
+		for i = b; br != 0 && i < sumLimbs; i++ {
+			s.l[i], br = bits.Sub64(s.l[i], 0, br)
+		}
+	case !neg && c == 1:
+		for i = b; c != 0 && i < sumLimbs; i++ {
+			s.l[i], c = bits.Add64(s.l[i], 0, c)
+		}
+	}
+	lo := a
+	if a > b {
+		lo = b
+	}
+	s.touched(lo, i)
 }
 
 // IsZero reports whether the sum is exactly zero.
 func (s *ExactSum) IsZero() bool {
+	if s.packed != nil {
+		return s.packed[0] == 0
+	}
 	if s.l == nil {
 		return true
 	}
@@ -113,10 +214,25 @@ func (s *ExactSum) IsZero() bool {
 	return true
 }
 
+// Reset makes s the empty sum, keeping its limbs for reuse.
+func (s *ExactSum) Reset() {
+	s.packed = nil
+	if s.l != nil {
+		*s.l = [sumLimbs]uint64{}
+		s.lo, s.hi = sumLimbs, 0
+	}
+}
+
+// negative reports the sign of an unpacked sum.
 func (s *ExactSum) negative() bool { return s.l != nil && s.l[sumLimbs-1]>>63 == 1 }
 
 // magnitude returns |s| as limbs.
 func (s *ExactSum) magnitude() (m [sumLimbs]uint64, neg bool) {
+	if s.packed != nil {
+		u := *s
+		u.unpack()
+		return u.magnitude()
+	}
 	if s.l == nil {
 		return m, false
 	}
@@ -218,6 +334,9 @@ func (s *ExactSum) Float64() float64 {
 // bit of |s|, the uvarint byte length n, and n little-endian bytes of
 // |s| >> position.
 func (s *ExactSum) AppendBinary(dst []byte) []byte {
+	if s.packed != nil {
+		return append(dst, s.packed...) // canonical already
+	}
 	m, neg := s.magnitude()
 	p := topBit(&m)
 	if p < 0 {
@@ -239,52 +358,106 @@ func (s *ExactSum) AppendBinary(dst []byte) []byte {
 }
 
 // decodeExactSum decodes what AppendBinary wrote and returns the rest of b.
+// The result is packed: it refers to b until it is changed.
 func decodeExactSum(b []byte) (ExactSum, []byte, error) {
-	if len(b) < 1 {
-		return ExactSum{}, nil, fmt.Errorf("sum: short: %w", ErrCorrupt)
+	_, _, _, rest, err := parseExactSum(b)
+	if err != nil {
+		return ExactSum{}, nil, err
 	}
-	sign := b[0]
+	if b[0] == 0 {
+		return ExactSum{}, rest, nil
+	}
+	return ExactSum{packed: b[:len(b)-len(rest)]}, rest, nil
+}
+
+// parseExactSum validates an encoding and splits it: sign byte (0, 1, 2), the
+// position of the lowest bit, the magnitude bytes, and the rest of b.
+func parseExactSum(b []byte) (sign byte, lo uint64, mag, rest []byte, err error) {
+	if len(b) < 1 {
+		return 0, 0, nil, nil, fmt.Errorf("sum: short: %w", ErrCorrupt)
+	}
+	sign = b[0]
 	b = b[1:]
 	switch sign {
 	case 0:
-		return ExactSum{}, b, nil
+		return 0, 0, nil, b, nil
 	case 1, 2:
 	default:
-		return ExactSum{}, nil, fmt.Errorf("sum: bad sign %d: %w", sign, ErrCorrupt)
+		return 0, 0, nil, nil, fmt.Errorf("sum: bad sign %d: %w", sign, ErrCorrupt)
 	}
 	lo, k := binary.Uvarint(b)
 	if k <= 0 {
-		return ExactSum{}, nil, fmt.Errorf("sum: bad position: %w", ErrCorrupt)
+		return 0, 0, nil, nil, fmt.Errorf("sum: bad position: %w", ErrCorrupt)
 	}
 	b = b[k:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n == 0 || n > uint64(len(b)-k) {
-		return ExactSum{}, nil, fmt.Errorf("sum: bad length: %w", ErrCorrupt)
+		return 0, 0, nil, nil, fmt.Errorf("sum: bad length: %w", ErrCorrupt)
 	}
 	b = b[k:]
 	if b[n-1] == 0 || b[0]&1 == 0 || lo >= 64*sumLimbs {
-		return ExactSum{}, nil, fmt.Errorf("sum: non-canonical or out of range: %w", ErrCorrupt)
+		return 0, 0, nil, nil, fmt.Errorf("sum: non-canonical or out of range: %w", ErrCorrupt)
 	}
 	// |s| < 2^(64·sumLimbs−1): the top bit of the top limb stays free for the sign.
 	if lo+8*(n-1)+uint64(bits.Len8(b[n-1])) > 64*sumLimbs-1 {
-		return ExactSum{}, nil, fmt.Errorf("sum: out of range: %w", ErrCorrupt)
+		return 0, 0, nil, nil, fmt.Errorf("sum: out of range: %w", ErrCorrupt)
 	}
-	var m [sumLimbs]uint64
-	for j := uint64(0); j < n; j++ {
-		v := uint64(b[j])
-		pos := lo + 8*j
-		i, off := pos/64, pos%64
-		m[i] |= v << off
-		if off > 56 && i+1 < sumLimbs {
-			m[i+1] |= v >> (64 - off)
+	return sign, lo, b[:n], b[n:], nil
+}
+
+// unpack materialises the limbs of a packed sum.
+func (s *ExactSum) unpack() {
+	p := s.packed
+	*s = ExactSum{}
+	s.alloc()
+	s.mergePacked(p)
+}
+
+// mergePacked adds the sum encoded in p (validated by parseExactSum) into s,
+// whose limbs are allocated, touching only the limbs the value spans.
+func (s *ExactSum) mergePacked(p []byte) {
+	sign, lo, mag, _, _ := parseExactSum(p)
+	if sign == 0 {
+		return
+	}
+	base, sh := int(lo/64), uint(lo%64)
+	nw := (len(mag) + 7) / 8
+	var prev uint64
+	var c uint64
+	i := base
+	word := func(k int) uint64 {
+		var w uint64
+		for j := 0; j < 8 && 8*k+j < len(mag); j++ {
+			w |= uint64(mag[8*k+j]) << (8 * j)
+		}
+		return w
+	}
+	n := nw
+	if sh > 0 {
+		n++ // the shifted value spills into one more limb
+	}
+	for k := 0; k < n && i < sumLimbs; k, i = k+1, i+1 {
+		var w uint64
+		if k < nw {
+			w = word(k)
+		}
+		v := w << sh
+		if sh > 0 {
+			v |= prev >> (64 - sh)
+		}
+		prev = w
+		if sign == 1 {
+			s.l[i], c = bits.Add64(s.l[i], v, c)
+		} else {
+			s.l[i], c = bits.Sub64(s.l[i], v, c)
 		}
 	}
-	b = b[n:]
-	if sign == 2 {
-		var c uint64 = 1
-		for i := range m {
-			m[i], c = bits.Add64(^m[i], 0, c)
+	for ; c != 0 && i < sumLimbs; i++ {
+		if sign == 1 {
+			s.l[i], c = bits.Add64(s.l[i], 0, c)
+		} else {
+			s.l[i], c = bits.Sub64(s.l[i], 0, c)
 		}
 	}
-	return ExactSum{l: &m}, b, nil
+	s.touched(base, i)
 }

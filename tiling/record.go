@@ -1,6 +1,7 @@
 package tiling
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"sort"
@@ -151,7 +152,9 @@ func (v *View) DecodeRecord(start int64, b []byte) (*Record, error) {
 	if b[0] != recordVersion {
 		return nil, fmt.Errorf("record: version %d: %w", b[0], ErrVersion)
 	}
-	b = b[1:]
+	// Decoded states may refer to the bytes (packed sums), and callers pass
+	// buffers they reuse: keep one copy.
+	b = bytes.Clone(b[1:])
 	r := &Record{Start: start}
 	n, m := binary.Uvarint(b)
 	if m <= 0 || n > uint64(len(b)) {
@@ -182,6 +185,8 @@ func (v *View) DecodeRecord(start int64, b []byte) (*Record, error) {
 	}
 	b = b[m:]
 	r.Tiles = make([]Tile, 0, nt)
+	ar := newStateArena(v.aggs, int(nt))
+	states := make([]State, int(nt)*len(v.aggs))
 	prev := int64(-1)
 	for i := uint64(0); i < nt; i++ {
 		idx, m := binary.Uvarint(b)
@@ -190,9 +195,10 @@ func (v *View) DecodeRecord(start int64, b []byte) (*Record, error) {
 		}
 		prev = int64(idx)
 		b = b[m:]
-		t := Tile{Start: start + int64(idx)*v.Granularity, States: make([]State, len(v.aggs))}
+		t := Tile{Start: start + int64(idx)*v.Granularity, States: states[:len(v.aggs):len(v.aggs)]}
+		states = states[len(v.aggs):]
 		for j, a := range v.aggs {
-			s, rest, err := decodeState(a.kind, b)
+			s, rest, err := decodeStateIn(a.kind, b, ar)
 			if err != nil {
 				return nil, fmt.Errorf("record tile %d: %w", idx, err)
 			}
