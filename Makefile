@@ -30,7 +30,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./tiling
 	$(GO) test -run '^$$' -fuzz '^FuzzExactSumDecode$$' -fuzztime $(FUZZTIME) ./tiling
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZTIME) ./tiling
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest
+	$(GO) test -run '^$$' -fuzz '^FuzzJSONEvent$$' -fuzztime $(FUZZTIME) ./tiling
 
 # Every benchmark once with tiny sizes, so they keep compiling and working.
 bench-smoke:

@@ -215,7 +215,7 @@ type partWork struct {
 	topic string
 	views []int
 	recs  []*kgo.Record
-	out   []decoded
+	out   []tiling.Decoded
 }
 
 // process decodes each partition's records in parallel, then applies them in
@@ -243,9 +243,9 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 		go func() {
 			defer wg.Done()
 			d := in.newDecoder(w.views)
-			w.out = make([]decoded, len(w.recs))
+			w.out = make([]tiling.Decoded, len(w.recs))
 			for i, r := range w.recs {
-				d.decode(r.Value, tiling.Pos{Partition: r.Partition, Offset: r.Offset}, now, &w.out[i])
+				d.Decode(r.Value, tiling.Pos{Partition: r.Partition, Offset: r.Offset}, now, &w.out[i])
 			}
 		}()
 	}
@@ -259,11 +259,11 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 			maxTS, any := tiling.MinTime, false
 			for j, vi := range w.views {
 				v := in.views[vi]
-				if reason := d.reasons[j]; reason != "" {
+				if reason := d.Reasons[j]; reason != "" {
 					in.reject(v.Name, reason, r)
 					continue
 				}
-				e := &d.events[j]
+				e := &d.Events[j]
 				applied, err := ap.apply(vi, e)
 				if err != nil {
 					return err
@@ -284,14 +284,14 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 	return nil
 }
 
-func (in *Ingester) newDecoder(views []int) *decoder {
-	d := &decoder{
-		maxEventBytes: in.cfg.MaxEventBytes,
-		maxKeyBytes:   in.cfg.MaxKeyBytes,
-		futureSkew:    in.cfg.FutureSkew.Milliseconds(),
+func (in *Ingester) newDecoder(views []int) *tiling.Decoder {
+	d := &tiling.Decoder{
+		MaxEventBytes: in.cfg.MaxEventBytes,
+		MaxKeyBytes:   in.cfg.MaxKeyBytes,
+		FutureSkew:    in.cfg.FutureSkew.Milliseconds(),
 	}
 	for _, vi := range views {
-		d.views = append(d.views, in.views[vi])
+		d.Views = append(d.Views, in.views[vi])
 	}
 	return d
 }

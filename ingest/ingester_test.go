@@ -106,6 +106,23 @@ func runUntilCommitted(t *testing.T, cfg Config, v *tiling.View, store *state.St
 	return m
 }
 
+func testView(t testing.TB) *tiling.View {
+	t.Helper()
+	v, err := tiling.NewView(tiling.View{
+		Name: "txn", Topic: "transactions", Entity: "user_id", Timestamp: "ts",
+		Granularity: tiling.Minute, LifetimeStart: tiling.MinTime,
+		Features: []tiling.Feature{
+			{Name: "sum", Function: tiling.Sum, Column: "amount", Window: tiling.Day},
+			{Name: "n", Function: tiling.Count, Window: tiling.Lifetime},
+			{Name: "last", Function: tiling.Last, Column: "merchant", Window: tiling.Lifetime},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func oracleView(v *tiling.View) oracle.View {
 	ov := oracle.View{Granularity: v.Granularity, LifetimeStart: v.LifetimeStart}
 	for _, f := range v.Features {
@@ -192,7 +209,7 @@ func TestReplayFromScratchChangesNothing(t *testing.T) {
 		}
 	}
 	check("first pass")
-	if got := testutil.ToFloat64(m.rejected.WithLabelValues("txn", ReasonNotJSON)); got != 1 {
+	if got := testutil.ToFloat64(m.rejected.WithLabelValues("txn", tiling.ReasonNotJSON)); got != 1 {
 		t.Fatalf("not_json rejections %v, want 1", got)
 	}
 

@@ -1,21 +1,20 @@
-package ingest
+package tiling
 
 import (
 	"strings"
 	"testing"
 
-	"github.com/tilestream/tilestream/tiling"
 )
 
-func testView(t testing.TB) *tiling.View {
+func jsonTestView(t testing.TB) *View {
 	t.Helper()
-	v, err := tiling.NewView(tiling.View{
+	v, err := NewView(View{
 		Name: "txn", Topic: "transactions", Entity: "user_id", Timestamp: "ts",
-		Granularity: tiling.Minute, LifetimeStart: tiling.MinTime,
-		Features: []tiling.Feature{
-			{Name: "sum", Function: tiling.Sum, Column: "amount", Window: tiling.Day},
-			{Name: "n", Function: tiling.Count, Window: tiling.Lifetime},
-			{Name: "last", Function: tiling.Last, Column: "merchant", Window: tiling.Lifetime},
+		Granularity: Minute, LifetimeStart: MinTime,
+		Features: []Feature{
+			{Name: "sum", Function: Sum, Column: "amount", Window: Day},
+			{Name: "n", Function: Count, Window: Lifetime},
+			{Name: "last", Function: Last, Column: "merchant", Window: Lifetime},
 		},
 	})
 	if err != nil {
@@ -24,8 +23,8 @@ func testView(t testing.TB) *tiling.View {
 	return v
 }
 
-func testDecoder(t testing.TB) *decoder {
-	return &decoder{views: []*tiling.View{testView(t)}, maxEventBytes: 512, maxKeyBytes: 16, futureSkew: tiling.Hour}
+func testDecoder(t testing.TB) *Decoder {
+	return &Decoder{Views: []*View{jsonTestView(t)}, MaxEventBytes: 512, MaxKeyBytes: 16, FutureSkew: Hour}
 }
 
 const testNow = int64(1_800_000_000_000)
@@ -56,10 +55,10 @@ func TestDecodeRejectsEachMalformedClass(t *testing.T) {
 	d := testDecoder(t)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var out decoded
-			d.decode([]byte(c.value), tiling.Pos{}, testNow, &out)
-			if out.reasons[0] != c.reason {
-				t.Fatalf("reason %q, want %q", out.reasons[0], c.reason)
+			var out Decoded
+			d.Decode([]byte(c.value), Pos{}, testNow, &out)
+			if out.Reasons[0] != c.reason {
+				t.Fatalf("reason %q, want %q", out.Reasons[0], c.reason)
 			}
 		})
 	}
@@ -69,30 +68,30 @@ func TestDecodeAcceptsValidEvents(t *testing.T) {
 	cases := []struct {
 		name, value, key string
 		ts               int64
-		amount           tiling.Input
+		amount           Input
 	}{
-		{"epoch ms and a string key", `{"user_id":"u1","ts":1700000000123,"amount":12.5}`, "u1", 1700000000123, tiling.Input{Kind: tiling.Number, Num: 12.5}},
-		{"an integer key", `{"user_id":42,"ts":5,"amount":1}`, "42", 5, tiling.Input{Kind: tiling.Number, Num: 1}},
-		{"a negative integer key", `{"user_id":-7,"ts":5}`, "-7", 5, tiling.Input{}},
-		{"RFC 3339", `{"user_id":"u","ts":"2026-01-02T03:04:05.678Z"}`, "u", 1767323045678, tiling.Input{}},
-		{"RFC 3339 with an offset", `{"user_id":"u","ts":"2026-01-02T04:04:05.6789+01:00"}`, "u", 1767323045678, tiling.Input{}},
-		{"fractional ms are floored", `{"user_id":"u","ts":10.9}`, "u", 10, tiling.Input{}},
-		{"negative fractional ms are floored", `{"user_id":"u","ts":-10.1}`, "u", -11, tiling.Input{}},
-		{"null amount is missing", `{"user_id":"u","ts":1,"amount":null}`, "u", 1, tiling.Input{}},
-		{"negative zero becomes zero", `{"user_id":"u","ts":1,"amount":-0.0}`, "u", 1, tiling.Input{Kind: tiling.Number, Num: 0}},
-		{"numbers are correctly rounded", `{"user_id":"u","ts":1,"amount":1004.9999999999999}`, "u", 1, tiling.Input{Kind: tiling.Number, Num: 1004.9999999999999}},
-		{"within the future skew", `{"user_id":"u","ts":1800003600000}`, "u", 1800003600000, tiling.Input{}},
+		{"epoch ms and a string key", `{"user_id":"u1","ts":1700000000123,"amount":12.5}`, "u1", 1700000000123, Input{Kind: Number, Num: 12.5}},
+		{"an integer key", `{"user_id":42,"ts":5,"amount":1}`, "42", 5, Input{Kind: Number, Num: 1}},
+		{"a negative integer key", `{"user_id":-7,"ts":5}`, "-7", 5, Input{}},
+		{"RFC 3339", `{"user_id":"u","ts":"2026-01-02T03:04:05.678Z"}`, "u", 1767323045678, Input{}},
+		{"RFC 3339 with an offset", `{"user_id":"u","ts":"2026-01-02T04:04:05.6789+01:00"}`, "u", 1767323045678, Input{}},
+		{"fractional ms are floored", `{"user_id":"u","ts":10.9}`, "u", 10, Input{}},
+		{"negative fractional ms are floored", `{"user_id":"u","ts":-10.1}`, "u", -11, Input{}},
+		{"null amount is missing", `{"user_id":"u","ts":1,"amount":null}`, "u", 1, Input{}},
+		{"negative zero becomes zero", `{"user_id":"u","ts":1,"amount":-0.0}`, "u", 1, Input{Kind: Number, Num: 0}},
+		{"numbers are correctly rounded", `{"user_id":"u","ts":1,"amount":1004.9999999999999}`, "u", 1, Input{Kind: Number, Num: 1004.9999999999999}},
+		{"within the future skew", `{"user_id":"u","ts":1800003600000}`, "u", 1800003600000, Input{}},
 	}
 	d := testDecoder(t)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var out decoded
-			d.decode([]byte(c.value), tiling.Pos{Partition: 3, Offset: 9}, testNow, &out)
-			if out.reasons[0] != "" {
-				t.Fatalf("rejected: %s", out.reasons[0])
+			var out Decoded
+			d.Decode([]byte(c.value), Pos{Partition: 3, Offset: 9}, testNow, &out)
+			if out.Reasons[0] != "" {
+				t.Fatalf("rejected: %s", out.Reasons[0])
 			}
-			e := out.events[0]
-			if e.Key != c.key || e.TS != c.ts || e.Pos != (tiling.Pos{Partition: 3, Offset: 9}) {
+			e := out.Events[0]
+			if e.Key != c.key || e.TS != c.ts || e.Pos != (Pos{Partition: 3, Offset: 9}) {
 				t.Fatalf("got key %q ts %d pos %v", e.Key, e.TS, e.Pos)
 			}
 			amt := e.Inputs[0]
@@ -108,18 +107,18 @@ func TestDecodeAcceptsValidEvents(t *testing.T) {
 
 func TestDecodeKeepsRawValuesForLast(t *testing.T) {
 	d := testDecoder(t)
-	var out decoded
-	d.decode([]byte(`{"user_id":"u","ts":1,"merchant":{"id": "m1" }}`), tiling.Pos{}, testNow, &out)
-	if out.reasons[0] != "" {
-		t.Fatal(out.reasons[0])
+	var out Decoded
+	d.Decode([]byte(`{"user_id":"u","ts":1,"merchant":{"id": "m1" }}`), Pos{}, testNow, &out)
+	if out.Reasons[0] != "" {
+		t.Fatal(out.Reasons[0])
 	}
-	in := out.events[0].Inputs[1]
-	if in.Kind != tiling.Other || string(in.Raw) != `{"id":"m1"}` {
+	in := out.Events[0].Inputs[1]
+	if in.Kind != Other || string(in.Raw) != `{"id":"m1"}` {
 		t.Fatalf("merchant input %+v raw %s", in, in.Raw)
 	}
 }
 
-func FuzzDecode(f *testing.F) {
+func FuzzJSONEvent(f *testing.F) {
 	for _, s := range []string{
 		`{"user_id":"u1","ts":1700000000123,"amount":12.5,"merchant":"m"}`,
 		`{"user_id":42,"ts":"2026-01-02T03:04:05Z"}`,
@@ -130,17 +129,17 @@ func FuzzDecode(f *testing.F) {
 	}
 	d := testDecoder(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var out decoded
-		d.decode(b, tiling.Pos{}, testNow, &out)
-		if out.reasons[0] != "" {
+		var out Decoded
+		d.Decode(b, Pos{}, testNow, &out)
+		if out.Reasons[0] != "" {
 			return
 		}
-		e := out.events[0]
-		if e.Key == "" || len(e.Key) > 16 || e.TS > testNow+tiling.Hour {
+		e := out.Events[0]
+		if e.Key == "" || len(e.Key) > 16 || e.TS > testNow+Hour {
 			t.Fatalf("accepted a bad event: %+v", e)
 		}
 		// An accepted event must apply and round-trip through a record.
-		v := d.views[0]
+		v := d.Views[0]
 		r := v.NewRecord(e.TS)
 		v.Add(r, &e)
 		if _, err := v.DecodeRecord(r.Start, v.AppendRecord(nil, r)); err != nil {

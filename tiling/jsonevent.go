@@ -1,4 +1,4 @@
-package ingest
+package tiling
 
 import (
 	"math"
@@ -9,8 +9,6 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fastjson"
-
-	"github.com/tilestream/tilestream/tiling"
 )
 
 // Reasons an event is rejected; the values label metrics and dead letters.
@@ -33,35 +31,36 @@ var Reasons = []string{ReasonOversized, ReasonNotJSON, ReasonNotObject, ReasonMi
 	ReasonBadKey, ReasonKeyTooLong, ReasonMissingTime, ReasonBadTime, ReasonFutureTime,
 	ReasonBadFieldType, ReasonNonFiniteNumber}
 
-// decoder turns raw event bytes into one tiling.Event per view of a topic.
-// A decoder is not safe for concurrent use (it owns a fastjson parser).
-type decoder struct {
-	views         []*tiling.View
-	maxEventBytes int
-	maxKeyBytes   int
-	futureSkew    int64 // ms
+// Decoder turns the JSON bytes of one event into one Event per view (the
+// views of one topic, or the one view of an offline-log file). A Decoder is
+// not safe for concurrent use (it owns a parser).
+type Decoder struct {
+	Views         []*View
+	MaxEventBytes int   // larger events are rejected as oversized
+	MaxKeyBytes   int   // longer keys are rejected
+	FutureSkew    int64 // ms: events stamped after now+FutureSkew are rejected
 	p             fastjson.Parser
 	scratch       []byte
 }
 
-// decoded is the outcome of one Kafka record for each view of its topic:
-// events[i] is valid when reasons[i] == "".
-type decoded struct {
-	events  []tiling.Event
-	reasons []string
+// Decoded is the outcome of one event for each view: Events[i] is valid
+// when Reasons[i] == "".
+type Decoded struct {
+	Events  []Event
+	Reasons []string
 }
 
-// decode decodes value for every view. now is the wall clock in ms.
-func (d *decoder) decode(value []byte, pos tiling.Pos, now int64, out *decoded) {
-	n := len(d.views)
-	out.events = growEvents(out.events, n)
-	out.reasons = growStrings(out.reasons, n)
+// Decode decodes value for every view. now is the wall clock in ms.
+func (d *Decoder) Decode(value []byte, pos Pos, now int64, out *Decoded) {
+	n := len(d.Views)
+	out.Events = growEvents(out.Events, n)
+	out.Reasons = growStrings(out.Reasons, n)
 	fail := func(reason string) {
-		for i := range out.reasons {
-			out.reasons[i] = reason
+		for i := range out.Reasons {
+			out.Reasons[i] = reason
 		}
 	}
-	if len(value) > d.maxEventBytes {
+	if len(value) > d.MaxEventBytes {
 		fail(ReasonOversized)
 		return
 	}
@@ -75,12 +74,12 @@ func (d *decoder) decode(value []byte, pos tiling.Pos, now int64, out *decoded) 
 		fail(ReasonNotObject)
 		return
 	}
-	for i, v := range d.views {
-		out.reasons[i] = d.decodeView(v, obj, pos, now, &out.events[i])
+	for i, v := range d.Views {
+		out.Reasons[i] = d.decodeView(v, obj, pos, now, &out.Events[i])
 	}
 }
 
-func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Pos, now int64, e *tiling.Event) string {
+func (d *Decoder) decodeView(v *View, obj *fastjson.Object, pos Pos, now int64, e *Event) string {
 	e.Pos = pos
 	kv := obj.Get(v.Entity)
 	if kv == nil || kv.Type() == fastjson.TypeNull {
@@ -92,7 +91,7 @@ func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Po
 		if len(b) == 0 || !utf8.Valid(b) {
 			return ReasonBadKey
 		}
-		if len(b) > d.maxKeyBytes {
+		if len(b) > d.MaxKeyBytes {
 			return ReasonKeyTooLong
 		}
 		e.Key = string(b)
@@ -114,19 +113,19 @@ func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Po
 	if !ok {
 		return ReasonBadTime
 	}
-	if ts > now+d.futureSkew {
+	if ts > now+d.FutureSkew {
 		return ReasonFutureTime
 	}
 	e.TS = ts
 
 	cols := v.Columns()
 	if cap(e.Inputs) < len(cols) {
-		e.Inputs = make([]tiling.Input, len(cols))
+		e.Inputs = make([]Input, len(cols))
 	}
 	e.Inputs = e.Inputs[:len(cols)]
 	for i, c := range cols {
 		in := &e.Inputs[i]
-		*in = tiling.Input{Raw: in.Raw[:0]}
+		*in = Input{Raw: in.Raw[:0]}
 		cv := obj.Get(c)
 		if cv == nil || cv.Type() == fastjson.TypeNull {
 			continue
@@ -139,12 +138,12 @@ func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Po
 			if f == 0 {
 				f = 0 // -0 → +0: min and max must not depend on the sign of zero
 			}
-			in.Kind, in.Num = tiling.Number, f
+			in.Kind, in.Num = Number, f
 		} else {
 			if v.ColumnNumeric(i) {
 				return ReasonBadFieldType
 			}
-			in.Kind = tiling.Other
+			in.Kind = Other
 		}
 		if v.ColumnRaw(i) {
 			in.Raw = cv.MarshalTo(in.Raw)
@@ -155,7 +154,7 @@ func (d *decoder) decodeView(v *tiling.View, obj *fastjson.Object, pos tiling.Po
 
 // parseTime reads epoch milliseconds (a number; fractions are floored) or an
 // RFC 3339 string.
-func (d *decoder) parseTime(v *fastjson.Value) (int64, bool) {
+func (d *Decoder) parseTime(v *fastjson.Value) (int64, bool) {
 	switch v.Type() {
 	case fastjson.TypeNumber:
 		f, err := d.number(v)
@@ -179,7 +178,7 @@ func (d *decoder) parseTime(v *fastjson.Value) (int64, bool) {
 // not: it computes mantissa·10^exp in float64 and can miss by one ulp (it
 // reads 1004.9999999999999 and 1005 alike in some cases), which would break
 // bit-exact sums and min/max.
-func (d *decoder) number(v *fastjson.Value) (float64, error) {
+func (d *Decoder) number(v *fastjson.Value) (float64, error) {
 	d.scratch = v.MarshalTo(d.scratch[:0])
 	if len(d.scratch) == 0 {
 		return 0, strconv.ErrSyntax
@@ -201,9 +200,9 @@ func isIntegerLiteral(s string) bool {
 	return true
 }
 
-func growEvents(s []tiling.Event, n int) []tiling.Event {
+func growEvents(s []Event, n int) []Event {
 	if cap(s) < n {
-		return make([]tiling.Event, n)
+		return make([]Event, n)
 	}
 	return s[:n]
 }
