@@ -146,6 +146,11 @@ func (v *View) AppendRecord(dst []byte, r *Record) []byte {
 // DecodeRecord decodes a record starting at start. Corrupt input gives an
 // error wrapping ErrCorrupt or ErrVersion, never a panic.
 func (v *View) DecodeRecord(start int64, b []byte) (*Record, error) {
+	return v.decodeTiles(start, b, v.Granularity, v.span/v.Granularity)
+}
+
+// decodeTiles decodes a record of tiles step apart, at most per of them.
+func (v *View) decodeTiles(start int64, b []byte, step, per64 int64) (*Record, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("record: empty: %w", ErrCorrupt)
 	}
@@ -179,7 +184,7 @@ func (v *View) DecodeRecord(start int64, b []byte) (*Record, error) {
 		r.Offsets = append(r.Offsets, PartOffset{int32(p), int64(o)})
 	}
 	nt, m := binary.Uvarint(b)
-	per := uint64(v.span / v.Granularity)
+	per := uint64(per64)
 	if m <= 0 || nt > per || nt > uint64(len(b)) {
 		return nil, fmt.Errorf("record: tile count: %w", ErrCorrupt)
 	}
@@ -195,7 +200,7 @@ func (v *View) DecodeRecord(start int64, b []byte) (*Record, error) {
 		}
 		prev = int64(idx)
 		b = b[m:]
-		t := Tile{Start: start + int64(idx)*v.Granularity, States: states[:len(v.aggs):len(v.aggs)]}
+		t := Tile{Start: start + int64(idx)*step, States: states[:len(v.aggs):len(v.aggs)]}
 		states = states[len(v.aggs):]
 		for j, a := range v.aggs {
 			s, rest, err := decodeStateIn(a.kind, b, ar)

@@ -1,0 +1,391 @@
+package tiling
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// The batch layout of one key (docs/format.md, "Batch records"). A heal
+// computes, from the offline log, the key's data before its batch watermark
+// W_b at three resolutions:
+//
+//   - detail records: tiles of granularity g, one record per block (Span);
+//   - day records: one aggregate per block, one record per day (DaySpan);
+//   - the summary: one aggregate per day from FirstDay up to W_b, and Base,
+//     the aggregate of everything from LifetimeStart up to FirstDay.
+//
+// A window start s falls in one block of one day, so the batch part
+// [s, W_b) is: the tiles of s's block from s on, the block aggregates of s's
+// day after that block, and the day aggregates after s's day — at most one
+// detail record and one day record per distinct window start, plus the
+// summary, however many events the window holds.
+
+// DaySpan is the span of a day record: a day, or the block span when blocks
+// are longer.
+func (v *View) DaySpan() int64 {
+	if v.span > Day {
+		return v.span
+	}
+	return Day
+}
+
+// Summary is the batch part of one key at one heal.
+type Summary struct {
+	// Watermark is W_b: batch data covers event times before it.
+	Watermark int64
+	// FirstDay is the first day covered by Days; windows never start before
+	// it (FirstDay ≤ W_b − the longest window), only lifetime windows do.
+	FirstDay int64
+	// Base aggregates [LifetimeStart, FirstDay); nil when empty.
+	Base []State
+	// Days are the non-empty days in [FirstDay, W_b), ascending.
+	Days []SummaryDay
+}
+
+// SummaryDay is one day's aggregate and the heal generation whose day and
+// detail records hold it.
+type SummaryDay struct {
+	Start int64
+	Gen   uint64
+	Total []State
+}
+
+// Day returns the summary's entry for the day starting at start, or nil.
+func (s *Summary) Day(start int64) *SummaryDay {
+	lo, hi := 0, len(s.Days)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if s.Days[m].Start < start {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(s.Days) && s.Days[lo].Start == start {
+		return &s.Days[lo]
+	}
+	return nil
+}
+
+// Batch is what a read fetched of a key's batch side.
+type Batch struct {
+	Summary *Summary
+	// DayRecords maps a day start to its record of block aggregates (tiles
+	// of one block span each); Details maps a block start to its record of
+	// tiles. Only what BatchNeeds asked for is present.
+	DayRecords map[int64]*Record
+	Details    map[int64]*Record
+}
+
+// BatchNeed names a record a read needs: the day record of Day, and when
+// Block is not MinTime also the detail record of that block.
+type BatchNeed struct {
+	Day   int64
+	Block int64
+	Gen   uint64
+}
+
+// BatchNeeds returns the day and detail records a read at t needs beside the
+// summary s.
+func (v *View) BatchNeeds(t int64, s *Summary) []BatchNeed {
+	var out []BatchNeed
+	seen := map[BatchNeed]bool{}
+	for _, w := range v.windows {
+		start := v.WindowStart(w, t)
+		if start >= s.Watermark || start < s.FirstDay {
+			continue // all stream, or lifetime from Base and Days
+		}
+		day := AlignDown(start, v.DaySpan())
+		sd := s.Day(day)
+		if sd == nil || start == day {
+			continue // nothing that day, or the whole day from the summary
+		}
+		n := BatchNeed{Day: day, Block: MinTime, Gen: sd.Gen}
+		if block := AlignDown(start, v.span); block != start {
+			n.Block = block
+		}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// batchPart merges into acc the batch data of [start, s.Watermark).
+func (v *View) batchPart(acc []State, b *Batch, start int64) {
+	s := b.Summary
+	if s == nil || start >= s.Watermark {
+		return
+	}
+	mergeAll := func(states []State) {
+		for i, st := range states {
+			acc[i].merge(st)
+		}
+	}
+	if start < s.FirstDay {
+		if s.Base != nil {
+			mergeAll(s.Base)
+		}
+		for i := range s.Days {
+			mergeAll(s.Days[i].Total)
+		}
+		return
+	}
+	day := AlignDown(start, v.DaySpan())
+	for i := range s.Days {
+		switch d := &s.Days[i]; {
+		case d.Start > day || (d.Start == day && start == day):
+			mergeAll(d.Total)
+		case d.Start == day:
+			block := AlignDown(start, v.span)
+			if dr := b.DayRecords[day]; dr != nil {
+				for j := range dr.Tiles {
+					t := &dr.Tiles[j]
+					if t.Start > block || (t.Start == block && start == block) {
+						mergeAll(t.States)
+					}
+				}
+			}
+			if block != start {
+				if det := b.Details[block]; det != nil {
+					for j := range det.Tiles {
+						if t := &det.Tiles[j]; t.Start >= start {
+							mergeAll(t.States)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// EvaluateBatch returns every feature at time t from the batch side b (may
+// be nil) and the stream records, which must hold the tiles from
+// b.Summary.Watermark on. A window [s, end) is the batch part [s, W_b)
+// merged with the stream tiles in [max(s, W_b), end); no event is counted
+// from both sides because each side only covers its own side of W_b.
+func (v *View) EvaluateBatch(t int64, b *Batch, records []*Record) []any {
+	if b == nil || b.Summary == nil {
+		return v.Evaluate(t, records)
+	}
+	wb := b.Summary.Watermark
+	accs := v.streamWindows(t, records, wb)
+	out := make([]any, len(v.Features))
+	for wi, w := range v.windows {
+		acc := accs[wi]
+		v.batchPart(acc, b, v.WindowStart(w, t))
+		for _, f := range v.winFeats[wi] {
+			out[f] = acc[v.featAgg[f]].value()
+		}
+	}
+	return out
+}
+
+// streamWindows returns, per window (v.windows order), fresh states holding
+// the stream tiles in [max(start, from), End(t)).
+func (v *View) streamWindows(t int64, records []*Record, from int64) [][]State {
+	end := v.End(t)
+	accs := make([][]State, len(v.windows))
+	for wi, w := range v.windows {
+		start := v.WindowStart(w, t)
+		if start < from {
+			start = from
+		}
+		acc := v.newStates()
+		for _, r := range records {
+			if r.Start+v.span <= start || r.Start >= end {
+				continue
+			}
+			for j := range r.Tiles {
+				tl := &r.Tiles[j]
+				if tl.Start >= start && tl.Start < end {
+					for i, s := range tl.States {
+						acc[i].merge(s)
+					}
+				}
+			}
+		}
+		accs[wi] = acc
+	}
+	return accs
+}
+
+func (v *View) newStates() []State {
+	s := make([]State, len(v.aggs))
+	for i, a := range v.aggs {
+		s[i] = newState(a.kind)
+	}
+	return s
+}
+
+// NewStates returns identity states of the view's layout.
+func (v *View) NewStates() []State { return v.newStates() }
+
+// MergeStates merges src into dst (both of the view's layout).
+func MergeStates(dst, src []State) {
+	for i := range dst {
+		dst[i].merge(src[i])
+	}
+}
+
+// Aggregate adds e to its tile in r without the replay check: batch builders
+// deduplicate events themselves. r must hold e's time.
+func (v *View) Aggregate(r *Record, e *Event) {
+	t := v.tile(r, AlignDown(e.TS, v.Granularity))
+	for i, a := range v.aggs {
+		var in *Input
+		if a.column >= 0 {
+			in = &e.Inputs[a.column]
+		}
+		t.States[i].add(e, in)
+	}
+}
+
+// Rollup returns one tile per block of span step (a multiple of g) holding the
+// merge of r's tiles in that block, ascending.
+func (v *View) Rollup(r *Record, step int64) []Tile {
+	var out []Tile
+	for j := range r.Tiles {
+		t := &r.Tiles[j]
+		start := AlignDown(t.Start, step)
+		if n := len(out); n == 0 || out[n-1].Start != start {
+			out = append(out, Tile{Start: start, States: v.newStates()})
+		}
+		MergeStates(out[len(out)-1].States, t.States)
+	}
+	return out
+}
+
+const summaryVersion = 1
+
+// AppendSummary appends the encoding of s:
+//
+//	version byte (1)
+//	varint watermark, varint first day
+//	byte has-base; base states when 1
+//	uvarint n; n × (varint day start, uvarint gen, states)
+func (v *View) AppendSummary(dst []byte, s *Summary) []byte {
+	dst = append(dst, summaryVersion)
+	dst = binary.AppendVarint(dst, s.Watermark)
+	dst = binary.AppendVarint(dst, s.FirstDay)
+	if s.Base == nil {
+		dst = append(dst, 0)
+	} else {
+		dst = append(dst, 1)
+		dst = appendStates(dst, s.Base)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s.Days)))
+	for _, d := range s.Days {
+		dst = binary.AppendVarint(dst, d.Start)
+		dst = binary.AppendUvarint(dst, d.Gen)
+		dst = appendStates(dst, d.Total)
+	}
+	return dst
+}
+
+func appendStates(dst []byte, states []State) []byte {
+	for _, s := range states {
+		dst = s.appendBinary(dst)
+	}
+	return dst
+}
+
+func (v *View) decodeStates(b []byte, ar *stateArena) ([]State, []byte, error) {
+	out := make([]State, len(v.aggs))
+	for i, a := range v.aggs {
+		s, rest, err := decodeStateIn(a.kind, b, ar)
+		if err != nil {
+			return nil, nil, err
+		}
+		out[i], b = s, rest
+	}
+	return out, b, nil
+}
+
+// DecodeSummary decodes what AppendSummary wrote.
+func (v *View) DecodeSummary(b []byte) (*Summary, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("summary: empty: %w", ErrCorrupt)
+	}
+	if b[0] != summaryVersion {
+		return nil, fmt.Errorf("summary: version %d: %w", b[0], ErrVersion)
+	}
+	b = append([]byte(nil), b[1:]...)
+	s := &Summary{}
+	var m int
+	if s.Watermark, m = binary.Varint(b); m <= 0 {
+		return nil, fmt.Errorf("summary: watermark: %w", ErrCorrupt)
+	}
+	b = b[m:]
+	if s.FirstDay, m = binary.Varint(b); m <= 0 {
+		return nil, fmt.Errorf("summary: first day: %w", ErrCorrupt)
+	}
+	b = b[m:]
+	if len(b) == 0 || b[0] > 1 {
+		return nil, fmt.Errorf("summary: base flag: %w", ErrCorrupt)
+	}
+	hasBase := b[0] == 1
+	b = b[1:]
+	var err error
+	if hasBase {
+		if s.Base, b, err = v.decodeStates(b, nil); err != nil {
+			return nil, fmt.Errorf("summary base: %w", err)
+		}
+	}
+	n, m := binary.Uvarint(b)
+	if m <= 0 || n > uint64(len(b)) {
+		return nil, fmt.Errorf("summary: day count: %w", ErrCorrupt)
+	}
+	b = b[m:]
+	ar := newStateArena(v.aggs, int(n))
+	s.Days = make([]SummaryDay, 0, n)
+	for i := uint64(0); i < n; i++ {
+		var d SummaryDay
+		if d.Start, m = binary.Varint(b); m <= 0 {
+			return nil, fmt.Errorf("summary: day: %w", ErrCorrupt)
+		}
+		b = b[m:]
+		if d.Gen, m = binary.Uvarint(b); m <= 0 {
+			return nil, fmt.Errorf("summary: gen: %w", ErrCorrupt)
+		}
+		b = b[m:]
+		if i > 0 && d.Start <= s.Days[i-1].Start {
+			return nil, fmt.Errorf("summary: days out of order: %w", ErrCorrupt)
+		}
+		if d.Total, b, err = v.decodeStates(b, ar); err != nil {
+			return nil, fmt.Errorf("summary day %d: %w", d.Start, err)
+		}
+		s.Days = append(s.Days, d)
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("summary: %d trailing bytes: %w", len(b), ErrCorrupt)
+	}
+	return s, nil
+}
+
+// AppendDayRecord appends the encoding of a day record: tiles of one block
+// each, in the record encoding with the block span as the tile step.
+func (v *View) AppendDayRecord(dst []byte, r *Record) []byte {
+	return appendTiles(dst, r, v.span)
+}
+
+// DecodeDayRecord decodes a day record starting at day.
+func (v *View) DecodeDayRecord(day int64, b []byte) (*Record, error) {
+	return v.decodeTiles(day, b, v.span, v.DaySpan()/v.span)
+}
+
+func appendTiles(dst []byte, r *Record, step int64) []byte {
+	dst = append(dst, recordVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(r.Offsets)))
+	for _, o := range r.Offsets {
+		dst = binary.AppendUvarint(dst, uint64(uint32(o.Partition)))
+		dst = binary.AppendUvarint(dst, uint64(o.Offset))
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(r.Tiles)))
+	for _, t := range r.Tiles {
+		dst = binary.AppendUvarint(dst, uint64((t.Start-r.Start)/step))
+		dst = appendStates(dst, t.States)
+	}
+	return dst
+}
