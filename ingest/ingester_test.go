@@ -134,12 +134,11 @@ func oracleView(v *tiling.View) oracle.View {
 // served evaluates every key from the store at t, in the shape of the oracle.
 func served(t *testing.T, store *state.Store, v *tiling.View, key string, at int64) map[string]any {
 	t.Helper()
-	from, to := v.ReadRange(at)
-	kd, err := store.ReadKey(context.Background(), v, key, from, to)
+	kd, err := store.ReadKey(context.Background(), v, key, at)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vals := v.Evaluate(at, kd.Records)
+	vals := v.EvaluateBatch(at, kd.Batch, kd.Records)
 	out := map[string]any{}
 	for i, f := range v.Features {
 		switch x := vals[i].(type) {

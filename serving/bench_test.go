@@ -68,8 +68,7 @@ func BenchmarkEvaluateOneKey(b *testing.B) {
 	t := testNowMs
 	b.ReportAllocs()
 	for b.Loop() {
-		from, to := v.ReadRange(t)
-		kd, err := r.ReadKey(b.Context(), v, "u1", from, to)
+		kd, err := r.ReadKey(b.Context(), v, "u1", t)
 		if err != nil {
 			b.Fatal(err)
 		}

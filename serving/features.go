@@ -143,16 +143,15 @@ func (h *handler) checkKey(key, where string) *apiError {
 // least what it claims.
 func (h *handler) compute(ctx context.Context, vi *viewInfo, key string, t int64, sw msTime) (result, error) {
 	v := vi.v
-	from, to := v.ReadRange(t)
-	kd, err := h.reader.ReadKey(ctx, v, key, from, to)
+	kd, err := h.reader.ReadKey(ctx, v, key, t)
 	if err != nil {
 		return result{}, err
 	}
-	h.m.records.Observe(float64(len(kd.Records)))
+	h.m.records.Observe(float64(kd.RecordsRead))
 	return result{
 		View:     v.Name,
 		Key:      key,
-		Features: features{names: vi.names, vals: v.Evaluate(t, kd.Records)},
+		Features: features{names: vi.names, vals: v.EvaluateBatch(t, kd.Batch, kd.Records)},
 		Metadata: metadata{
 			ServedAt:        msTime(t),
 			BatchWatermark:  msTime(kd.BatchWatermark),

@@ -19,8 +19,10 @@ import (
 
 // Reader is what serving needs from the online store.
 type Reader interface {
-	// ReadKey returns the stored data of (view, key) for event times [from, to).
-	ReadKey(ctx context.Context, v *tiling.View, key string, from, to int64) (state.KeyData, error)
+	// ReadKey returns the stored data a read of (view, key) at time t needs:
+	// the batch side and the stream records from the batch watermark to
+	// the end of the current tile.
+	ReadKey(ctx context.Context, v *tiling.View, key string, t int64) (state.KeyData, error)
 }
 
 // Watermarks reports the stream event-time progress of a view.

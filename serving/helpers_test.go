@@ -114,7 +114,8 @@ func (m *memReader) setFault(key string, f func(ctx context.Context) error) {
 	m.fault[key] = f
 }
 
-func (m *memReader) ReadKey(ctx context.Context, v *tiling.View, key string, from, to int64) (state.KeyData, error) {
+func (m *memReader) ReadKey(ctx context.Context, v *tiling.View, key string, t int64) (state.KeyData, error) {
+	from, to := v.ReadRange(t)
 	m.mu.Lock()
 	m.reads++
 	f := m.fault[key]
@@ -135,6 +136,7 @@ func (m *memReader) ReadKey(ctx context.Context, v *tiling.View, key string, fro
 			kd.Records = append(kd.Records, r)
 		}
 	}
+	kd.RecordsRead = len(kd.Records)
 	return kd, nil
 }
 

@@ -103,41 +103,41 @@ func (s *Store) GetRecord(v *tiling.View, key string, start int64) (*tiling.Reco
 	return r, nil
 }
 
-// ReadKey returns the records of (view, key) that hold event times in
-// [from, to), ascending. It reads one Pebble range of one key prefix.
-func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, from, to int64) (KeyData, error) {
-	kd := KeyData{BatchWatermark: tiling.MinTime}
+// streamRecords returns the stream records of (view, key) that hold event
+// times in [from, to), ascending: one Pebble range of one key prefix.
+func (s *Store) streamRecords(ctx context.Context, v *tiling.View, key string, from, to int64) ([]*tiling.Record, error) {
+	var out []*tiling.Record
 	prefix := recordPrefix(make([]byte, 0, 64), v.Name, key)
 	lower := appendTime(bytes.Clone(prefix), v.RecordStart(from))
 	upper := appendTime(prefix, to)
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return kd, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
+		return nil, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 	}
 	n := len(upper) - 8
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
 		if len(k) != n+8 {
 			it.Close()
-			return kd, fmt.Errorf("read %s/%q: bad key length %d", v.Name, key, len(k))
+			return nil, fmt.Errorf("read %s/%q: bad key length %d", v.Name, key, len(k))
 		}
 		start := decodeTime(k[n:])
 		val, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
-			return kd, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
+			return nil, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 		}
 		r, err := v.DecodeRecord(start, val)
 		if err != nil {
 			it.Close()
-			return kd, fmt.Errorf("decode record %s/%q@%d: %w", v.Name, key, start, err)
+			return nil, fmt.Errorf("decode record %s/%q@%d: %w", v.Name, key, start, err)
 		}
-		kd.Records = append(kd.Records, r)
+		out = append(out, r)
 	}
 	if err := it.Close(); err != nil {
-		return kd, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
+		return nil, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 	}
-	return kd, nil
+	return out, nil
 }
 
 // Progress is what ingest has made durable for one partition.
