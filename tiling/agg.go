@@ -129,6 +129,9 @@ type Event struct {
 	TS     int64
 	Pos    Pos
 	Inputs []Input
+	// ID is the value of the view's EventID field as text ("" when the view
+	// has none or the event lacks it).
+	ID string
 }
 
 // State is a partial aggregate. See the package doc for the merge contract.

@@ -117,6 +117,18 @@ func (d *Decoder) decodeView(v *View, obj *fastjson.Object, pos Pos, now int64, 
 		return ReasonFutureTime
 	}
 	e.TS = ts
+	e.ID = ""
+	if v.EventID != "" {
+		if iv := obj.Get(v.EventID); iv != nil {
+			switch iv.Type() {
+			case fastjson.TypeString:
+				b, _ := iv.StringBytes()
+				e.ID = string(b)
+			case fastjson.TypeNumber:
+				e.ID = iv.String()
+			}
+		}
+	}
 
 	cols := v.Columns()
 	if cap(e.Inputs) < len(cols) {

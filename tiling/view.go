@@ -28,6 +28,10 @@ type View struct {
 	// Entity is the event field holding the key; Timestamp the field holding
 	// the event time.
 	Entity, Timestamp string
+	// EventID optionally names the field holding an event's identity: the
+	// healer then counts events with the same id once (a retrying
+	// producer's duplicates). Empty: the identity is the Kafka position.
+	EventID string
 	// Granularity g of tiles, ms.
 	Granularity int64
 	// LifetimeStart is the first event time (ms) counted by lifetime windows;

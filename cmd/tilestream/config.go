@@ -785,6 +785,7 @@ func (c *checker) view(f *fileView, where string) (viewSettings, bool) {
 		}
 	}
 	vs.EventID = f.EventID
+	v.EventID = f.EventID
 
 	// The default granularity depends on the windows, and each window must
 	// be a multiple of the granularity: read the windows first, then report
