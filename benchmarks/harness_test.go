@@ -85,7 +85,7 @@ func ingestAll(tb testing.TB, brokers []string, group string, v *tiling.View, st
 	cfg.Brokers = brokers
 	cfg.Group = group
 	cfg.LagInterval = time.Second
-	in, err := ingest.New(cfg, []*tiling.View{v}, store, ingest.NewMetrics(prometheus.NewRegistry()), quiet())
+	in, err := ingest.New(cfg, []*tiling.View{v}, store, nil, ingest.NewMetrics(prometheus.NewRegistry()), quiet())
 	if err != nil {
 		tb.Fatal(err)
 	}

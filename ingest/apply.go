@@ -10,6 +10,7 @@ import (
 // recordStore is what the applier needs from the online store.
 type recordStore interface {
 	GetRecord(v *tiling.View, key string, start int64) (*tiling.Record, error)
+	Head(v *tiling.View, key string) (state.Head, bool, error)
 	NewBatch() *state.Batch
 	Commit(b *state.Batch) error
 }
@@ -33,11 +34,12 @@ type topicPartition struct {
 
 // partProgress is a partition's position in the loop.
 type partProgress struct {
-	next     int64 // first offset not yet handled
-	epoch    int32 // leader epoch of the last handled record
-	maxTS    int64 // largest event time applied
-	dirty    bool  // changed since the last flush
-	unsynced bool  // handled past the last committed offset
+	next      int64 // first offset not yet handled
+	epoch     int32 // leader epoch of the last handled record
+	maxTS     int64 // largest event time applied
+	dirty     bool  // changed since the last flush
+	unsynced  bool  // handled past the last committed offset
+	committed int64 // last offset committed to Kafka by this member
 }
 
 // applier holds records in memory, applies events to them and writes them
@@ -50,28 +52,79 @@ type applier struct {
 	records map[recID]*cached
 	dirty   []recID
 	parts   map[topicPartition]*partProgress
+	// durable is the largest event time made durable per partition (shared
+	// with the Ingester, same lock): a partition's progress resumes from
+	// it, so a restart or a reassignment never moves the stored value back.
+	durable map[topicPartition]int64
+	// heads caches each key's batch watermark (tiling.MinTime: none).
+	heads map[headID]int64
 }
 
-func newApplier(store recordStore, views []*tiling.View, limit int) *applier {
+type headID struct {
+	view int
+	key  string
+}
+
+// outcome of applying one event.
+type outcome uint8
+
+const (
+	applied  outcome = iota
+	replayed         // already in the record
+	deferred         // before the key's batch watermark: the next heal counts it
+)
+
+func newApplier(store recordStore, views []*tiling.View, limit int, durable map[topicPartition]int64) *applier {
 	return &applier{
 		store:   store,
 		views:   views,
 		limit:   limit,
 		records: make(map[recID]*cached),
 		parts:   make(map[topicPartition]*partProgress),
+		durable: durable,
+		heads:   make(map[headID]int64),
 	}
 }
 
-// apply adds e to its record for view vi, loading the record on first use. It
-// reports whether the event was new (false: a replay, skipped).
-func (a *applier) apply(vi int, e *tiling.Event) (bool, error) {
+// watermark returns the key's batch watermark, from the cache or the store.
+func (a *applier) watermark(vi int, key string) (int64, error) {
+	id := headID{vi, key}
+	if wb, ok := a.heads[id]; ok {
+		return wb, nil
+	}
+	h, ok, err := a.store.Head(a.views[vi], key)
+	if err != nil {
+		return 0, err
+	}
+	wb := tiling.MinTime
+	if ok {
+		wb = h.Watermark
+	}
+	if len(a.heads) >= a.limit {
+		clear(a.heads)
+	}
+	a.heads[id] = wb
+	return wb, nil
+}
+
+// apply adds e to its record for view vi, loading the record on first use.
+// An event before its key's batch watermark is not applied: it is in the
+// offline log, and the next heal counts it.
+func (a *applier) apply(vi int, e *tiling.Event) (outcome, error) {
 	v := a.views[vi]
+	wb, err := a.watermark(vi, e.Key)
+	if err != nil {
+		return 0, err
+	}
+	if e.TS < wb {
+		return deferred, nil
+	}
 	id := recID{vi, e.Key, v.RecordStart(e.TS)}
 	c := a.records[id]
 	if c == nil {
 		r, err := a.store.GetRecord(v, e.Key, id.start)
 		if err != nil {
-			return false, err
+			return 0, err
 		}
 		if r == nil {
 			r = v.NewRecord(e.TS)
@@ -80,13 +133,13 @@ func (a *applier) apply(vi int, e *tiling.Event) (bool, error) {
 		a.records[id] = c
 	}
 	if !v.Add(c.rec, e) {
-		return false, nil
+		return replayed, nil
 	}
 	if !c.dirty {
 		c.dirty = true
 		a.dirty = append(a.dirty, id)
 	}
-	return true, nil
+	return applied, nil
 }
 
 // handled records that the partition is handled through offset (applied or
@@ -94,7 +147,10 @@ func (a *applier) apply(vi int, e *tiling.Event) (bool, error) {
 func (a *applier) handled(tp topicPartition, offset int64, epoch int32, ts int64, applied bool) {
 	p := a.parts[tp]
 	if p == nil {
-		p = &partProgress{maxTS: tiling.MinTime}
+		p = &partProgress{maxTS: tiling.MinTime, committed: -1}
+		if ts, ok := a.durable[tp]; ok {
+			p.maxTS = ts
+		}
 		a.parts[tp] = p
 	}
 	p.next, p.epoch = offset+1, epoch

@@ -36,6 +36,13 @@ type Config struct {
 	LagInterval time.Duration
 	// PollRecords bounds the records handled per poll. Default 10,000.
 	PollRecords int
+	// ArchiveRollInterval is the longest an event waits in memory before it
+	// is written to an offline-log archive file (offsets are committed only
+	// once archived, so this bounds the replay after a crash). Default 1m.
+	ArchiveRollInterval time.Duration
+	// ArchiveRollRows rolls a partition's archive buffer once it holds this
+	// many events. Default 200,000.
+	ArchiveRollRows int
 	// ClientOpts are extra franz-go options (TLS, SASL, tests).
 	ClientOpts []kgo.Opt
 }
@@ -52,6 +59,9 @@ func DefaultConfig() Config {
 		RecordCache:   200_000,
 		LagInterval:   5 * time.Second,
 		PollRecords:   10_000,
+
+		ArchiveRollInterval: time.Minute,
+		ArchiveRollRows:     200_000,
 	}
 }
 
@@ -82,6 +92,12 @@ func (c Config) Validate() error {
 	}
 	if c.LagInterval <= 0 {
 		bad("lag interval must be positive")
+	}
+	if c.ArchiveRollInterval <= 0 {
+		bad("archive roll interval must be positive")
+	}
+	if c.ArchiveRollRows <= 0 {
+		bad("archive roll rows must be positive")
 	}
 	if c.PollRecords <= 0 {
 		bad("poll records must be positive")

@@ -23,6 +23,7 @@ import (
 // Store is what the ingest needs from the online store.
 type Store interface {
 	recordStore
+	archiveStore
 	Progress(topic string) (map[int32]state.Progress, error)
 }
 
@@ -34,6 +35,13 @@ type Ingester struct {
 	store  Store
 	m      *Metrics
 	log    *slog.Logger
+
+	// arch is the offline log (nil: events are not archived); archStore
+	// records its progress.
+	arch      Archiver
+	archStore archiveStore
+	// client is the running Kafka client, for SyncArchive.
+	client atomic.Pointer[kgo.Client]
 
 	// dlq produces dead letters; the consumer's own client, set by Run when
 	// a dead-letter topic is configured.
@@ -53,11 +61,13 @@ type Ingester struct {
 		ap      *applier
 		durable map[topicPartition]int64 // durable max event time per partition
 		parts   map[string]int32         // partitions per topic, from metadata
+		archive map[archKey]*archBuf     // events waiting for the offline log
 	}
 }
 
-// New builds an Ingester; it starts nothing (see Run).
-func New(cfg Config, views []*tiling.View, store Store, m *Metrics, log *slog.Logger) (*Ingester, error) {
+// New builds an Ingester; it starts nothing (see Run). arch may be nil: then
+// events are not archived to an offline log.
+func New(cfg Config, views []*tiling.View, store Store, arch Archiver, m *Metrics, log *slog.Logger) (*Ingester, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -65,20 +75,26 @@ func New(cfg Config, views []*tiling.View, store Store, m *Metrics, log *slog.Lo
 		return nil, errors.New("ingest: no views")
 	}
 	in := &Ingester{
-		cfg:    cfg,
-		views:  views,
-		topics: map[string][]int{},
-		store:  store,
-		m:      m,
-		log:    log,
-		logBad: rate.Sometimes{First: 10, Interval: time.Second},
+		cfg:       cfg,
+		views:     views,
+		topics:    map[string][]int{},
+		store:     store,
+		m:         m,
+		log:       log,
+		logBad:    rate.Sometimes{First: 10, Interval: time.Second},
+		arch:      arch,
+		archStore: store,
 	}
 	for i, v := range views {
 		in.topics[v.Topic] = append(in.topics[v.Topic], i)
 	}
-	in.mu.ap = newApplier(store, views, cfg.RecordCache)
 	in.mu.durable = map[topicPartition]int64{}
+	in.mu.ap = newApplier(store, views, cfg.RecordCache, in.mu.durable)
 	in.mu.parts = map[string]int32{}
+	in.mu.archive = map[archKey]*archBuf{}
+	if err := in.loadArchive(); err != nil {
+		return nil, err
+	}
 	for topic := range in.topics {
 		prog, err := store.Progress(topic)
 		if err != nil {
@@ -161,6 +177,8 @@ func (in *Ingester) Run(ctx context.Context) error {
 		return fmt.Errorf("ingest: kafka client: %w", err)
 	}
 	defer cl.Close()
+	in.client.Store(cl)
+	defer in.client.Store(nil)
 	if in.cfg.DeadLetterTopic != "" {
 		in.dlq = cl
 	}
@@ -261,17 +279,22 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 				v := in.views[vi]
 				if reason := d.Reasons[j]; reason != "" {
 					in.reject(v.Name, reason, r)
+					in.archiveEvent(vi, r.Partition, r.Offset, nil)
 					continue
 				}
 				e := &d.Events[j]
-				applied, err := ap.apply(vi, e)
+				in.archiveEvent(vi, r.Partition, r.Offset, e)
+				out, err := ap.apply(vi, e)
 				if err != nil {
 					return err
 				}
-				if applied {
+				switch out {
+				case applied:
 					in.m.events.WithLabelValues(v.Name, "applied").Inc()
-				} else {
+				case replayed:
 					in.m.events.WithLabelValues(v.Name, "replayed").Inc()
+				case deferred:
+					in.m.events.WithLabelValues(v.Name, "deferred_to_heal").Inc()
 				}
 				any = true
 				if e.TS > maxTS {
@@ -337,6 +360,9 @@ func (in *Ingester) flushAndCommit(ctx context.Context, cl *kgo.Client) error {
 	if err != nil {
 		return err
 	}
+	if err := in.rollDue(false, nil); err != nil {
+		return err
+	}
 	for tp, p := range ap.parts {
 		if cur, ok := in.mu.durable[tp]; p.maxTS != tiling.MinTime && (!ok || p.maxTS > cur) {
 			in.mu.durable[tp] = p.maxTS
@@ -368,10 +394,19 @@ func (in *Ingester) commit(ctx context.Context, cl *kgo.Client) {
 		if !p.unsynced {
 			continue
 		}
+		next := p.next
+		for _, vi := range in.topics[tp.topic] {
+			if b := in.mu.archive[archKey{vi, tp.partition}]; b != nil && b.bound() < next {
+				next = b.bound() // not yet durable in the offline log
+			}
+		}
+		if next <= p.committed {
+			continue
+		}
 		if offsets[tp.topic] == nil {
 			offsets[tp.topic] = map[int32]kgo.EpochOffset{}
 		}
-		offsets[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: p.epoch, Offset: p.next}
+		offsets[tp.topic][tp.partition] = kgo.EpochOffset{Epoch: p.epoch, Offset: next}
 	}
 	if len(offsets) == 0 {
 		return
@@ -390,12 +425,25 @@ func (in *Ingester) commit(ctx context.Context, cl *kgo.Client) {
 					in.log.Warn("offset commit failed", "topic", t.Topic, "partition", p.Partition, "err", err)
 					continue
 				}
-				if pp := in.mu.ap.parts[tp]; pp != nil && pp.next == offsets[t.Topic][p.Partition].Offset {
-					pp.unsynced = false
+				if pp := in.mu.ap.parts[tp]; pp != nil {
+					pp.committed = offsets[t.Topic][p.Partition].Offset
+					pp.unsynced = pp.committed < pp.next
 				}
 			}
 		}
 	})
+}
+
+// ForgetHeads drops the cached batch watermarks of a view's keys; the healer
+// calls it after installing a heal.
+func (in *Ingester) ForgetHeads(view string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for id := range in.mu.ap.heads {
+		if in.views[id.view].Name == view {
+			delete(in.mu.ap.heads, id)
+		}
+	}
 }
 
 func (in *Ingester) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
@@ -409,6 +457,17 @@ func (in *Ingester) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[s
 	in.log.Info("partitions revoked", "partitions", revoked)
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	revokedPart := func(k archKey) bool {
+		for _, p := range revoked[in.views[k.view].Topic] {
+			if p == k.partition {
+				return true
+			}
+		}
+		return false
+	}
+	if err := in.rollDue(true, revokedPart); err != nil {
+		in.log.Error("archive roll on revoke failed", "err", err)
+	}
 	if err := in.flushAndCommit(ctx, cl); err != nil {
 		// The records stay dirty in memory and the offsets uncommitted: the next
 		// owner replays from the last commit, which the records make idempotent.
@@ -432,6 +491,16 @@ func (in *Ingester) dropPartitions(ps map[string][]int32) {
 	for topic, parts := range ps {
 		for _, p := range parts {
 			delete(in.mu.ap.parts, topicPartition{topic, p})
+			// Unrolled events are dropped: the next owner replays them
+			// from the committed offset, which is at most the durable
+			// archive progress.
+			for _, vi := range in.topics[topic] {
+				if b := in.mu.archive[archKey{vi, p}]; b != nil && b.next >= 0 {
+					b.first, b.last, b.rows = b.next, b.next-1, nil
+				} else {
+					delete(in.mu.archive, archKey{vi, p})
+				}
+			}
 		}
 	}
 	in.mu.ap.forget()

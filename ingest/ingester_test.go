@@ -63,7 +63,7 @@ func produceEvents(t *testing.T, brokers []string, topic string, partitions int3
 func runUntilCommitted(t *testing.T, cfg Config, v *tiling.View, store *state.Store) *Metrics {
 	t.Helper()
 	m := NewMetrics(prometheus.NewRegistry())
-	in, err := New(cfg, []*tiling.View{v}, store, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	in, err := New(cfg, []*tiling.View{v}, store, nil, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,9 @@ type Metrics struct {
 	lagErrs    prometheus.Counter
 	cached     prometheus.Gauge
 	watermark  *prometheus.GaugeVec // by view
+
+	archived     *prometheus.CounterVec // by view
+	archiveRolls prometheus.Histogram
 }
 
 // NewMetrics registers the ingest metrics with reg.
@@ -26,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"topic"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tilestream_ingest_events_total",
-			Help: "Decoded events by view and outcome: applied, or replayed (already in the stored record, skipped).",
+			Help: "Decoded events by view and outcome: applied; replayed (already in the stored record, skipped); deferred_to_heal (stamped before the key's batch watermark: only in the offline log until the next heal).",
 		}, []string{"view", "outcome"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tilestream_ingest_events_rejected_total",
@@ -67,7 +70,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Stream event-time progress per view: the smallest, over the topic's partitions, of the largest durable event time (Unix seconds).",
 		}, []string{"view"}),
 	}
-	reg.MustRegister(m.consumed, m.events, m.rejected, m.flushDur, m.flushRecs, m.commitErrs,
+	m.archived = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tilestream_ingest_archived_events_total",
+		Help: "Events written to the offline log, by view.",
+	}, []string{"view"})
+	m.archiveRolls = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tilestream_ingest_archive_roll_duration_seconds",
+		Help:    "Time to write one partition's buffered events to archive files and record the progress.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
+	reg.MustRegister(m.archived, m.archiveRolls, m.consumed, m.events, m.rejected, m.flushDur, m.flushRecs, m.commitErrs,
 		m.deadLetter, m.lag, m.lagErrs, m.cached, m.watermark)
 	return m
 }

@@ -53,6 +53,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock of served_at and of window ends; nil means time.Now.
 	Now func() time.Time
+	// Heal serves POST /v1/heal; nil answers 501.
+	Heal HealFunc
 }
 
 // handler is the http.Handler built by NewHandler.
@@ -68,6 +70,8 @@ type handler struct {
 	m      *Metrics
 	log    *slog.Logger
 	now    func() time.Time
+	heal   HealFunc
+	order  []string // view names in config order
 }
 
 // viewInfo is a served view with what its answers reuse.
@@ -84,6 +88,7 @@ const (
 	routeNoKey       = "/v1/features/{view}"
 	routeFeaturesPut = "/v1/features"
 	routeViews       = "/v1/views"
+	routeHeal        = "/v1/heal"
 	routeMetrics     = "/metrics"
 	routeHealth      = "/healthz"
 	routeReady       = "/readyz"
@@ -111,6 +116,7 @@ func NewHandler(cfg Config, o Options) http.Handler {
 		m:      o.Metrics,
 		log:    o.Logger,
 		now:    o.Now,
+		heal:   o.Heal,
 	}
 	if h.ready == nil {
 		h.ready = func() bool { return true }
@@ -123,6 +129,9 @@ func NewHandler(cfg Config, o Options) http.Handler {
 	}
 	if h.now == nil {
 		h.now = time.Now
+	}
+	for _, v := range o.Views {
+		h.order = append(h.order, v.Name)
 	}
 	names := make([]string, 0, len(o.Views))
 	for i, v := range o.Views {
@@ -147,6 +156,7 @@ func NewHandler(cfg Config, o Options) http.Handler {
 	h.route(routeNoKey, h.noKey)
 	h.route(routeFeaturesPut, h.postFeatures)
 	h.route(routeViews, h.getViews)
+	h.route(routeHeal, h.postHeal)
 	if o.Gatherer != nil {
 		mh := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
 			ErrorLog:      promLogger{h.log},
@@ -256,7 +266,7 @@ func allowed(w http.ResponseWriter, r *http.Request, methods string) bool {
 
 func (h *handler) notFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, errorf(http.StatusNotFound,
-		"no route %s %s; routes: GET /v1/features/{view}/{key}, POST /v1/features, GET /v1/views, GET /metrics, GET /healthz, GET /readyz",
+		"no route %s %s; routes: GET /v1/features/{view}/{key}, POST /v1/features, GET /v1/views, POST /v1/heal, GET /metrics, GET /healthz, GET /readyz",
 		r.Method, r.URL.Path))
 }
 

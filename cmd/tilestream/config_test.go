@@ -89,7 +89,7 @@ func TestFullFileParses(t *testing.T) {
 		},
 		{
 			View: mustView(t, tiling.View{
-				Name: "merchant", Topic: "transactions", Entity: "merchant_id", Timestamp: "ts",
+				Name: "merchant", Topic: "transactions", Entity: "merchant_id", Timestamp: "ts", EventID: "txn_id",
 				Granularity:   tiling.Hour, // the default for a smallest window of 1d
 				LifetimeStart: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli(),
 				Features: []tiling.Feature{

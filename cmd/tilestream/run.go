@@ -1,20 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
-	"time"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tilestream/tilestream/healer"
 	"github.com/tilestream/tilestream/ingest"
 	"github.com/tilestream/tilestream/serving"
 	"github.com/tilestream/tilestream/state"
@@ -25,6 +29,7 @@ const usage = `usage: tilestream <command> [flags]
 
 commands:
   run      run the service (default; with no --config: the embedded demo)
+  heal     heal now: through the running service, or standalone when none runs
   check    validate a config file and print the views
   version  print the version
 
@@ -44,6 +49,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runService(ctx, args, stdout, stderr)
 	case "check":
 		return runCheck(args, stdout, stderr)
+	case "heal":
+		return runHeal(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tilestream", version)
 		return nil
@@ -149,6 +156,10 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 			return err
 		}
 	}
+	offline, err := state.OpenOfflineLog(s.OfflineLogPath)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -163,10 +174,15 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	icfg.MaxEventBytes = s.Ingest.MaxEventBytes
 	icfg.MaxKeyBytes = s.Ingest.MaxKeyBytes
 	icfg.RecordCache = s.Ingest.RecordCache
-	ing, err := ingest.New(icfg, views, store, ingest.NewMetrics(reg), log.With("component", "ingest"))
+	ing, err := ingest.New(icfg, views, store, offline, ingest.NewMetrics(reg), log.With("component", "ingest"))
 	if err != nil {
 		return err
 	}
+	hl, err := newHealer(s, store, offline, ing, reg, log)
+	if err != nil {
+		return err
+	}
+	hl.OnInstall = ing.ForgetHeads
 
 	scfg := serving.DefaultConfig()
 	scfg.Listen = s.HTTP.Listen
@@ -189,6 +205,9 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		Gatherer:   reg,
 		Metrics:    serving.NewMetrics(reg),
 		Logger:     log.With("component", "serving"),
+		Heal: func(ctx context.Context, view string, full bool) (any, error) {
+			return hl.Heal(ctx, view, healer.Options{Full: full})
+		},
 	})
 	srv := serving.NewServer(scfg, h, log.With("component", "serving"))
 	log.Info("serving HTTP", "addr", ln.Addr().String())
@@ -196,6 +215,7 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx, ln) })
 	g.Go(func() error { return ing.Run(gctx) })
+	g.Go(func() error { return hl.Run(gctx) })
 	if o.demoRate > 0 {
 		g.Go(func() error { return runDemo(gctx, brokers, views, o.demoRate, log.With("component", "demo")) })
 	}
@@ -213,4 +233,84 @@ func embeddedDataDir(s *settings) string {
 	return filepath.Join(filepath.Dir(filepath.Clean(s.StorePath)), "kafka")
 }
 
-var _ = time.Second
+// newHealer builds the healer of every view. archive is nil for a standalone
+// heal (no ingest in this process).
+func newHealer(s *settings, store *state.Store, offline *state.OfflineLog, archive healer.Archive, reg prometheus.Registerer, log *slog.Logger) (*healer.Healer, error) {
+	var vcs []healer.ViewConfig
+	for _, vs := range s.Views {
+		vcs = append(vcs, healer.ViewConfig{View: vs.View, Lateness: vs.Lateness, HealEvery: vs.HealEvery})
+	}
+	return healer.New(healer.DefaultConfig(), vcs, store, offline, archive, healer.NewMetrics(reg), log.With("component", "healer"))
+}
+
+// runHeal asks the running service to heal (POST /v1/heal on its HTTP
+// address) and prints the summary; when no service answers there, it heals
+// standalone from the store and the offline log.
+func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("heal", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file (YAML); without it, the built-in demo config")
+	view := fs.String("view", "", "heal only this view (default: every view)")
+	full := fs.Bool("full", false, "recompute every day from the offline log, not only the changed ones")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s := demoConfig()
+	if *path != "" {
+		var err error
+		if s, err = loadConfig(*path); err != nil {
+			return err
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"view": *view, "full": *full})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.HTTP.Listen+"/v1/heal", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("heal through %s: %s: %s", s.HTTP.Listen, resp.Status, bytes.TrimSpace(out))
+		}
+		_, err = stdout.Write(append(bytes.TrimSpace(out), '\n'))
+		return err
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("heal through %s: %w", s.HTTP.Listen, err)
+	}
+	// No service: heal standalone. Without the ingest, E comes from nothing
+	// but the files: every archived event counts, and events still in Kafka
+	// wait for the service.
+	log := newLogger(s, stderr)
+	store, err := state.Open(state.Config{Path: s.StorePath}, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	offline, err := state.OpenOfflineLog(s.OfflineLogPath)
+	if err != nil {
+		return err
+	}
+	hl, err := newHealer(s, store, offline, nil, prometheus.NewRegistry(), log)
+	if err != nil {
+		return err
+	}
+	names := hl.Views()
+	if *view != "" {
+		names = []string{*view}
+	}
+	var results []healer.Result
+	for _, n := range names {
+		res, err := hl.Heal(ctx, n, healer.Options{Full: *full})
+		if err != nil {
+			return fmt.Errorf("heal %s: %w", n, err)
+		}
+		results = append(results, res)
+	}
+	out, _ := json.Marshal(map[string]any{"results": results})
+	_, err = stdout.Write(append(out, '\n'))
+	return err
+}

@@ -1,0 +1,39 @@
+package healer
+
+import (
+	"errors"
+	"time"
+)
+
+// Config configures the healer.
+type Config struct {
+	// Grace is how long superseded records (old generations, stream records
+	// below a new watermark) are kept after a heal, so in-flight reads can
+	// finish. It must exceed the longest read. Default 1m.
+	Grace time.Duration
+	// RetryMin and RetryMax bound the backoff after a failed scheduled heal.
+	// Defaults 1s and 5m.
+	RetryMin, RetryMax time.Duration
+	// HaltAfter consecutive failures set the view's halted gauge. Default 5.
+	HaltAfter int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Grace: time.Minute, RetryMin: time.Second, RetryMax: 5 * time.Minute, HaltAfter: 5}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Grace <= 0 {
+		errs = append(errs, errors.New("healer: grace must be positive"))
+	}
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		errs = append(errs, errors.New("healer: retry bounds must satisfy 0 < min ≤ max"))
+	}
+	if c.HaltAfter <= 0 {
+		errs = append(errs, errors.New("healer: halt_after must be positive"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,631 @@
+package healer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// Store is what the healer needs from the online store.
+type Store interface {
+	NewBatch() *state.Batch
+	Commit(b *state.Batch) error
+	Meta(view string) ([]byte, error)
+	ScanSummaries(v *tiling.View, gen uint64, fn func(key string, s *tiling.Summary) error) error
+	DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error)
+	ScanStreamKeys(view string, fn func(key string) error) error
+	ArchiveProgress(view string) (map[int32]state.Progress, error)
+}
+
+// OfflineLog is the offline log as the healer reads it.
+type OfflineLog interface {
+	Days(view string) ([]state.DayFiles, error)
+	ReadDay(v *tiling.View, eventIDField string, date int64, fn func(e *tiling.Event) error, bad func(file string, row int64, reason string)) (state.ReadStats, error)
+}
+
+// Archive makes the ingest's consumed events durable in the offline log and
+// reports the archive's event-time watermark E (DESIGN.md). Nil when no
+// ingest runs (a command-line heal): then E comes from the stored archive
+// progress alone.
+type Archive interface {
+	SyncArchive(ctx context.Context, view string) (int64, error)
+}
+
+// ViewConfig is a view with its healing settings.
+type ViewConfig struct {
+	View *tiling.View
+	// Lateness (ms): the watermark stays this far behind now.
+	Lateness int64
+	// HealEvery is the period of scheduled heals, ms.
+	HealEvery int64
+}
+
+// Healer heals views: it recomputes their batch layout from the offline log
+// and installs it behind each key's head. See doc.go.
+type Healer struct {
+	cfg     Config
+	views   map[string]ViewConfig
+	order   []string
+	store   Store
+	offline OfflineLog
+	archive Archive
+	m       *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+
+	// OnInstall, when set, is called after a heal switched a view's heads
+	// (the ingest drops the heads it cached).
+	OnInstall func(view string)
+
+	locks map[string]*sync.Mutex // one heal of a view at a time
+
+	// logBad bounds the rate of log lines about malformed offline-log rows.
+	logBad rate.Sometimes
+}
+
+// New builds a Healer; it starts nothing (see Run).
+func New(cfg Config, views []ViewConfig, store Store, offline OfflineLog, archive Archive, m *Metrics, log *slog.Logger) (*Healer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Healer{cfg: cfg, views: map[string]ViewConfig{}, store: store, offline: offline,
+		archive: archive, m: m, log: log, now: time.Now, locks: map[string]*sync.Mutex{},
+		logBad: rate.Sometimes{First: 10, Interval: time.Second}}
+	for _, vc := range views {
+		h.views[vc.View.Name] = vc
+		h.order = append(h.order, vc.View.Name)
+		h.locks[vc.View.Name] = &sync.Mutex{}
+	}
+	return h, nil
+}
+
+// Views returns the names of the views the healer heals.
+func (h *Healer) Views() []string { return append([]string(nil), h.order...) }
+
+// viewState is what the healer keeps per view between heals (stored as JSON
+// under the view's meta key).
+type viewState struct {
+	Gen       uint64 `json:"gen"`
+	Watermark int64  `json:"watermark"`
+	FirstDay  int64  `json:"first_day"`
+	// Days are the healed day spans: their generation and the fingerprint
+	// of their offline-log files when healed.
+	Days map[int64]dayState `json:"days"`
+	// Garbage waits for the grace period before deletion.
+	Garbage []garbage `json:"garbage,omitempty"`
+	// Fingerprint is the view layout the state belongs to.
+	Fingerprint string `json:"fingerprint"`
+	// HealedAt is when the last heal was installed (unix ms).
+	HealedAt int64 `json:"healed_at"`
+}
+
+type dayState struct {
+	Gen uint64 `json:"gen"`
+	FP  uint64 `json:"fp"`
+}
+
+type garbage struct {
+	Due int64 `json:"due"` // unix ms
+	// SummaryGen: delete every summary of this generation (0: none).
+	SummaryGen uint64 `json:"summary_gen,omitempty"`
+	// Days: delete the day and detail records of these (day, gen) pairs.
+	Days []dayGen `json:"days,omitempty"`
+	// StreamBefore: delete every key's stream records starting before it
+	// (MinTime: none).
+	StreamBefore int64 `json:"stream_before"`
+}
+
+type dayGen struct {
+	Day int64  `json:"day"`
+	Gen uint64 `json:"gen"`
+}
+
+func (h *Healer) loadState(v *tiling.View) (*viewState, error) {
+	val, err := h.store.Meta(v.Name)
+	if err != nil {
+		return nil, err
+	}
+	st := &viewState{Watermark: tiling.MinTime, Days: map[int64]dayState{}, Fingerprint: v.Fingerprint()}
+	if val == nil {
+		return st, nil
+	}
+	if err := json.Unmarshal(val, st); err != nil {
+		return nil, fmt.Errorf("healer state of %s: %w", v.Name, err)
+	}
+	if st.Days == nil {
+		st.Days = map[int64]dayState{}
+	}
+	return st, nil
+}
+
+// Result summarises one heal.
+type Result struct {
+	View string `json:"view"`
+	// Installed is false when nothing changed (no new closed range, no
+	// changed files): then no served bit changes.
+	Installed bool `json:"installed"`
+	// Watermark is the view's batch watermark after the heal.
+	Watermark time.Time `json:"batch_watermark"`
+	Generation uint64   `json:"generation"`
+	DaysHealed int      `json:"days_healed"`
+	Keys       int      `json:"keys"`
+	Records    int      `json:"records_written"`
+	Events     int64    `json:"events_read"`
+	Files      int64    `json:"files_read"`
+	BadRows    int64    `json:"bad_rows"`
+	BadFiles   int64    `json:"bad_files"`
+	Duplicates int64    `json:"duplicates"`
+	Seconds    float64  `json:"seconds"`
+}
+
+// Options change one heal.
+type Options struct {
+	// Full recomputes every day from the offline log instead of only the
+	// changed and newly closed ones.
+	Full bool
+}
+
+// ErrUnknownView is returned for a view the healer does not know.
+var ErrUnknownView = errors.New("healer: unknown view")
+
+// Heal heals one view now and returns when the result is installed.
+func (h *Healer) Heal(ctx context.Context, view string, o Options) (Result, error) {
+	vc, ok := h.views[view]
+	if !ok {
+		return Result{}, fmt.Errorf("%w %q", ErrUnknownView, view)
+	}
+	mu := h.locks[view]
+	mu.Lock()
+	defer mu.Unlock()
+	start := time.Now()
+	res, err := h.heal(ctx, vc, o)
+	res.View, res.Seconds = view, time.Since(start).Seconds()
+	outcome := "installed"
+	switch {
+	case err != nil:
+		outcome = "error"
+	case !res.Installed:
+		outcome = "unchanged"
+	}
+	h.m.runs.WithLabelValues(view, outcome).Inc()
+	h.m.duration.WithLabelValues(view).Observe(res.Seconds)
+	if err != nil {
+		return res, err
+	}
+	if err := h.collect(vc.View, false); err != nil {
+		h.log.Warn("garbage collection", "view", view, "err", err)
+	}
+	return res, nil
+}
+
+func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, error) {
+	v := vc.View
+	var res Result
+	st, err := h.loadState(v)
+	if err != nil {
+		return res, err
+	}
+	if st.Fingerprint != v.Fingerprint() {
+		// The layout changed since the last heal: rebuild everything.
+		o.Full = true
+	}
+	now := h.now().UnixMilli()
+	e := now
+	if h.archive != nil {
+		if e, err = h.archive.SyncArchive(ctx, v.Name); err != nil {
+			return res, fmt.Errorf("sync archive: %w", err)
+		}
+	} else if e, err = h.storedArchiveWatermark(v); err != nil {
+		return res, err
+	}
+	target := tiling.AlignDown(min(now-vc.Lateness, e), v.Granularity)
+	if target < st.Watermark {
+		target = st.Watermark // a watermark never moves back
+	}
+	res.Watermark = time.UnixMilli(target).UTC()
+	res.Generation = st.Gen
+	if target == tiling.MinTime {
+		return res, nil // the archive holds nothing yet
+	}
+	D := v.DaySpan()
+	firstDay := tiling.AlignDown(target-maxWindow(v), D)
+	if maxWindow(v) == 0 {
+		firstDay = tiling.AlignDown(target, D)
+	}
+
+	// The day spans to recompute: changed files, the range newly closed
+	// since the last heal, and every span on a full heal.
+	days, err := h.offline.Days(v.Name)
+	if err != nil {
+		return res, fmt.Errorf("list offline log: %w", err)
+	}
+	spanFiles := map[int64][]state.DayFiles{}
+	for _, d := range days {
+		s := tiling.AlignDown(d.Date, D)
+		spanFiles[s] = append(spanFiles[s], d)
+	}
+	var todo []int64
+	fps := map[int64]uint64{}
+	for s, dfs := range spanFiles {
+		var fp uint64
+		for _, d := range dfs {
+			fp = fp*31 + d.Fingerprint()
+		}
+		fps[s] = fp
+		if s >= target || (v.LifetimeStart != tiling.MinTime && s+D <= v.LifetimeStart) {
+			continue
+		}
+		old, healed := st.Days[s]
+		if o.Full || !healed || old.FP != fp || (target > st.Watermark && s+D > st.Watermark && s < target) {
+			todo = append(todo, s)
+		}
+	}
+	for s := range st.Days {
+		if _, ok := spanFiles[s]; !ok {
+			todo = append(todo, s) // its files are gone: heal it empty
+		}
+	}
+	sort.Slice(todo, func(i, j int) bool { return todo[i] < todo[j] })
+	if target == st.Watermark && len(todo) == 0 && st.Fingerprint == v.Fingerprint() {
+		return res, nil
+	}
+
+	gen := st.Gen + 1
+	res.Generation = gen
+	totals := map[string]map[int64][]tiling.State{} // key → day → total
+	recomputed := map[int64]bool{}
+	var stats state.ReadStats
+	w := h.newWriter()
+	for _, s := range todo {
+		recomputed[s] = true
+		b := newDayBuild(v, s)
+		for _, d := range spanFiles[s] {
+			rs, err := h.offline.ReadDay(v, v.EventID, d.Date, func(ev *tiling.Event) error {
+				if ev.TS >= target || ev.TS < v.LifetimeStart {
+					return nil
+				}
+				b.add(ev)
+				return nil
+			}, func(file string, row int64, reason string) {
+				h.m.badRows.WithLabelValues(v.Name, reason).Inc()
+				h.logBad.Do(func() {
+					h.log.Warn("malformed offline-log row skipped", "view", v.Name, "file", file, "row", row, "reason", reason)
+				})
+			})
+			if err != nil {
+				return res, fmt.Errorf("read offline log %s day %d: %w", v.Name, d.Date, err)
+			}
+			stats.Add(rs)
+		}
+		for _, key := range b.sortedKeys() {
+			kd := b.finish(key)
+			for _, det := range kd.details {
+				w.batch().PutDetail(v, gen, s, key, det)
+			}
+			w.batch().PutDayRecord(v, gen, s, key, kd.day)
+			if err := w.wrote(1 + len(kd.details)); err != nil {
+				return res, err
+			}
+			if totals[key] == nil {
+				totals[key] = map[int64][]tiling.State{}
+			}
+			totals[key][s] = kd.total
+		}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+	}
+	res.Events, res.Files, res.BadRows, res.BadFiles, res.Duplicates = stats.Events, stats.Files, stats.BadRows, stats.BadFiles, stats.Duplicates
+	h.m.eventsRead.WithLabelValues(v.Name).Add(float64(stats.Events))
+	h.m.filesRead.WithLabelValues(v.Name).Add(float64(stats.Files))
+
+	// Day generations after this heal.
+	newDays := map[int64]dayState{}
+	for s, d := range st.Days {
+		newDays[s] = d
+	}
+	for s := range recomputed {
+		if _, has := spanFiles[s]; has {
+			newDays[s] = dayState{Gen: gen, FP: fps[s]}
+		} else {
+			delete(newDays, s)
+		}
+	}
+	// A recomputed day before the first day changes history that Base
+	// holds: rebuild Base from every old day record.
+	rebuildBase := o.Full
+	for s := range recomputed {
+		if s < firstDay {
+			rebuildBase = true
+		}
+	}
+
+	// Summaries: every key of the previous generation and every key with
+	// new data.
+	var keys []string
+	old := map[string]*tiling.Summary{}
+	if st.Gen > 0 {
+		if err := h.store.ScanSummaries(v, st.Gen, func(key string, s *tiling.Summary) error {
+			old[key] = s
+			return nil
+		}); err != nil {
+			return res, fmt.Errorf("scan summaries: %w", err)
+		}
+	}
+	for k := range old {
+		keys = append(keys, k)
+	}
+	for k := range totals {
+		if _, ok := old[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	spans := make([]int64, 0, len(newDays))
+	for s := range newDays {
+		spans = append(spans, s)
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i] < spans[j] })
+	for _, key := range keys {
+		sum, err := h.summary(v, key, old[key], totals[key], newDays, spans, recomputed, firstDay, target, rebuildBase)
+		if err != nil {
+			return res, err
+		}
+		w.batch().PutSummary(v, gen, key, sum)
+		if err := w.wrote(1); err != nil {
+			return res, err
+		}
+	}
+	if err := w.flush(); err != nil {
+		return res, err
+	}
+	// Install: switch every key's head to the new generation. Everything the
+	// heads point to is durable already.
+	for _, key := range keys {
+		w.batch().PutHead(v, key, state.Head{Watermark: target, Gen: gen})
+		if err := w.wrote(1); err != nil {
+			return res, err
+		}
+	}
+	// The superseded records become garbage once no read can still use
+	// them: after the grace period.
+	g := garbage{Due: h.now().Add(h.cfg.Grace).UnixMilli(), StreamBefore: v.RecordStart(target)}
+	if st.Gen > 0 {
+		g.SummaryGen = st.Gen
+	}
+	for s := range recomputed {
+		if d, ok := st.Days[s]; ok {
+			g.Days = append(g.Days, dayGen{Day: s, Gen: d.Gen})
+		}
+	}
+	newState := &viewState{Gen: gen, Watermark: target, FirstDay: firstDay, Days: newDays,
+		Garbage: append(st.Garbage, g), Fingerprint: v.Fingerprint(), HealedAt: h.now().UnixMilli()}
+	val, err := json.Marshal(newState)
+	if err != nil {
+		return res, err
+	}
+	w.batch().PutMeta(v.Name, val)
+	if err := w.flush(); err != nil {
+		return res, err
+	}
+	res.Installed, res.DaysHealed, res.Keys, res.Records = true, len(todo), len(keys), w.records
+	res.Watermark = time.UnixMilli(target).UTC()
+	h.m.keysWritten.WithLabelValues(v.Name).Add(float64(len(keys)))
+	h.m.recordsWritten.WithLabelValues(v.Name).Add(float64(w.records))
+	h.m.watermark.WithLabelValues(v.Name).Set(float64(target) / 1000)
+	h.log.Info("heal installed", "view", v.Name, "generation", gen, "batch_watermark", res.Watermark,
+		"days", len(todo), "keys", len(keys), "events", stats.Events, "records", w.records)
+	if h.OnInstall != nil {
+		h.OnInstall(v.Name)
+	}
+	return res, nil
+}
+
+// storedArchiveWatermark is E without a running ingest: the smallest, over
+// the partitions with archive progress, of the largest event time archived
+// (MinTime when nothing is archived). Events still in Kafka may be older, so
+// this is the conservative choice. A view whose offline log holds only files
+// dropped in by users (no archive progress) heals up to now.
+func (h *Healer) storedArchiveWatermark(v *tiling.View) (int64, error) {
+	prog, err := h.store.ArchiveProgress(v.Name)
+	if err != nil {
+		return 0, err
+	}
+	if len(prog) == 0 {
+		return h.now().UnixMilli(), nil
+	}
+	e := int64(math.MaxInt64)
+	for _, p := range prog {
+		e = min(e, p.MaxEventTime)
+	}
+	return e, nil
+}
+
+// summary assembles one key's summary for a heal.
+func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals map[int64][]tiling.State,
+	days map[int64]dayState, spans []int64, recomputed map[int64]bool, firstDay, target int64, rebuildBase bool) (*tiling.Summary, error) {
+	s := &tiling.Summary{Watermark: target, FirstDay: firstDay}
+	total := func(d int64) ([]tiling.State, error) {
+		if recomputed[d] {
+			return totals[d], nil
+		}
+		if old == nil {
+			// Every key with data in a healed day has a summary from then
+			// on: without one, the key had nothing in the old days.
+			return nil, nil
+		}
+		if old != nil {
+			if sd := old.Day(d); sd != nil {
+				return sd.Total, nil
+			}
+			if d >= old.FirstDay {
+				return nil, nil // no data that day
+			}
+		}
+		// A day before the old summary's first day: its total is in its
+		// day record.
+		ds, ok := days[d]
+		if !ok {
+			return nil, nil
+		}
+		r, err := h.store.DayRecord(v, ds.Gen, d, key)
+		if err != nil || r == nil {
+			return nil, err
+		}
+		t := v.NewStates()
+		for i := range r.Tiles {
+			tiling.MergeStates(t, r.Tiles[i].States)
+		}
+		return t, nil
+	}
+	addBase := func(states []tiling.State) {
+		if states == nil {
+			return
+		}
+		if s.Base == nil {
+			s.Base = v.NewStates()
+		}
+		tiling.MergeStates(s.Base, states)
+	}
+	if !rebuildBase && old != nil {
+		// Incremental: the old Base plus the days that left the window.
+		addBase(old.Base)
+		for _, d := range spans {
+			if d >= old.FirstDay && d < firstDay {
+				t, err := total(d)
+				if err != nil {
+					return nil, err
+				}
+				addBase(t)
+			}
+		}
+	} else {
+		for _, d := range spans {
+			if d < firstDay {
+				t, err := total(d)
+				if err != nil {
+					return nil, err
+				}
+				addBase(t)
+			}
+		}
+	}
+	for _, d := range spans {
+		if d < firstDay || d >= target {
+			continue
+		}
+		t, err := total(d)
+		if err != nil {
+			return nil, err
+		}
+		if t != nil {
+			s.Days = append(s.Days, tiling.SummaryDay{Start: d, Gen: days[d].Gen, Total: t})
+		}
+	}
+	return s, nil
+}
+
+// maxWindow is the view's longest non-lifetime window (0 for none).
+func maxWindow(v *tiling.View) int64 {
+	var m int64
+	for _, f := range v.Features {
+		if f.Window > m {
+			m = f.Window
+		}
+	}
+	return m
+}
+
+// writer groups heal writes into batches of a bounded size.
+type writer struct {
+	h       *Healer
+	b       *state.Batch
+	pending int
+	records int
+}
+
+func (h *Healer) newWriter() *writer { return &writer{h: h} }
+
+func (w *writer) batch() *state.Batch {
+	if w.b == nil {
+		w.b = w.h.store.NewBatch()
+	}
+	return w.b
+}
+
+func (w *writer) wrote(n int) error {
+	w.pending += n
+	w.records += n
+	if w.pending >= 10_000 {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *writer) flush() error {
+	if w.b == nil {
+		return nil
+	}
+	b := w.b
+	w.b, w.pending = nil, 0
+	return w.h.store.Commit(b)
+}
+
+// collect deletes the garbage whose grace period is over (all of it when
+// force is set).
+func (h *Healer) collect(v *tiling.View, force bool) error {
+	st, err := h.loadState(v)
+	if err != nil {
+		return err
+	}
+	now := h.now().UnixMilli()
+	var keep []garbage
+	b := h.store.NewBatch()
+	deleted := 0
+	for _, g := range st.Garbage {
+		if !force && g.Due > now {
+			keep = append(keep, g)
+			continue
+		}
+		if g.SummaryGen > 0 {
+			b.DeleteSummaries(v.Name, g.SummaryGen)
+		}
+		for _, d := range g.Days {
+			b.DeleteDay(v.Name, d.Gen, d.Day)
+		}
+		if g.StreamBefore != tiling.MinTime {
+			if err := h.store.ScanStreamKeys(v.Name, func(key string) error {
+				b.DeleteStreamBefore(v.Name, key, g.StreamBefore)
+				deleted++
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	if len(keep) == len(st.Garbage) {
+		return nil
+	}
+	st.Garbage = keep
+	val, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	b.PutMeta(v.Name, val)
+	if err := h.store.Commit(b); err != nil {
+		return err
+	}
+	h.m.streamDeleted.WithLabelValues(v.Name).Add(float64(deleted))
+	return nil
+}

@@ -1,0 +1,48 @@
+package healer
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the healer's Prometheus metrics.
+type Metrics struct {
+	runs           *prometheus.CounterVec // view, result
+	duration       *prometheus.HistogramVec
+	eventsRead     *prometheus.CounterVec
+	filesRead      *prometheus.CounterVec
+	badRows        *prometheus.CounterVec // view, reason
+	keysWritten    *prometheus.CounterVec
+	recordsWritten *prometheus.CounterVec
+	streamDeleted  *prometheus.CounterVec
+	watermark      *prometheus.GaugeVec
+	staleness      *prometheus.GaugeVec
+	halted         *prometheus.GaugeVec
+}
+
+// NewMetrics registers the healer's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	gv := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"view"})
+	}
+	m := &Metrics{
+		runs: cv("tilestream_healer_runs_total", "Heals by view and result: installed, unchanged (nothing to heal) or error.", "view", "result"),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tilestream_healer_duration_seconds",
+			Help:    "Time of one heal, from start to installed.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+		}, []string{"view"}),
+		eventsRead:     cv("tilestream_healer_events_read_total", "Distinct events read from the offline log.", "view"),
+		filesRead:      cv("tilestream_healer_files_read_total", "Offline-log files read.", "view"),
+		badRows:        cv("tilestream_healer_bad_rows_total", "Malformed offline-log rows and files skipped, by reason.", "view", "reason"),
+		keysWritten:    cv("tilestream_healer_keys_written_total", "Keys whose batch layout a heal installed.", "view"),
+		recordsWritten: cv("tilestream_healer_records_written_total", "Batch records (detail, day, summary, head) written.", "view"),
+		streamDeleted:  cv("tilestream_healer_stream_keys_collected_total", "Keys whose stream records below the batch watermark were deleted after the grace period.", "view"),
+		watermark:      gv("tilestream_healer_batch_watermark_seconds", "The view's batch watermark W_b (Unix seconds)."),
+		staleness:      gv("tilestream_healer_batch_staleness_seconds", "Now minus the view's batch watermark."),
+		halted:         gv("tilestream_healer_halted", "1 while the view's healing is halted by repeated failures."),
+	}
+	reg.MustRegister(m.runs, m.duration, m.eventsRead, m.filesRead, m.badRows, m.keysWritten,
+		m.recordsWritten, m.streamDeleted, m.watermark, m.staleness, m.halted)
+	return m
+}

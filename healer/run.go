@@ -1,0 +1,91 @@
+package healer
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// Run heals every view on its schedule until ctx is done, and collects
+// garbage after the grace period. A failed heal is retried with a capped
+// backoff; after HaltAfter consecutive failures the view's halted gauge is
+// set (ingest and serving go on) until a heal succeeds again.
+func (h *Healer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, name := range h.order {
+		vc := h.views[name]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.loop(ctx, vc)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (h *Healer) loop(ctx context.Context, vc ViewConfig) {
+	v := vc.View
+	every := time.Duration(vc.HealEvery) * time.Millisecond
+	next := h.now()
+	if st, err := h.loadState(v); err == nil && st.HealedAt > 0 {
+		next = time.UnixMilli(st.HealedAt).Add(every)
+	}
+	tick := min(h.cfg.Grace, 10*time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.updateStaleness(v)
+		mu := h.locks[v.Name]
+		mu.Lock()
+		if err := h.collect(v, false); err != nil {
+			h.log.Warn("garbage collection", "view", v.Name, "err", err)
+		}
+		mu.Unlock()
+		if h.now().Before(next) {
+			continue
+		}
+		_, err := h.Heal(ctx, v.Name, Options{})
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			failures = 0
+			h.m.halted.WithLabelValues(v.Name).Set(0)
+			next = h.now().Add(every)
+			continue
+		}
+		failures++
+		backoff := h.cfg.RetryMin << min(failures-1, 20)
+		if backoff > h.cfg.RetryMax || backoff <= 0 {
+			backoff = h.cfg.RetryMax
+		}
+		if failures >= h.cfg.HaltAfter {
+			h.m.halted.WithLabelValues(v.Name).Set(1)
+			if backoff < every {
+				backoff = every
+			}
+			h.log.Error("healing halted after repeated failures; serving goes on from stream records", "view", v.Name, "failures", failures, "err", err)
+		} else {
+			h.log.Warn("heal failed; retrying", "view", v.Name, "in", backoff, "err", err)
+		}
+		next = h.now().Add(backoff)
+	}
+}
+
+func (h *Healer) updateStaleness(v *tiling.View) {
+	st, err := h.loadState(v)
+	if err != nil || st.Watermark == tiling.MinTime {
+		return
+	}
+	h.m.watermark.WithLabelValues(v.Name).Set(float64(st.Watermark) / 1000)
+	h.m.staleness.WithLabelValues(v.Name).Set(h.now().Sub(time.UnixMilli(st.Watermark)).Seconds())
+}

@@ -1,0 +1,100 @@
+package state
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// ArchiveProgress returns, per partition, how far the ingest has archived the
+// view's events to the offline log: Next is the first offset not yet in an
+// archive file, MaxEventTime the largest event time archived.
+func (s *Store) ArchiveProgress(view string) (map[int32]Progress, error) {
+	out := map[int32]Progress{}
+	err := s.scanViewPartitions(prefixArchive, view, func(p int32, val []byte) error {
+		pr, err := decodeProgress(val)
+		if err != nil {
+			return err
+		}
+		out[p] = pr
+		return nil
+	})
+	return out, err
+}
+
+// SetArchiveProgress records a partition's archive progress.
+func (b *Batch) SetArchiveProgress(view string, partition int32, p Progress) {
+	val := []byte{progressVersion}
+	val = binary.AppendVarint(val, p.Next)
+	val = binary.AppendVarint(val, p.MaxEventTime)
+	_ = b.b.Set(viewPartitionKey(nil, prefixArchive, view, partition), val, nil)
+}
+
+// ArchiveIntent names the files an archive roll is about to write. It is
+// made durable before the files and deleted with the progress update that
+// follows them, so a crash in between leaves an intent whose files are
+// removed at the next start: the replay then writes them again.
+type ArchiveIntent struct {
+	First, Last int64
+	Paths       []string
+}
+
+// PutIntent records an intent.
+func (b *Batch) PutIntent(view string, partition int32, in ArchiveIntent) {
+	val, _ := json.Marshal(in)
+	_ = b.b.Set(viewPartitionKey(nil, prefixIntent, view, partition), val, nil)
+}
+
+// DeleteIntent removes a partition's intent.
+func (b *Batch) DeleteIntent(view string, partition int32) {
+	_ = b.b.Delete(viewPartitionKey(nil, prefixIntent, view, partition), nil)
+}
+
+// Intents returns the view's pending intents by partition.
+func (s *Store) Intents(view string) (map[int32]ArchiveIntent, error) {
+	out := map[int32]ArchiveIntent{}
+	err := s.scanViewPartitions(prefixIntent, view, func(p int32, val []byte) error {
+		var in ArchiveIntent
+		if err := json.Unmarshal(val, &in); err != nil {
+			return err
+		}
+		out[p] = in
+		return nil
+	})
+	return out, err
+}
+
+func (s *Store) scanViewPartitions(prefix byte, view string, fn func(p int32, val []byte) error) error {
+	p := append([]byte{prefix}, appendString(nil, view)...)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != len(p)+4 {
+			continue
+		}
+		part := int32(binary.BigEndian.Uint32(k[len(p):]))
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(part, val); err != nil {
+			return fmt.Errorf("%s partition %d: %w", view, part, err)
+		}
+	}
+	return it.Error()
+}
+
+// ArchivePath is the path, relative to the offline log's root, of the archive
+// file holding the events of one date (UTC midnight, ms) that a partition's
+// roll of offsets [first, last] wrote.
+func ArchivePath(view string, date int64, partition int32, first, last int64) string {
+	return fmt.Sprintf("%s/date=%s/p%d-%020d-%020d.parquet", view,
+		time.UnixMilli(date).UTC().Format("2006-01-02"), partition, first, last)
+}

@@ -1,0 +1,966 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"hash/maphash"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/valyala/fastjson"
+
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// offlineMaxKeyBytes bounds the keys of user files, as the JSON Lines
+// decoder does. Archive keys were checked by ingest and are taken as they are.
+const offlineMaxKeyBytes = 2048
+
+// ReadDay reads every file of one date of view v and calls fn once per
+// distinct event.
+//
+// Events are deduplicated within the date by identity: the value of the
+// eventIDField when it is set and the row has one (it wins over the position,
+// so a retried producer's duplicate counts once); otherwise the Kafka
+// position (_partition, _offset) for archive rows; rows of user files without
+// an event id are all distinct. The copy kept of a duplicate is the first in
+// (file name, row) order.
+//
+// Malformed rows (missing or mistyped key or timestamp, an event time off the
+// date, a non-number in a numeric column, …) are reported through bad with
+// their file name, 0-based row (line for JSON Lines) and one of the
+// tiling.Reasons or ReasonOutsideDate / ReasonBadPosition; unreadable files
+// are reported with row −1 and a message, and a corrupt row group of an
+// otherwise readable file likewise (its rows before the damage may have been
+// read). Neither fails the read; bad may be nil. Only an I/O error listing the
+// date directory, or fn's error, is returned. A date without a directory is
+// empty.
+//
+// The events are exactly what ingest's decoder gives for the same events,
+// bit for bit: archive rows come back as they were archived. Rows of user
+// files get Pos{Partition: a negative number derived from the file name,
+// Offset: the row or line index}, so that last() orders them
+// deterministically.
+//
+// fn's *tiling.Event, its Inputs and their Raw bytes are reused after fn
+// returns. Its Key is a string that stays valid, but it may share memory
+// with the other keys of a row group (dictionary or page): strings.Clone the
+// keys kept for long.
+func (l *OfflineLog) ReadDay(v *tiling.View, eventIDField string, date int64, fn func(e *tiling.Event) error, bad func(file string, row int64, reason string)) (ReadStats, error) {
+	if err := checkViewName(v.Name); err != nil {
+		return ReadStats{}, err
+	}
+	if dayOf(date) != date {
+		return ReadStats{}, fmt.Errorf("offline log: read %s: date %d is not a UTC midnight", v.Name, date)
+	}
+	lay, err := newArchiveLayout(v, eventIDField)
+	if err != nil {
+		return ReadStats{}, err
+	}
+	dir := filepath.Join(l.root, v.Name, dateDir(date))
+	files, err := listDay(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ReadStats{}, nil
+	}
+	if err != nil {
+		return ReadStats{}, fmt.Errorf("offline log: read %s %s: %w", v.Name, dateDir(date), err)
+	}
+	if bad == nil {
+		bad = func(string, int64, string) {}
+	}
+	r := &dayReader{v: v, lay: lay, idField: eventIDField, date: date, dir: dir, fn: fn, bad: bad}
+	r.ev.Inputs = make([]tiling.Input, len(v.Columns()))
+	r.scratch = make([][]byte, len(v.Columns()))
+	r.dd.plan(files)
+	for _, f := range files {
+		var err error
+		switch classify(f.Name) {
+		case fileParquet:
+			err = r.readParquet(f.Name)
+		case fileJSONL:
+			err = r.readJSONL(f.Name)
+		}
+		if err != nil {
+			return r.stats, err
+		}
+	}
+	return r.stats, nil
+}
+
+// dayReader reads the files of one date.
+type dayReader struct {
+	v       *tiling.View
+	lay     archiveLayout
+	idField string
+	date    int64
+	dir     string
+	fn      func(*tiling.Event) error
+	bad     func(string, int64, string)
+	stats   ReadStats
+	dd      dedup
+
+	ev      tiling.Event
+	scratch [][]byte // per column: Raw built from typed values
+	keyBuf  []byte   // integer keys as text; strings point into it, never reused
+	idBuf   []byte
+	jp      fastjson.Parser
+
+	// Parquet cursors, reused across row groups and files.
+	key, ts, part, off, id pqCursor
+	vals                   []pqCursor
+	valIdx                 []int
+
+	// JSON Lines.
+	dec     *tiling.Decoder
+	decoded tiling.Decoded
+	line    []byte
+}
+
+// fnError carries fn's error out of a file read.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
+// file is what the emit loop knows of the file being read.
+type fileCtx struct {
+	name        string
+	archive     bool
+	partition   int32
+	first, last int64
+	userPart    int32
+	comp        *posComp
+	badFile     bool
+}
+
+func (r *dayReader) badFile(fc *fileCtx, msg string) {
+	if !fc.badFile {
+		fc.badFile = true
+		r.stats.BadFiles++
+	}
+	r.bad(fc.name, -1, msg)
+}
+
+func (r *dayReader) badRow(fc *fileCtx, row int64, reason string) {
+	r.stats.BadRows++
+	r.bad(fc.name, row, reason)
+}
+
+// open opens a file of the day, counting it; ok is false when it vanished
+// since the listing (a file removed then was not in the day).
+func (r *dayReader) open(fc *fileCtx) (f *os.File, size int64, ok bool) {
+	f, err := os.Open(filepath.Join(r.dir, fc.name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, false
+	}
+	r.stats.Files++
+	if err != nil {
+		r.badFile(fc, "open: "+err.Error())
+		return nil, 0, false
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		r.badFile(fc, "stat: "+err.Error())
+		return nil, 0, false
+	}
+	r.stats.Bytes += info.Size()
+	return f, info.Size(), true
+}
+
+func (r *dayReader) readParquet(name string) error {
+	fc := &fileCtx{name: name, userPart: userPartition(name)}
+	fc.partition, fc.first, fc.last, fc.archive = parseArchiveName(name)
+	f, size, ok := r.open(fc)
+	if !ok {
+		return nil
+	}
+	defer f.Close()
+	pf, err := openParquet(f, size)
+	if err != nil {
+		r.badFile(fc, "not a readable Parquet file: "+err.Error())
+		return nil
+	}
+	plan, msg := r.planParquet(pf, fc)
+	if msg != "" {
+		r.badFile(fc, msg)
+		return nil
+	}
+	if fc.archive {
+		fc.comp = r.dd.comp(fc.partition, fc.first)
+	}
+	if plan.id != nil {
+		r.dd.ids.reserve(int(min(pf.NumRows(), 1<<30)))
+	}
+	var base int64
+	for g, rg := range pf.RowGroups() {
+		n := rg.NumRows()
+		err := r.readRowGroup(fc, plan, rg, base)
+		var fe fnError
+		if errors.As(err, &fe) {
+			return fe.err
+		}
+		if err != nil {
+			r.badFile(fc, fmt.Sprintf("row group %d (rows from %d): %v", g, base, err))
+		}
+		base += n
+	}
+	return nil
+}
+
+// parquetPlan is the columns a file offers for the view.
+type parquetPlan struct {
+	key, ts, part, off, id *pqColumn
+	vals                   []*pqColumn // nil: absent, every value missing
+}
+
+// planParquet maps the view onto the file's columns; msg says why the file
+// cannot be read.
+func (r *dayReader) planParquet(pf *parquet.File, fc *fileCtx) (p parquetPlan, msg string) {
+	jsonCols := map[string]bool{}
+	if s, ok := pf.Lookup(metaJSONColumns); ok && s != "" {
+		for _, c := range strings.Split(s, ",") {
+			jsonCols[c] = true
+		}
+	}
+	look := func(name string) *pqColumn {
+		if msg != "" {
+			return nil
+		}
+		c, err := lookupColumn(pf, name, jsonCols[name])
+		if err != nil {
+			msg = err.Error()
+		}
+		return c
+	}
+	names := r.v.Columns()
+	idName := r.idField
+	if fc.archive {
+		names = r.lay.cols
+		idName = r.lay.id
+	}
+	p.key = look(r.lay.key)
+	p.ts = look(r.lay.ts)
+	for _, n := range names {
+		p.vals = append(p.vals, look(n))
+	}
+	if idName != "" {
+		p.id = look(idName)
+	}
+	if fc.archive {
+		p.part = look(colPartition)
+		p.off = look(colOffset)
+	}
+	switch {
+	case msg != "":
+		return p, msg
+	case p.key == nil:
+		return p, fmt.Sprintf("no key column %q", r.lay.key)
+	case p.ts == nil:
+		return p, fmt.Sprintf("no timestamp column %q", r.lay.ts)
+	case fc.archive && (p.part == nil || p.off == nil):
+		return p, "an archive file without _partition and _offset columns"
+	case fc.archive && (p.part.kind != parquet.Int32 || p.off.kind != parquet.Int64):
+		return p, "archive _partition or _offset column has the wrong type"
+	}
+	switch p.key.conv {
+	case convString, convJSON, convInt, convUint:
+	default:
+		return p, fmt.Sprintf("key column %q has type %s (string or integer expected)", p.key.name, p.key.col.Type())
+	}
+	switch p.ts.conv {
+	case convBool:
+		return p, fmt.Sprintf("timestamp column %q has type %s", p.ts.name, p.ts.col.Type())
+	}
+	if p.id != nil {
+		switch p.id.conv {
+		case convString, convJSON, convInt, convUint:
+		default:
+			return p, fmt.Sprintf("event id column %q has type %s (string or integer expected)", p.id.name, p.id.col.Type())
+		}
+	}
+	return p, ""
+}
+
+// readRowGroup emits the rows of one row group. Errors other than fnError
+// are the row group's decoding errors.
+func (r *dayReader) readRowGroup(fc *fileCtx, p parquetPlan, rg parquet.RowGroup, base int64) error {
+	chunks := rg.ColumnChunks()
+	var cursors []*pqCursor
+	start := func(c *pqCursor, col *pqColumn, fresh bool) {
+		c.reset(col, chunks[col.index], fresh)
+		cursors = append(cursors, c)
+	}
+	defer func() {
+		for _, c := range cursors {
+			c.close()
+		}
+	}()
+	for _, col := range []*pqColumn{p.key, p.ts, p.part, p.off, p.id} {
+		if col != nil && col.index >= len(chunks) {
+			return fmt.Errorf("%w: column %q has no chunk", errCorrupt, col.name)
+		}
+	}
+	start(&r.key, p.key, true)
+	start(&r.ts, p.ts, false)
+	if fc.archive {
+		start(&r.part, p.part, false)
+		start(&r.off, p.off, false)
+	}
+	if p.id != nil {
+		start(&r.id, p.id, false)
+	}
+	if len(r.vals) < len(p.vals) {
+		r.vals = make([]pqCursor, len(p.vals))
+		r.valIdx = make([]int, len(p.vals))
+	}
+	for j, col := range p.vals {
+		if col != nil {
+			if col.index >= len(chunks) {
+				return fmt.Errorf("%w: column %q has no chunk", errCorrupt, col.name)
+			}
+			start(&r.vals[j], col, false)
+		}
+	}
+	n := rg.NumRows()
+	ev := &r.ev
+	for i := range n {
+		row := base + i
+		kk, tk := r.key.next(), r.ts.next()
+		failed := kk == -2 || tk == -2
+		for j, col := range p.vals {
+			r.valIdx[j] = -1
+			if col != nil {
+				r.valIdx[j] = r.vals[j].next()
+				failed = failed || r.valIdx[j] == -2
+			}
+		}
+		pk, ok := 0, 0
+		if fc.archive {
+			pk, ok = r.part.next(), r.off.next()
+			failed = failed || pk == -2 || ok == -2
+		}
+		ik := -1
+		if p.id != nil {
+			ik = r.id.next()
+			failed = failed || ik == -2
+		}
+		if failed {
+			for _, c := range cursors {
+				if c.err != nil {
+					return c.err
+				}
+			}
+		}
+		r.stats.Rows++
+
+		// Key, then time, then the columns: the decoder's order of checks.
+		if reason := r.parquetKey(fc, kk); reason != "" {
+			r.badRow(fc, row, reason)
+			continue
+		}
+		ts, reason := r.parquetTime(tk)
+		if reason == "" && dayOf(ts) != r.date {
+			reason = ReasonOutsideDate
+		}
+		if reason != "" {
+			r.badRow(fc, row, reason)
+			continue
+		}
+		ev.TS = ts
+		for j := range p.vals {
+			if reason = r.parquetValue(fc, j, p.vals[j], r.valIdx[j]); reason != "" {
+				break
+			}
+		}
+		if reason != "" {
+			r.badRow(fc, row, reason)
+			continue
+		}
+		if fc.archive {
+			if pk < 0 || ok < 0 {
+				r.badRow(fc, row, ReasonBadPosition)
+				continue
+			}
+			ev.Pos = tiling.Pos{Partition: r.part.i32[pk], Offset: r.off.i64[ok]}
+			if ev.Pos.Partition != fc.partition || ev.Pos.Offset < fc.first || ev.Pos.Offset > fc.last {
+				r.badRow(fc, row, ReasonBadPosition)
+				continue
+			}
+		} else {
+			ev.Pos = tiling.Pos{Partition: fc.userPart, Offset: row}
+		}
+		var id []byte
+		if ik >= 0 {
+			id = r.parquetID(ik)
+		}
+		if err := r.emit(fc, ev, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emit deduplicates ev and passes it to fn; fn's error comes back as fnError.
+func (r *dayReader) emit(fc *fileCtx, ev *tiling.Event, id []byte) error {
+	switch {
+	case len(id) > 0:
+		if r.dd.seenID(id) {
+			r.stats.Duplicates++
+			return nil
+		}
+	case fc.archive:
+		if fc.comp.seen(ev.Pos.Offset) {
+			r.stats.Duplicates++
+			return nil
+		}
+	}
+	r.stats.Events++
+	if err := r.fn(ev); err != nil {
+		return fnError{err}
+	}
+	return nil
+}
+
+// parquetKey sets the event key from value k of the key column.
+func (r *dayReader) parquetKey(fc *fileCtx, k int) string {
+	if k < 0 {
+		return tiling.ReasonMissingKey
+	}
+	c := &r.key
+	switch c.col.conv {
+	case convInt, convUint:
+		if len(r.keyBuf)+24 > cap(r.keyBuf) {
+			r.keyBuf = make([]byte, 0, 64<<10)
+		}
+		s := len(r.keyBuf)
+		if c.col.conv == convUint && c.col.kind == parquet.Int64 {
+			r.keyBuf = strconv.AppendUint(r.keyBuf, uint64(c.i64[k]), 10)
+		} else {
+			r.keyBuf = strconv.AppendInt(r.keyBuf, c.int(k), 10)
+		}
+		r.ev.Key = unsafe.String(&r.keyBuf[s], len(r.keyBuf)-s)
+		return ""
+	}
+	b := c.bytes(k)
+	if len(b) == 0 {
+		return tiling.ReasonBadKey
+	}
+	if !fc.archive {
+		if !utf8.Valid(b) {
+			return tiling.ReasonBadKey
+		}
+		if len(b) > offlineMaxKeyBytes {
+			return tiling.ReasonKeyTooLong
+		}
+	}
+	r.ev.Key = unsafe.String(&b[0], len(b))
+	return ""
+}
+
+// parquetTime reads value k of the timestamp column as epoch ms, with the
+// decoder's rules for numbers and strings.
+func (r *dayReader) parquetTime(k int) (int64, string) {
+	if k < 0 {
+		return 0, tiling.ReasonMissingTime
+	}
+	c := &r.ts
+	switch c.col.conv {
+	case convInt:
+		t := c.int(k)
+		if c.col.tsUnit > 1 {
+			t = floorDiv(t, c.col.tsUnit)
+		}
+		return t, ""
+	case convUint:
+		if c.col.kind == parquet.Int64 && c.i64[k] < 0 {
+			return 0, tiling.ReasonBadTime
+		}
+		return c.int(k), ""
+	case convDate:
+		d := c.int(k)
+		return d * tiling.Day, ""
+	case convDecimal:
+		p := pow10(c.col.scale)
+		if p == 0 {
+			return 0, tiling.ReasonBadTime
+		}
+		return floorDiv(c.int(k), p), ""
+	case convFloat:
+		return floatTime(float64(c.f32[k]))
+	case convDouble:
+		return floatTime(c.f64[k])
+	case convInt96:
+		ns, ok := int96Nanos(c.i96[k])
+		if !ok {
+			return 0, tiling.ReasonBadTime
+		}
+		return floorDiv(ns, 1_000_000), ""
+	case convString:
+		return stringTime(c.bytes(k))
+	case convJSON:
+		v, err := r.jp.ParseBytes(c.bytes(k))
+		if err != nil {
+			return 0, tiling.ReasonBadTime
+		}
+		switch v.Type() {
+		case fastjson.TypeNumber:
+			f, err := strconv.ParseFloat(v.String(), 64)
+			if err != nil {
+				return 0, tiling.ReasonBadTime
+			}
+			return floatTime(f)
+		case fastjson.TypeString:
+			b, _ := v.StringBytes()
+			return stringTime(b)
+		case fastjson.TypeNull:
+			return 0, tiling.ReasonMissingTime
+		}
+	}
+	return 0, tiling.ReasonBadTime
+}
+
+// floatTime applies the decoder's rule to a numeric time: ms, floored,
+// within ±2^53.
+func floatTime(f float64) (int64, string) {
+	if math.IsNaN(f) || math.Abs(f) > 1<<53 {
+		return 0, tiling.ReasonBadTime
+	}
+	return int64(math.Floor(f)), ""
+}
+
+// stringTime applies the decoder's rule to a string time: RFC 3339.
+func stringTime(b []byte) (int64, string) {
+	t, err := time.Parse(time.RFC3339Nano, string(b))
+	if err != nil {
+		return 0, tiling.ReasonBadTime
+	}
+	return t.Unix()*1000 + int64(t.Nanosecond()/1e6), ""
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// pow10 returns 10^s, or 0 when it overflows int64.
+func pow10(s int32) int64 {
+	p := int64(1)
+	for range s {
+		if p > math.MaxInt64/10 {
+			return 0
+		}
+		p *= 10
+	}
+	return p
+}
+
+// parquetValue sets input j from value k of its column (-1: null).
+func (r *dayReader) parquetValue(fc *fileCtx, j int, col *pqColumn, k int) string {
+	in := &r.ev.Inputs[j]
+	*in = tiling.Input{}
+	if k < 0 {
+		return ""
+	}
+	reason, sc := r.valueInto(in, fc, j, col, k, r.scratch[j][:0])
+	r.scratch[j] = sc
+	return reason
+}
+
+// valueInto does parquetValue's work, building Raw text in sc.
+func (r *dayReader) valueInto(in *tiling.Input, fc *fileCtx, j int, col *pqColumn, k int, sc []byte) (string, []byte) {
+	c := &r.vals[j]
+	raw := r.v.ColumnRaw(j)
+	switch col.conv {
+	case convDouble, convFloat:
+		var f float64
+		if col.conv == convDouble {
+			f = c.f64[k]
+		} else {
+			f = float64(c.f32[k])
+		}
+		if raw {
+			sc = strconv.AppendFloat(sc, f, 'g', -1, 64)
+		}
+		return setNumber(in, f, sc, raw), sc
+	case convInt, convUint, convDate:
+		var f float64
+		if col.conv == convUint && col.kind == parquet.Int64 {
+			u := uint64(c.i64[k])
+			f = float64(u)
+			sc = strconv.AppendUint(sc, u, 10)
+		} else {
+			i := c.int(k)
+			f = float64(i)
+			sc = strconv.AppendInt(sc, i, 10)
+		}
+		return setNumber(in, f, sc, raw), sc
+	case convDecimal:
+		sc = appendDecimal(sc, c.int(k), col.scale)
+		f, err := strconv.ParseFloat(unsafe.String(&sc[0], len(sc)), 64)
+		if err != nil {
+			return tiling.ReasonNonFiniteNumber, sc
+		}
+		return setNumber(in, f, sc, raw), sc
+	case convBool:
+		if r.v.ColumnNumeric(j) {
+			return tiling.ReasonBadFieldType, sc
+		}
+		in.Kind = tiling.Other
+		if raw {
+			sc = strconv.AppendBool(sc, c.bool(k))
+			in.Raw = sc
+		}
+		return "", sc
+	case convString:
+		if r.v.ColumnNumeric(j) {
+			return tiling.ReasonBadFieldType, sc
+		}
+		in.Kind = tiling.Other
+		if raw {
+			sc = appendJSONString(sc, c.bytes(k))
+			in.Raw = sc
+		}
+		return "", sc
+	case convJSON:
+		b := c.bytes(k)
+		if fc.archive {
+			return r.archiveJSON(in, j, b, raw), sc
+		}
+		v, err := r.jp.ParseBytes(b)
+		if err != nil {
+			return tiling.ReasonNotJSON, sc
+		}
+		if v.Type() == fastjson.TypeNull {
+			return "", sc
+		}
+		sc = v.MarshalTo(sc)
+		if v.Type() == fastjson.TypeNumber {
+			f, err := strconv.ParseFloat(unsafe.String(&sc[0], len(sc)), 64)
+			if err != nil && !errors.Is(err, strconv.ErrRange) {
+				return tiling.ReasonNotJSON, sc
+			}
+			return setNumber(in, f, sc, raw), sc
+		}
+		if r.v.ColumnNumeric(j) {
+			return tiling.ReasonBadFieldType, sc
+		}
+		in.Kind = tiling.Other
+		if raw {
+			in.Raw = sc
+		}
+		return "", sc
+	}
+	return tiling.ReasonBadFieldType, sc
+}
+
+// archiveJSON sets in from the JSON text of an archive column, which ingest
+// wrote from the decoder's own Raw: a number or another JSON value.
+func (r *dayReader) archiveJSON(in *tiling.Input, j int, b []byte, raw bool) string {
+	if len(b) == 0 {
+		return tiling.ReasonNotJSON
+	}
+	if c := b[0]; c == '-' || (c >= '0' && c <= '9') {
+		f, err := strconv.ParseFloat(unsafe.String(&b[0], len(b)), 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return tiling.ReasonNotJSON
+		}
+		return setNumber(in, f, b, raw)
+	}
+	if string(b) == "null" {
+		return ""
+	}
+	if r.v.ColumnNumeric(j) {
+		return tiling.ReasonBadFieldType
+	}
+	in.Kind = tiling.Other
+	if raw {
+		in.Raw = b
+	}
+	return ""
+}
+
+// setNumber sets in to the number f (text its JSON text), as the decoder
+// does: finite, −0 as +0, Raw only for raw columns.
+func setNumber(in *tiling.Input, f float64, text []byte, raw bool) string {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return tiling.ReasonNonFiniteNumber
+	}
+	if f == 0 {
+		f = 0
+	}
+	in.Kind, in.Num = tiling.Number, f
+	if raw {
+		in.Raw = text
+	}
+	return ""
+}
+
+// parquetID returns the event id of value k of the id column as text.
+func (r *dayReader) parquetID(k int) []byte {
+	c := &r.id
+	switch c.col.conv {
+	case convInt:
+		r.idBuf = strconv.AppendInt(r.idBuf[:0], c.int(k), 10)
+		return r.idBuf
+	case convUint:
+		if c.col.kind == parquet.Int64 {
+			r.idBuf = strconv.AppendUint(r.idBuf[:0], uint64(c.i64[k]), 10)
+		} else {
+			r.idBuf = strconv.AppendInt(r.idBuf[:0], c.int(k), 10)
+		}
+		return r.idBuf
+	}
+	return c.bytes(k)
+}
+
+// appendDecimal appends the unscaled integer u with scale digits after the
+// point.
+func appendDecimal(dst []byte, u int64, scale int32) []byte {
+	start := len(dst)
+	dst = strconv.AppendInt(dst, u, 10)
+	if scale == 0 {
+		return dst
+	}
+	digits := dst[start:]
+	neg := digits[0] == '-'
+	if neg {
+		digits = digits[1:]
+	}
+	var b []byte
+	if neg {
+		b = append(b, '-')
+	}
+	s := int(scale)
+	if len(digits) <= s {
+		b = append(b, '0', '.')
+		for range s - len(digits) {
+			b = append(b, '0')
+		}
+		b = append(b, digits...)
+	} else {
+		b = append(b, digits[:len(digits)-s]...)
+		b = append(b, '.')
+		b = append(b, digits[len(digits)-s:]...)
+	}
+	return append(dst[:start], b...)
+}
+
+// appendJSONString appends s as a quoted string exactly as the decoder's Raw
+// has it for a JSON string holding s: fastjson's MarshalTo of an unescaped
+// string, which quotes s as it is unless it holds '"', '\\' or a control
+// character, and then uses strconv.AppendQuote.
+func appendJSONString(dst, s []byte) []byte {
+	for _, c := range s {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return strconv.AppendQuote(dst, unsafe.String(unsafe.SliceData(s), len(s)))
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// Deduplication.
+
+// dedup remembers the identities seen in one date.
+type dedup struct {
+	ids   idSet
+	comps map[int32][]*posComp
+	cur   *posComp
+}
+
+// posComp covers the offsets of one partition's archive files whose ranges
+// overlap (a connected component): positions are deduplicated within it, and
+// the files of other components cannot share a position with it. The files
+// of a component are adjacent in name order, so one component is live at a
+// time.
+type posComp struct {
+	d      *dedup
+	lo, hi int64
+	bits   []uint64
+	set    map[int64]struct{}
+}
+
+// plan builds the components of the archive files among files.
+func (d *dedup) plan(files []FileInfo) {
+	type rng struct{ lo, hi int64 }
+	per := map[int32][]rng{}
+	for _, f := range files {
+		if p, first, last, ok := parseArchiveName(f.Name); ok {
+			per[p] = append(per[p], rng{first, last})
+		}
+	}
+	d.comps = map[int32][]*posComp{}
+	for p, rs := range per {
+		slices.SortFunc(rs, func(a, b rng) int {
+			if a.lo != b.lo {
+				return cmpInt(a.lo, b.lo)
+			}
+			return cmpInt(a.hi, b.hi)
+		})
+		var cs []*posComp
+		for _, x := range rs {
+			if n := len(cs); n > 0 && x.lo <= cs[n-1].hi {
+				cs[n-1].hi = max(cs[n-1].hi, x.hi)
+				continue
+			}
+			cs = append(cs, &posComp{d: d, lo: x.lo, hi: x.hi})
+		}
+		d.comps[p] = cs
+	}
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// comp returns the component of the archive file of partition p starting at
+// first, releasing the memory of the previous one.
+func (d *dedup) comp(p int32, first int64) *posComp {
+	cs := d.comps[p]
+	i, _ := slices.BinarySearchFunc(cs, first, func(c *posComp, t int64) int {
+		if c.hi < t {
+			return -1
+		}
+		if c.lo > t {
+			return 1
+		}
+		return 0
+	})
+	c := cs[i]
+	if d.cur != nil && d.cur != c {
+		d.cur.bits, d.cur.set = nil, nil
+	}
+	d.cur = c
+	return c
+}
+
+// maxBitsetOffsets bounds the offset range deduplicated with a bitset
+// (16 MiB); wider components use a map.
+const maxBitsetOffsets = 1 << 27
+
+// seen reports whether offset o was seen before in the component, marking it.
+func (c *posComp) seen(o int64) bool {
+	if w := c.hi - c.lo + 1; w <= maxBitsetOffsets {
+		if c.bits == nil {
+			c.bits = make([]uint64, (w+63)/64)
+		}
+		i := uint64(o - c.lo)
+		m := uint64(1) << (i & 63)
+		old := c.bits[i>>6]
+		c.bits[i>>6] = old | m
+		return old&m != 0
+	}
+	if c.set == nil {
+		c.set = map[int64]struct{}{}
+	}
+	if _, ok := c.set[o]; ok {
+		return true
+	}
+	c.set[o] = struct{}{}
+	return false
+}
+
+// seenID reports whether event id id was seen before, marking it.
+func (d *dedup) seenID(id []byte) bool { return d.ids.seen(id) }
+
+// idSet is an exact set of byte strings tuned for millions of short event
+// ids: an open-addressing table of (hash, arena reference) slots over one
+// append-only arena of the ids' bytes. A probe compares 64-bit hashes and
+// only reads the arena when they match, so an insert costs one hash and
+// about one cache miss (a Go map of strings costs two lookups and a string
+// compare per probe). The hash seed is random per set; nothing persists.
+type idSet struct {
+	seed  maphash.Seed
+	slots []idSlot // power-of-two length, at most half full
+	n     int
+	arena []byte
+}
+
+// idSlot is a used slot when h != 0; ref packs the id's arena offset
+// (high 44 bits) and length (low 20 bits: ids are shorter than an event).
+type idSlot struct{ h, ref uint64 }
+
+const idLenBits = 20
+
+func (s *idSet) seen(id []byte) bool {
+	if len(id) >= 1<<idLenBits {
+		id = id[:1<<idLenBits-1] // longer than any event: cannot happen
+	}
+	if s.slots == nil {
+		s.seed = maphash.MakeSeed()
+		s.slots = make([]idSlot, 1<<12)
+	}
+	if 2*(s.n+1) > len(s.slots) {
+		s.grow()
+	}
+	h := maphash.Bytes(s.seed, id) | 1
+	mask := uint64(len(s.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		sl := &s.slots[i]
+		if sl.h == 0 {
+			sl.h = h
+			sl.ref = uint64(len(s.arena))<<idLenBits | uint64(len(id))
+			s.arena = append(s.arena, id...)
+			s.n++
+			return false
+		}
+		if sl.h == h {
+			off, n := sl.ref>>idLenBits, sl.ref&(1<<idLenBits-1)
+			if string(s.arena[off:off+n]) == string(id) {
+				return true
+			}
+		}
+	}
+}
+
+// reserve makes room for n more ids without growing on the way.
+func (s *idSet) reserve(n int) {
+	want := 1 << 12
+	for want < 2*(s.n+n) {
+		want *= 2
+	}
+	if s.slots == nil {
+		s.seed = maphash.MakeSeed()
+		s.slots = make([]idSlot, want)
+	}
+	for len(s.slots) < want {
+		s.grow()
+	}
+}
+
+func (s *idSet) grow() {
+	old := s.slots
+	s.slots = make([]idSlot, 2*len(old))
+	mask := uint64(len(s.slots) - 1)
+	for _, sl := range old {
+		if sl.h == 0 {
+			continue
+		}
+		i := sl.h & mask
+		for s.slots[i].h != 0 {
+			i = (i + 1) & mask
+		}
+		s.slots[i] = sl
+	}
+}
