@@ -29,7 +29,10 @@ func (h *Healer) Run(ctx context.Context) error {
 func (h *Healer) loop(ctx context.Context, vc ViewConfig) {
 	v := vc.View
 	every := time.Duration(vc.HealEvery) * time.Millisecond
-	next := h.now()
+	// The first scheduled heal comes one period after the last one, or
+	// after start when the view was never healed (POST /v1/heal or
+	// `tilestream heal` heal at once).
+	next := h.now().Add(every)
 	if st, err := h.loadState(v); err == nil && st.HealedAt > 0 {
 		next = time.UnixMilli(st.HealedAt).Add(every)
 	}

@@ -45,8 +45,13 @@ type fileConfig struct {
 	OfflineLog fileOfflineLog `yaml:"offline_log"`
 	HTTP       fileHTTP       `yaml:"http"`
 	Ingest     fileIngest     `yaml:"ingest"`
+	Healer     fileHealer     `yaml:"healer"`
 	Log        fileLog        `yaml:"log"`
 	Views      []fileView     `yaml:"views"`
+}
+
+type fileHealer struct {
+	Grace string `yaml:"grace"`
 }
 
 type fileKafka struct {
@@ -68,7 +73,9 @@ type fileStore struct {
 }
 
 type fileOfflineLog struct {
-	Path string `yaml:"path"`
+	Path         string `yaml:"path"`
+	RollInterval string `yaml:"roll_interval"`
+	RollEvents   *int   `yaml:"roll_events"`
 }
 
 type fileHTTP struct {
@@ -130,6 +137,13 @@ type settings struct {
 	StoreKind, StorePath string
 	// OfflineLogPath is the directory of the offline log.
 	OfflineLogPath string
+	// OfflineLogRollInterval and OfflineLogRollEvents bound how long and how
+	// many consumed events wait in memory before an archive file is written
+	// (offsets are committed only once archived).
+	OfflineLogRollInterval time.Duration
+	OfflineLogRollEvents   int
+	// HealerGrace is how long superseded records are kept after a heal.
+	HealerGrace time.Duration
 	HTTP           struct {
 		Listen         string
 		MaxBatch       int   // keys per request
@@ -642,6 +656,15 @@ func (c *checker) store(f *fileConfig, s *settings) {
 	s.OfflineLogPath = or(f.OfflineLog.Path, defaultOfflineLogPath)
 	if filepath.Clean(s.StorePath) == filepath.Clean(s.OfflineLogPath) {
 		c.addf("offline_log", "path %q is also store.path; give each its own directory", s.OfflineLogPath)
+	}
+	s.OfflineLogRollInterval = c.dur("offline_log", "roll_interval", f.OfflineLog.RollInterval, time.Minute)
+	if s.OfflineLogRollInterval <= 0 {
+		c.addf("offline_log", "roll_interval must be positive, got %s", f.OfflineLog.RollInterval)
+	}
+	s.OfflineLogRollEvents = c.atLeast("offline_log", "roll_events", f.OfflineLog.RollEvents, 200_000, 1)
+	s.HealerGrace = c.dur("healer", "grace", f.Healer.Grace, time.Minute)
+	if s.HealerGrace <= 0 {
+		c.addf("healer", "grace must be positive, got %s", f.Healer.Grace)
 	}
 }
 

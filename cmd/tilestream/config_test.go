@@ -63,6 +63,7 @@ func TestFullFileParses(t *testing.T) {
 	want.StoreKind = "pebble"
 	want.StorePath = "/var/lib/tilestream/online"
 	want.OfflineLogPath = "/var/lib/tilestream/offline"
+	want.OfflineLogRollInterval, want.OfflineLogRollEvents, want.HealerGrace = time.Minute, 200_000, time.Minute
 	want.HTTP.Listen = "0.0.0.0:8080"
 	want.HTTP.MaxBatch = 100
 	want.HTTP.MaxBodyBytes = 1 << 20
@@ -377,7 +378,7 @@ func TestBadInput(t *testing.T) {
 		{"a null document is rejected", "~\n", []string{"config: empty file"}},
 
 		// Shapes and field names.
-		{"an unknown top-level field is rejected", okKafka + okViews + "extra: 1\n", []string{`unknown field "extra" (line 3); known fields: kafka, store, offline_log, http, ingest, log, views`}},
+		{"an unknown top-level field is rejected", okKafka + okViews + "extra: 1\n", []string{`unknown field "extra" (line 3); known fields: kafka, store, offline_log, http, ingest, healer, log, views`}},
 		{"an unknown nested field is rejected", okKafka + okViews + "http: {listne: x}\n", []string{`http: unknown field "listne" (line 3)`}},
 		{"an unknown feature field is rejected", viewWith("", "{name: n, function: count, window: 1h, windw: 2h}"), []string{`views[0] (v) features[0] (n): unknown field "windw"`}},
 		{"a field set twice is rejected", okKafka + okViews + "http:\n  listen: a:1\n  listen: b:2\n", []string{`http: field "listen" is set twice (lines 4 and 5)`}},

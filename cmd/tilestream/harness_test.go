@@ -201,7 +201,7 @@ func (e *env) config() string {
 		fmt.Fprintf(&b, "  dead_letter_topic: %s\n", testDeadLetterTopic)
 	}
 	fmt.Fprintf(&b, "store: {kind: pebble, path: %q}\n", filepath.Join(e.dir, "online"))
-	fmt.Fprintf(&b, "offline_log: {path: %q}\n", filepath.Join(e.dir, "offline"))
+	fmt.Fprintf(&b, "offline_log: {path: %q, roll_interval: 300ms}\n", filepath.Join(e.dir, "offline"))
 	fmt.Fprintf(&b, "http: {listen: %q}\n", e.addr)
 	fmt.Fprintf(&b, "ingest:\n  flush_interval: 200ms\n  max_event_bytes: %d\n  max_key_bytes: %d\n", testMaxEventBytes, testMaxKeyBytes)
 	b.WriteString("log: {level: warn}\n")

@@ -174,6 +174,8 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	icfg.MaxEventBytes = s.Ingest.MaxEventBytes
 	icfg.MaxKeyBytes = s.Ingest.MaxKeyBytes
 	icfg.RecordCache = s.Ingest.RecordCache
+	icfg.ArchiveRollInterval = s.OfflineLogRollInterval
+	icfg.ArchiveRollRows = s.OfflineLogRollEvents
 	ing, err := ingest.New(icfg, views, store, offline, ingest.NewMetrics(reg), log.With("component", "ingest"))
 	if err != nil {
 		return err
@@ -240,7 +242,9 @@ func newHealer(s *settings, store *state.Store, offline *state.OfflineLog, archi
 	for _, vs := range s.Views {
 		vcs = append(vcs, healer.ViewConfig{View: vs.View, Lateness: vs.Lateness, HealEvery: vs.HealEvery})
 	}
-	return healer.New(healer.DefaultConfig(), vcs, store, offline, archive, healer.NewMetrics(reg), log.With("component", "healer"))
+	hc := healer.DefaultConfig()
+	hc.Grace = s.HealerGrace
+	return healer.New(hc, vcs, store, offline, archive, healer.NewMetrics(reg), log.With("component", "healer"))
 }
 
 // runHeal asks the running service to heal (POST /v1/heal on its HTTP
