@@ -156,17 +156,17 @@ type Result struct {
 	// changed files): then no served bit changes.
 	Installed bool `json:"installed"`
 	// Watermark is the view's batch watermark after the heal.
-	Watermark time.Time `json:"batch_watermark"`
-	Generation uint64   `json:"generation"`
-	DaysHealed int      `json:"days_healed"`
-	Keys       int      `json:"keys"`
-	Records    int      `json:"records_written"`
-	Events     int64    `json:"events_read"`
-	Files      int64    `json:"files_read"`
-	BadRows    int64    `json:"bad_rows"`
-	BadFiles   int64    `json:"bad_files"`
-	Duplicates int64    `json:"duplicates"`
-	Seconds    float64  `json:"seconds"`
+	Watermark  time.Time `json:"batch_watermark"`
+	Generation uint64    `json:"generation"`
+	DaysHealed int       `json:"days_healed"`
+	Keys       int       `json:"keys"`
+	Records    int       `json:"records_written"`
+	Events     int64     `json:"events_read"`
+	Files      int64     `json:"files_read"`
+	BadRows    int64     `json:"bad_rows"`
+	BadFiles   int64     `json:"bad_files"`
+	Duplicates int64     `json:"duplicates"`
+	Seconds    float64   `json:"seconds"`
 }
 
 // Options change one heal.
