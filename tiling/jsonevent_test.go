@@ -3,7 +3,6 @@ package tiling
 import (
 	"strings"
 	"testing"
-
 )
 
 func jsonTestView(t testing.TB) *View {
