@@ -25,6 +25,19 @@ type metadata struct {
 	ServedAt        msTime `json:"served_at"`
 	BatchWatermark  msTime `json:"batch_watermark"`
 	StreamWatermark msTime `json:"stream_watermark"`
+	// BatchStaleness is served_at − batch_watermark in seconds: how much of
+	// the window is served from stream records; null before any heal.
+	BatchStaleness staleness `json:"batch_staleness_seconds"`
+}
+
+// staleness is a duration in ms encoded as seconds, or null when unknown.
+type staleness int64
+
+func (s staleness) MarshalJSON() ([]byte, error) {
+	if int64(s) == tiling.MinTime {
+		return []byte("null"), nil
+	}
+	return strconv.AppendFloat(nil, float64(s)/1000, 'f', -1, 64), nil
 }
 
 // features is a JSON object of feature values in View.Features order.
@@ -96,6 +109,13 @@ func (t msTime) MarshalJSON() ([]byte, error) {
 	return append(b, '"'), nil
 }
 
+func batchStaleness(t, wb int64) staleness {
+	if wb == tiling.MinTime {
+		return staleness(tiling.MinTime)
+	}
+	return staleness(t - wb)
+}
+
 // servingTime returns the t of a request: now truncated to the millisecond.
 func (h *handler) servingTime() int64 {
 	return h.now().Truncate(time.Millisecond).UnixMilli()
@@ -155,6 +175,7 @@ func (h *handler) compute(ctx context.Context, vi *viewInfo, key string, t int64
 		Metadata: metadata{
 			ServedAt:        msTime(t),
 			BatchWatermark:  msTime(kd.BatchWatermark),
+			BatchStaleness:  batchStaleness(t, kd.BatchWatermark),
 			StreamWatermark: sw,
 		},
 	}, nil

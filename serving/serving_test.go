@@ -312,9 +312,10 @@ func TestGetFeaturesMatchesOracle(t *testing.T) {
 	}
 	// Metadata.
 	wantMeta := map[string]string{
-		"served_at":        `"` + testServedAt + `"`,
-		"batch_watermark":  `"` + time.UnixMilli(bw).UTC().Format("2006-01-02T15:04:05.000Z") + `"`,
-		"stream_watermark": `"2026-11-26T07:59:58.623Z"`,
+		"served_at":               `"` + testServedAt + `"`,
+		"batch_watermark":         `"` + time.UnixMilli(bw).UTC().Format("2006-01-02T15:04:05.000Z") + `"`,
+		"stream_watermark":        `"2026-11-26T07:59:58.623Z"`,
+		"batch_staleness_seconds": strconv.FormatFloat(float64(testNowMs-bw)/1000, 'f', -1, 64),
 	}
 	for k, w := range wantMeta {
 		if g := string(got.Metadata[k]); g != w {
