@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -12,21 +13,36 @@ import (
 // commutative, associative, the empty state is the identity, and merging is
 // the same as adding the union of the inputs to one state.
 
-// contractKind is a state kind and how its inputs are made.
+// contractKind is a partial aggregate and how its inputs are made.
 type contractKind struct {
 	name   string
-	kind   stateKind
+	spec   aggSpec
 	column bool // false: count over events (a nil Input)
 }
 
+func quantileSpec(k, maxBins int) aggSpec {
+	return aggSpec{kind: kindQuantiles, n: k, maxBins: maxBins, mapping: newQuantileMapping(k)}
+}
+
 var contractKinds = []contractKind{
-	{"count of events", kindCount, false},
-	{"count of a column", kindCount, true},
-	{"sum", kindSum, true},
-	{"min", kindMin, true},
-	{"max", kindMax, true},
-	{"mean", kindMean, true},
-	{"last", kindLast, true},
+	{"count of events", aggSpec{kind: kindCount}, false},
+	{"count of a column", aggSpec{kind: kindCount}, true},
+	{"sum", aggSpec{kind: kindSum}, true},
+	{"min", aggSpec{kind: kindMin}, true},
+	{"max", aggSpec{kind: kindMax}, true},
+	{"mean", aggSpec{kind: kindMean}, true},
+	{"last", aggSpec{kind: kindLast, maxValue: DefaultMaxRawBytes}, true},
+	{"first", aggSpec{kind: kindFirst, maxValue: DefaultMaxRawBytes}, true},
+	{"moments", aggSpec{kind: kindMoments}, true},
+	{"first_n", aggSpec{kind: kindFirstN, n: 3, maxValue: 64}, true},
+	{"last_n", aggSpec{kind: kindLastN, n: 3, maxValue: 64}, true},
+	{"last_distinct_n", aggSpec{kind: kindLastDistinctN, n: 3, maxValue: 64}, true},
+	{"hll sparse", aggSpec{kind: kindHLL, n: 12}, true},
+	{"hll turning dense", aggSpec{kind: kindHLL, n: 4}, true},
+	{"quantiles", quantileSpec(35, 2048), true},
+	{"quantiles collapsing", quantileSpec(7, 8), true},
+	{"top_k counted", aggSpec{kind: kindFreq, n: 64, maxValue: 64}, true},
+	{"top_k past capacity", aggSpec{kind: kindFreq, n: 4, maxValue: 64}, true},
 }
 
 // contractInput is one input with its event, positions unique across a test.
@@ -47,8 +63,11 @@ func randContractInputs(r *rand.Rand, ck contractKind, offset *int64, earlier *[
 			case q < 2:
 				in = Input{Kind: Missing}
 			case q < 4:
-				raw, _ := json.Marshal(fmt.Sprintf("v%d", *offset))
+				raw, _ := json.Marshal(fmt.Sprintf("v%d", r.IntN(12)))
 				in = Input{Kind: Other, Raw: raw}
+			case q < 5:
+				x := float64(r.IntN(5)) // repeated values
+				in = Input{Kind: Number, Num: x, Raw: []byte(strconv.Itoa(int(x)))}
 			default:
 				x := randNumber(r, *earlier)
 				if x == 0 {
@@ -65,7 +84,7 @@ func randContractInputs(r *rand.Rand, ck contractKind, offset *int64, earlier *[
 	return out
 }
 
-func stateOf(k stateKind, inputs ...[]contractInput) State {
+func stateOf(k *aggSpec, inputs ...[]contractInput) State {
 	s := newState(k)
 	for _, ins := range inputs {
 		for i := range ins {
@@ -77,7 +96,7 @@ func stateOf(k stateKind, inputs ...[]contractInput) State {
 
 // mergeAll returns a new state: the merge of ss, left to right. It never
 // mutates ss.
-func mergeAll(k stateKind, ss ...State) State {
+func mergeAll(k *aggSpec, ss ...State) State {
 	out := newState(k)
 	for _, s := range ss {
 		out.merge(s)
@@ -90,16 +109,21 @@ func enc(s State) []byte { return s.appendBinary(nil) }
 func TestMergeContract(t *testing.T) {
 	for _, ck := range contractKinds {
 		t.Run(ck.name, func(t *testing.T) {
-			r := rand.New(rand.NewPCG(uint64(ck.kind), 99))
+			ck := ck
+			r := rand.New(rand.NewPCG(uint64(ck.spec.kind), 99))
 			var offset int64
 			var earlier []float64
-			for trial := range 2000 {
+			trials := 2000
+			if testing.Short() || raceEnabled {
+				trials = 400
+			}
+			for trial := range trials {
 				ia := randContractInputs(r, ck, &offset, &earlier)
 				ib := randContractInputs(r, ck, &offset, &earlier)
 				ic := randContractInputs(r, ck, &offset, &earlier)
-				a, b, c := stateOf(ck.kind, ia), stateOf(ck.kind, ib), stateOf(ck.kind, ic)
+				a, b, c := stateOf(&ck.spec, ia), stateOf(&ck.spec, ib), stateOf(&ck.spec, ic)
 				ea := enc(a)
-				e := newState(ck.kind)
+				e := newState(&ck.spec)
 
 				check := func(what string, got, want []byte) {
 					t.Helper()
@@ -107,17 +131,17 @@ func TestMergeContract(t *testing.T) {
 						t.Fatalf("trial %d: %s:\n got  %x\n want %x", trial, what, got, want)
 					}
 				}
-				ab := mergeAll(ck.kind, a, b)
+				ab := mergeAll(&ck.spec, a, b)
 				eab := enc(ab)
-				check("commutative", eab, enc(mergeAll(ck.kind, b, a)))
-				check("associative", enc(mergeAll(ck.kind, ab, c)), enc(mergeAll(ck.kind, a, mergeAll(ck.kind, b, c))))
-				check("right identity", enc(mergeAll(ck.kind, a, e)), ea)
-				check("left identity", enc(mergeAll(ck.kind, e, a)), ea)
-				check("identity encodes as a fresh state", enc(e), enc(newState(ck.kind)))
-				check("merge equals adding the union", enc(mergeAll(ck.kind, a, b, c)), enc(stateOf(ck.kind, ic, ia, ib)))
+				check("commutative", eab, enc(mergeAll(&ck.spec, b, a)))
+				check("associative", enc(mergeAll(&ck.spec, ab, c)), enc(mergeAll(&ck.spec, a, mergeAll(&ck.spec, b, c))))
+				check("right identity", enc(mergeAll(&ck.spec, a, e)), ea)
+				check("left identity", enc(mergeAll(&ck.spec, e, a)), ea)
+				check("identity encodes as a fresh state", enc(e), enc(newState(&ck.spec)))
+				check("merge equals adding the union", enc(mergeAll(&ck.spec, a, b, c)), enc(stateOf(&ck.spec, ic, ia, ib)))
 
 				// Merging in place into a decoded copy, as AddTile does.
-				x, rest, err := decodeState(ck.kind, ea)
+				x, rest, err := decodeState(&ck.spec, ea)
 				if err != nil || len(rest) != 0 {
 					t.Fatalf("trial %d: decode %x: %v, %d bytes left", trial, ea, err, len(rest))
 				}
@@ -135,7 +159,7 @@ func TestMergeContract(t *testing.T) {
 				for i := range more {
 					x.add(&more[i].ev, more[i].in)
 				}
-				check("source after adding to the merged state", enc(b), enc(stateOf(ck.kind, ib, more)))
+				check("source after adding to the merged state", enc(b), enc(stateOf(&ck.spec, ib, more)))
 				check("inputs untouched", enc(a), ea)
 			}
 		})
