@@ -24,6 +24,7 @@ type Store interface {
 	Meta(view string) ([]byte, error)
 	ScanSummaries(v *tiling.View, gen uint64, fn func(key string, s *tiling.Summary) error) error
 	DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error)
+	ScanDayRecords(v *tiling.View, gen uint64, day int64, fn func(key string, r *tiling.Record) error) error
 	ScanStreamKeys(view string, fn func(key string) error) error
 	ArchiveProgress(view string) (map[int32]state.Progress, error)
 }
@@ -108,6 +109,18 @@ type viewState struct {
 	Fingerprint string `json:"fingerprint"`
 	// HealedAt is when the last heal was installed (unix ms).
 	HealedAt int64 `json:"healed_at"`
+	// Pending is a heal that wrote day records but was interrupted before
+	// it installed: the next heal with the same target resumes it.
+	Pending *pending `json:"pending,omitempty"`
+}
+
+type pending struct {
+	Gen    uint64 `json:"gen"`
+	Target int64  `json:"target"`
+	Full   bool   `json:"full"`
+	// Done are the day spans whose records of Gen are written, with the
+	// fingerprint of their files then.
+	Done map[int64]uint64 `json:"done"`
 }
 
 type dayState struct {
@@ -166,7 +179,10 @@ type Result struct {
 	BadRows    int64     `json:"bad_rows"`
 	BadFiles   int64     `json:"bad_files"`
 	Duplicates int64     `json:"duplicates"`
-	Seconds    float64   `json:"seconds"`
+	// Tiles counts the tiles in the detail records written: the writes a
+	// tile-per-record layout would have needed for the same data.
+	Tiles   int     `json:"tiles"`
+	Seconds float64 `json:"seconds"`
 }
 
 // Options change one heal.
@@ -174,6 +190,19 @@ type Options struct {
 	// Full recomputes every day from the offline log instead of only the
 	// changed and newly closed ones.
 	Full bool
+	// From, when not zero, skips offline-log days before it (a backfill of
+	// part of the history); To, when not zero, caps the new watermark.
+	From, To int64
+	// Progress, when set, is called after each day span is written.
+	Progress func(Progress)
+}
+
+// Progress reports a running heal.
+type Progress struct {
+	Days, DaysTotal   int
+	Bytes, BytesTotal int64
+	Events            int64
+	Keys              int
 }
 
 // ErrUnknownView is returned for a view the healer does not know.
@@ -230,8 +259,19 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 		return res, err
 	}
 	target := tiling.AlignDown(min(now-vc.Lateness, e), v.Granularity)
+	if o.To != 0 && o.To < target {
+		target = tiling.AlignDown(o.To, v.Granularity)
+	}
 	if target < st.Watermark {
 		target = st.Watermark // a watermark never moves back
+	}
+	// Resume an interrupted heal of the same kind: keep its target so the
+	// day records it wrote stay valid.
+	resume := st.Pending
+	if resume != nil && resume.Full == o.Full && resume.Target >= st.Watermark && resume.Gen > st.Gen {
+		target = resume.Target
+	} else {
+		resume = nil
 	}
 	res.Watermark = time.UnixMilli(target).UTC()
 	res.Generation = st.Gen
@@ -263,7 +303,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 			fp = fp*31 + d.Fingerprint()
 		}
 		fps[s] = fp
-		if s >= target || (v.LifetimeStart != tiling.MinTime && s+D <= v.LifetimeStart) {
+		if s >= target || (v.LifetimeStart != tiling.MinTime && s+D <= v.LifetimeStart) || (o.From != 0 && s+D <= o.From) {
 			continue
 		}
 		old, healed := st.Days[s]
@@ -282,13 +322,52 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	}
 
 	gen := st.Gen + 1
+	if resume != nil {
+		gen = resume.Gen
+		h.log.Info("resuming an interrupted heal", "view", v.Name, "generation", gen, "days_done", len(resume.Done))
+	} else {
+		// A new generation: forget any interrupted one (its records become
+		// garbage) and record this one as pending.
+		if st.Pending != nil && st.Pending.Gen > st.Gen {
+			gen = st.Pending.Gen + 1
+			st.Garbage = append(st.Garbage, pendingGarbage(st.Pending, h.now()))
+		}
+		resume = &pending{Gen: gen, Target: target, Full: o.Full, Done: map[int64]uint64{}}
+	}
+	st.Pending = resume
 	res.Generation = gen
 	totals := map[string]map[int64][]tiling.State{} // key → day → total
 	recomputed := map[int64]bool{}
 	var stats state.ReadStats
 	w := h.newWriter()
+	prog := Progress{DaysTotal: len(todo)}
+	for _, s := range todo {
+		for _, d := range spanFiles[s] {
+			for _, f := range d.Files {
+				prog.BytesTotal += f.Size
+			}
+		}
+	}
 	for _, s := range todo {
 		recomputed[s] = true
+		if fp, done := resume.Done[s]; done && fp == fps[s] {
+			// Written before the interruption: read its totals back.
+			if err := h.store.ScanDayRecords(v, gen, s, func(key string, r *tiling.Record) error {
+				t := v.NewStates()
+				for i := range r.Tiles {
+					tiling.MergeStates(t, r.Tiles[i].States)
+				}
+				if totals[key] == nil {
+					totals[key] = map[int64][]tiling.State{}
+				}
+				totals[key][s] = t
+				return nil
+			}); err != nil {
+				return res, err
+			}
+			prog.Days++
+			continue
+		}
 		b := newDayBuild(v, s)
 		for _, d := range spanFiles[s] {
 			rs, err := h.offline.ReadDay(v, v.EventID, d.Date, func(ev *tiling.Event) error {
@@ -321,6 +400,25 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 				totals[key] = map[int64][]tiling.State{}
 			}
 			totals[key][s] = kd.total
+			for _, det := range kd.details {
+				res.Tiles += len(det.Tiles)
+			}
+		}
+		// The day's records and its place in the pending heal are durable
+		// together: an interruption from here on resumes after this day.
+		resume.Done[s] = fps[s]
+		if err := h.putState(w, v, st); err != nil {
+			return res, err
+		}
+		if err := w.flush(); err != nil {
+			return res, err
+		}
+		prog.Days++
+		prog.Events = stats.Events
+		prog.Bytes = stats.Bytes
+		prog.Keys = len(totals)
+		if o.Progress != nil {
+			o.Progress(prog)
 		}
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -411,6 +509,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	}
 	newState := &viewState{Gen: gen, Watermark: target, FirstDay: firstDay, Days: newDays,
 		Garbage: append(st.Garbage, g), Fingerprint: v.Fingerprint(), HealedAt: h.now().UnixMilli()}
+	res.Events = stats.Events
 	val, err := json.Marshal(newState)
 	if err != nil {
 		return res, err
@@ -534,6 +633,26 @@ func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals
 		}
 	}
 	return s, nil
+}
+
+// putState adds the view's healer state to w's batch.
+func (h *Healer) putState(w *writer, v *tiling.View, st *viewState) error {
+	val, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	w.batch().PutMeta(v.Name, val)
+	return nil
+}
+
+// pendingGarbage is the garbage an abandoned pending heal left: its day
+// records and summaries.
+func pendingGarbage(p *pending, now time.Time) garbage {
+	g := garbage{Due: now.UnixMilli(), SummaryGen: p.Gen, StreamBefore: tiling.MinTime}
+	for d := range p.Done {
+		g.Days = append(g.Days, dayGen{Day: d, Gen: p.Gen})
+	}
+	return g
 }
 
 // maxWindow is the view's longest non-lifetime window (0 for none).

@@ -431,3 +431,50 @@ func TestReadBound(t *testing.T) {
 	w.events = oes
 	w.check("read bound key", []int64{now})
 }
+
+// TestInterruptedHealResumes cancels a full heal (a backfill) after some days
+// are written; the next heal resumes it without reading those days again and
+// serves the same values as an uninterrupted one.
+func TestInterruptedHealResumes(t *testing.T) {
+	v := testView(t, tiling.Minute, []int64{tiling.Hour, 7 * tiling.Day, tiling.Lifetime}, tiling.MinTime)
+	w := newWorld(t, v, 5*tiling.Minute)
+	now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+	w.now, w.arch.e = now, now
+	r := rand.New(rand.NewPCG(9, 9))
+	var evs []tiling.Event
+	var oes []oracle.Event
+	for i := 0; i < 4000; i++ {
+		e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(30)), now-20*tiling.Day+r.Int64N(20*tiling.Day), r.Int32N(3))
+		evs, oes = append(evs, e), append(oes, o)
+	}
+	w.consume(evs, oes, nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var seen []Progress
+	_, err := w.h.Heal(ctx, v.Name, Options{Full: true, Progress: func(p Progress) {
+		seen = append(seen, p)
+		if p.Days == 5 {
+			cancel()
+		}
+	}})
+	if err == nil {
+		t.Fatal("the interrupted heal returned no error")
+	}
+	if len(seen) != 5 || seen[4].DaysTotal < 20 || seen[4].Events == 0 || seen[4].Bytes == 0 {
+		t.Fatalf("progress %+v", seen)
+	}
+	if _, ok, _ := w.store.Head(v, "k1"); ok {
+		t.Fatal("an interrupted heal switched heads")
+	}
+	res, err := w.h.Heal(context.Background(), v.Name, Options{Full: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Installed || res.Events >= int64(len(evs)) {
+		t.Fatalf("resumed heal read %d events of %d: it should skip the days written before", res.Events, len(evs))
+	}
+	w.check("after a resumed heal", []int64{now, now + tiling.Hour})
+	if res.Tiles <= res.Records {
+		t.Logf("records %d, tiles %d", res.Records, res.Tiles)
+	}
+}

@@ -285,3 +285,33 @@ func (s *Store) Meta(view string) ([]byte, error) {
 func (b *Batch) PutMeta(view string, val []byte) {
 	_ = b.b.Set(append([]byte{prefixHeal}, appendString(nil, view)...), val, nil)
 }
+
+// ScanDayRecords calls fn for every key's day record of one day at gen.
+func (s *Store) ScanDayRecords(v *tiling.View, gen uint64, day int64, fn func(key string, r *tiling.Record) error) error {
+	p := dayPrefix(nil, prefixDay, v.Name, gen, day)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()[len(p):]
+		n, m := binary.Uvarint(k)
+		if m <= 0 || uint64(len(k)-m) != n {
+			return fmt.Errorf("scan day records of %s: bad key", v.Name)
+		}
+		key := string(k[m:])
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		r, err := v.DecodeDayRecord(day, val)
+		if err != nil {
+			return fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, gen, day, err)
+		}
+		if err := fn(key, r); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
