@@ -71,7 +71,8 @@ type ArchiveRow struct {
 	Event tiling.Event
 	// EventID is the value of the view's event_id field as text ("" when the
 	// view has none or the event lacks it): a JSON string's unescaped text, a
-	// JSON integer's literal. ReadDay takes JSON Lines ids the same way.
+	// JSON number's literal, as the decoder sets tiling.Event.ID. ReadDay
+	// takes the ids of JSON Lines files the same way.
 	EventID string
 }
 

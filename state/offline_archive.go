@@ -58,6 +58,9 @@ const (
 	colOffset             = "_offset"
 	archiveRowGroupRows   = 128 << 10
 	archivePageBufferSize = 512 << 10
+	// maxEventTime bounds event times as the decoder does (±2^53 ms, about
+	// ±285,000 years), so every date directory name parses back.
+	maxEventTime = 1 << 53
 )
 
 // archiveLayout names the columns of a view's archive files.
@@ -200,6 +203,9 @@ func checkArchiveRows(v *tiling.View, partition int32, first, last int64, rows [
 		offsets[i] = e.Pos.Offset
 		if e.Key == "" {
 			return fmt.Errorf("row at offset %d has an empty key", e.Pos.Offset)
+		}
+		if e.TS < -maxEventTime || e.TS > maxEventTime {
+			return fmt.Errorf("row at offset %d: event time %d is out of range", e.Pos.Offset, e.TS)
 		}
 		if len(e.Inputs) != len(cols) {
 			return fmt.Errorf("row at offset %d has %d inputs, the view %d columns", e.Pos.Offset, len(e.Inputs), len(cols))

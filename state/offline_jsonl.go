@@ -2,7 +2,6 @@ package state
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
 	"math"
@@ -35,7 +34,7 @@ func (r *dayReader) decoder() *tiling.Decoder {
 }
 
 func (r *dayReader) readJSONL(name string) error {
-	fc := &fileCtx{name: name, userPart: userPartition(name)}
+	fc := newFileCtx(name)
 	f, _, ok := r.open(fc)
 	if !ok {
 		return nil
@@ -107,17 +106,22 @@ func (r *dayReader) jsonLine(fc *fileCtx, dec *tiling.Decoder, line int64, b []b
 		return nil
 	}
 	var id []byte
-	if r.idField != "" {
+	switch {
+	case r.idField == "":
+	case r.idField == r.v.EventID:
+		id = stringBytes(ev.ID) // the decoder took it
+	default:
 		id = r.jsonID(b)
 	}
+	ev.ID = "" // as for Parquet rows: the identity is consumed here
 	if err := r.emit(fc, ev, id); err != nil {
 		return err.(fnError).err
 	}
 	return nil
 }
 
-// jsonID returns the event id of a decoded line: the id field's string text
-// or integer literal; nil for none (absent, null or another type).
+// jsonID returns the event id of a decoded line with the decoder's rule:
+// the id field's string text or number literal; nil for none.
 func (r *dayReader) jsonID(b []byte) []byte {
 	v, err := r.jp.ParseBytes(b)
 	if err != nil {
@@ -133,24 +137,9 @@ func (r *dayReader) jsonID(b []byte) []byte {
 		return s
 	case fastjson.TypeNumber:
 		r.idBuf = f.MarshalTo(r.idBuf[:0])
-		if isIntegerText(r.idBuf) {
-			return r.idBuf
-		}
+		return r.idBuf
 	}
 	return nil
-}
-
-func isIntegerText(b []byte) bool {
-	b = bytes.TrimPrefix(b, []byte("-"))
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // trimJSONSpace trims JSON white space (space, tab, CR, LF) around b.

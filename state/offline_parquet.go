@@ -1,6 +1,8 @@
 package state
 
 import (
+	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +10,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/deprecated"
 	"github.com/parquet-go/parquet-go/encoding"
+	"github.com/parquet-go/parquet-go/encoding/thrift"
 	"github.com/parquet-go/parquet-go/format"
 )
 
@@ -161,14 +164,19 @@ func (c *pqCursor) reset(col *pqColumn, chunk parquet.ColumnChunk, fresh bool) {
 }
 
 func (c *pqCursor) close() {
-	if c.page != nil {
-		parquet.Release(c.page)
-		c.page = nil
-	}
-	if c.pages != nil {
-		c.pages.Close()
-		c.pages = nil
-	}
+	page, pages := c.page, c.pages
+	c.page, c.pages = nil, nil
+	// After a failed read the library's state may be broken: a panic
+	// closing it is not ours to raise.
+	_ = protect(func() error {
+		if page != nil {
+			parquet.Release(page)
+		}
+		if pages != nil {
+			pages.Close()
+		}
+		return nil
+	})
 }
 
 // next advances to the next row and returns the index of its value in the
@@ -193,12 +201,11 @@ func (c *pqCursor) nextOnNewPage() int {
 
 // nextPage loads the next non-empty page, converting panics of the Parquet
 // library on corrupt input into errors.
-func (c *pqCursor) nextPage() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: column %q: panic: %v", errCorrupt, c.col.name, r)
-		}
-	}()
+func (c *pqCursor) nextPage() error {
+	return protect(c.readPage)
+}
+
+func (c *pqCursor) readPage() error {
 	for {
 		if c.page != nil {
 			parquet.Release(c.page)
@@ -404,17 +411,133 @@ func int96Nanos(v deprecated.Int96) (int64, bool) {
 	return days*dayNanos + nanos, true
 }
 
-// openParquet opens a Parquet file for column reads, turning a library panic
-// on a malformed footer into an error.
+// openParquet opens a Parquet file for column reads. It checks the footer
+// length itself first (the library allocates whatever a corrupt footer
+// claims, up to 4 GiB) and turns a library panic on a malformed footer into
+// an error.
 func openParquet(r io.ReaderAt, size int64) (f *parquet.File, err error) {
+	var tail [8]byte
+	if size < 12 {
+		return nil, fmt.Errorf("%w: %d bytes is too short", errCorrupt, size)
+	}
+	if _, err := r.ReadAt(tail[:], size-8); err != nil {
+		return nil, err
+	}
+	if string(tail[4:]) != "PAR1" {
+		return nil, fmt.Errorf("%w: no PAR1 footer (encrypted files are not supported)", errCorrupt)
+	}
+	if n := int64(binary.LittleEndian.Uint32(tail[:4])); n > size-12 {
+		return nil, fmt.Errorf("%w: footer of %d bytes in a file of %d", errCorrupt, n, size)
+	}
+	err = protect(func() error {
+		f, err = parquet.OpenFile(r, size,
+			parquet.SkipPageIndex(true),
+			parquet.SkipBloomFilters(true),
+			parquet.ReadBufferSize(256<<10),
+		)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, rg := range f.Metadata().RowGroups {
+		for _, c := range rg.Columns {
+			m := &c.MetaData
+			start := m.DataPageOffset
+			if m.DictionaryPageOffset > 0 && m.DictionaryPageOffset < start {
+				start = m.DictionaryPageOffset
+			}
+			if start < 4 || m.TotalCompressedSize < 0 || m.TotalCompressedSize > size-start {
+				return nil, fmt.Errorf("%w: a column chunk lies outside the file", errCorrupt)
+			}
+		}
+	}
+	return f, nil
+}
+
+// Bounds of a page that checkChunkPages lets through: far above what Parquet
+// writers produce (pages of about 1 MiB), far below what a corrupt header
+// may claim (parquet-go allocates what headers say before it reads).
+const (
+	maxPageBytes  = 256 << 20
+	maxPageValues = 1 << 24
+)
+
+// checkChunkPages walks the page headers of a column chunk of a row group of
+// rows rows and rejects any page whose sizes the chunk cannot hold.
+//
+// It also refuses LZ4: parquet-go's LZ4 decoder doubles its buffer for ever
+// on corrupt input. Files compressed with snappy, zstd, gzip or brotli, or
+// not at all, are read.
+//
+// With needCRC (archive files: parquet-go writes a CRC-32 into every page
+// header and checks it before decoding) a page without one is refused too,
+// so damaged page data is caught before the decoders trust lengths in it.
+func checkChunkPages(r io.ReaderAt, m *format.ColumnMetaData, rows int64, needCRC bool) error {
+	switch m.Codec {
+	case format.Uncompressed, format.Snappy, format.Zstd, format.Gzip, format.Brotli:
+	default:
+		return fmt.Errorf("compression %s is not supported (use snappy or zstd)", m.Codec)
+	}
+	start := m.DataPageOffset
+	if m.DictionaryPageOffset > 0 && m.DictionaryPageOffset < start {
+		start = m.DictionaryPageOffset
+	}
+	end := start + m.TotalCompressedSize
+	var proto thrift.CompactProtocol
+	cr := &countingReader{}
+	br := bufio.NewReaderSize(cr, 1024)
+	for pos := start; pos < end; {
+		cr.r, cr.n = io.NewSectionReader(r, pos, end-pos), 0
+		br.Reset(cr)
+		var h format.PageHeader
+		if err := thrift.NewDecoder(proto.NewReader(br)).Decode(&h); err != nil {
+			return fmt.Errorf("%w: page header at %d: %v", errCorrupt, pos, err)
+		}
+		pos += cr.n - int64(br.Buffered())
+		values := int64(-1)
+		switch {
+		case h.DataPageHeader.Valid:
+			values = int64(h.DataPageHeader.V.NumValues)
+		case h.DataPageHeaderV2.Valid:
+			values = max(int64(h.DataPageHeaderV2.V.NumValues), int64(h.DataPageHeaderV2.V.NumRows))
+		case h.DictionaryPageHeader.Valid:
+			values = int64(h.DictionaryPageHeader.V.NumValues)
+		}
+		switch {
+		case h.CompressedPageSize < 0 || int64(h.CompressedPageSize) > end-pos:
+			return fmt.Errorf("%w: page at %d claims %d bytes, the chunk has %d left", errCorrupt, pos, h.CompressedPageSize, end-pos)
+		case h.UncompressedPageSize < 0 || h.UncompressedPageSize > maxPageBytes:
+			return fmt.Errorf("%w: page at %d claims %d uncompressed bytes", errCorrupt, pos, h.UncompressedPageSize)
+		case values > maxPageValues || !h.DictionaryPageHeader.Valid && values > rows:
+			return fmt.Errorf("%w: page at %d claims %d values", errCorrupt, pos, values)
+		case needCRC && h.CRC == 0:
+			return fmt.Errorf("%w: page at %d has no checksum", errCorrupt, pos)
+		}
+		pos += int64(h.CompressedPageSize)
+	}
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// protect runs fn, turning a panic of the Parquet library on corrupt input
+// into an error. It must not wrap calls of the caller's fn: their panics are
+// theirs.
+func protect(fn func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			f, err = nil, fmt.Errorf("%w: panic: %v", errCorrupt, r)
+			err = fmt.Errorf("%w: panic: %v", errCorrupt, r)
 		}
 	}()
-	return parquet.OpenFile(r, size,
-		parquet.SkipPageIndex(true),
-		parquet.SkipBloomFilters(true),
-		parquet.ReadBufferSize(256<<10),
-	)
+	return fn()
 }
