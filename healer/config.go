@@ -16,11 +16,14 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// HaltAfter consecutive failures set the view's halted gauge. Default 5.
 	HaltAfter int
+	// VerifySample keys are checked against the offline log after each
+	// scheduled heal (0 disables). Default 20.
+	VerifySample int
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Grace: time.Minute, RetryMin: time.Second, RetryMax: 5 * time.Minute, HaltAfter: 5}
+	return Config{Grace: time.Minute, RetryMin: time.Second, RetryMax: 5 * time.Minute, HaltAfter: 5, VerifySample: 20}
 }
 
 // Validate reports every problem at once.
@@ -31,6 +34,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, errors.New("healer: retry bounds must satisfy 0 < min ≤ max"))
+	}
+	if c.VerifySample < 0 {
+		errs = append(errs, errors.New("healer: verify_sample must not be negative"))
 	}
 	if c.HaltAfter <= 0 {
 		errs = append(errs, errors.New("healer: halt_after must be positive"))

@@ -68,6 +68,9 @@ type Healer struct {
 	// OnInstall, when set, is called after a heal switched a view's heads
 	// (the ingest drops the heads it cached).
 	OnInstall func(view string)
+	// Reader, when set, lets scheduled heals be followed by a sampled
+	// consistency check (Config.VerifySample keys).
+	Reader KeyReader
 
 	locks map[string]*sync.Mutex // one heal of a view at a time
 

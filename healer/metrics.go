@@ -15,6 +15,8 @@ type Metrics struct {
 	watermark      *prometheus.GaugeVec
 	staleness      *prometheus.GaugeVec
 	halted         *prometheus.GaugeVec
+	verified       *prometheus.CounterVec // view, result
+	mismatches     *prometheus.CounterVec
 }
 
 // NewMetrics registers the healer's metrics with reg.
@@ -41,8 +43,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		watermark:      gv("tilestream_healer_batch_watermark_seconds", "The view's batch watermark W_b (Unix seconds)."),
 		staleness:      gv("tilestream_healer_batch_staleness_seconds", "Now minus the view's batch watermark."),
 		halted:         gv("tilestream_healer_halted", "1 while the view's healing is halted by repeated failures."),
+		verified:       cv("tilestream_healer_verify_runs_total", "Consistency checks (served batch data against a recomputation from the offline log), by result: ok or mismatch.", "view", "result"),
+		mismatches:     cv("tilestream_healer_verify_mismatches_total", "Features that differed in consistency checks.", "view"),
 	}
 	reg.MustRegister(m.runs, m.duration, m.eventsRead, m.filesRead, m.badRows, m.keysWritten,
-		m.recordsWritten, m.streamDeleted, m.watermark, m.staleness, m.halted)
+		m.recordsWritten, m.streamDeleted, m.watermark, m.staleness, m.halted, m.verified, m.mismatches)
 	return m
 }

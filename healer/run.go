@@ -64,6 +64,7 @@ func (h *Healer) loop(ctx context.Context, vc ViewConfig) {
 			failures = 0
 			h.m.halted.WithLabelValues(v.Name).Set(0)
 			next = h.now().Add(every)
+			h.verifySample(ctx, v.Name)
 			continue
 		}
 		failures++
@@ -81,6 +82,24 @@ func (h *Healer) loop(ctx context.Context, vc ViewConfig) {
 			h.log.Warn("heal failed; retrying", "view", v.Name, "in", backoff, "err", err)
 		}
 		next = h.now().Add(backoff)
+	}
+}
+
+// verifySample checks a sample of keys after a scheduled heal and logs every
+// mismatch (the metrics count them).
+func (h *Healer) verifySample(ctx context.Context, view string) {
+	if h.Reader == nil || h.cfg.VerifySample == 0 {
+		return
+	}
+	res, err := h.Verify(ctx, view, h.cfg.VerifySample, h.Reader)
+	if err != nil {
+		h.log.Warn("consistency check", "view", view, "err", err)
+		return
+	}
+	for _, m := range res.Mismatches {
+		h.log.Error("consistency check: served value differs from the offline log", "view", view,
+			"key", m.Key, "feature", m.Feature, "served", m.Served, "recomputed", m.Recomputed,
+			"batch_watermark", time.UnixMilli(m.BatchWatermark).UTC())
 	}
 }
 

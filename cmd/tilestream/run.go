@@ -30,6 +30,8 @@ const usage = `usage: tilestream <command> [flags]
 commands:
   run      run the service (default; with no --config: the embedded demo)
   heal     heal now: through the running service, or standalone when none runs
+  backfill build every key's batch records of a view from the offline log (service stopped)
+  verify   compare served values with a recomputation from the offline log (service stopped)
   check    validate a config file and print the views
   version  print the version
 
@@ -51,6 +53,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runCheck(args, stdout, stderr)
 	case "heal":
 		return runHeal(ctx, args, stdout, stderr)
+	case "backfill":
+		return runBackfill(ctx, args, stdout, stderr)
+	case "verify":
+		return runVerify(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tilestream", version)
 		return nil
@@ -185,6 +191,7 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		return err
 	}
 	hl.OnInstall = ing.ForgetHeads
+	hl.Reader = store
 
 	scfg := serving.DefaultConfig()
 	scfg.Listen = s.HTTP.Listen
