@@ -1,96 +1,45 @@
 package tiling
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
 )
 
-// Function is an aggregation function as named in a view's config.
-type Function string
-
-// The functions of this version.
-const (
-	Count Function = "count"
-	Sum   Function = "sum"
-	Min   Function = "min"
-	Max   Function = "max"
-	Mean  Function = "mean"
-	Last  Function = "last"
-)
-
-// Functions lists every supported function.
-var Functions = []Function{Count, Sum, Min, Max, Mean, Last}
-
-func (f Function) valid() bool {
-	for _, g := range Functions {
-		if f == g {
-			return true
-		}
-	}
-	return false
-}
-
-func (f Function) needsColumn() bool { return f != Count }
-
-// numeric reports whether the function reads its column as a number.
-func (f Function) numeric() bool {
-	switch f {
-	case Sum, Min, Max, Mean:
-		return true
-	}
-	return false
-}
-
-// keepsRaw reports whether the function keeps the raw JSON value of its column.
-func (f Function) keepsRaw() bool { return f == Last }
-
-func (f Function) state() stateKind {
-	switch f {
-	case Count:
-		return kindCount
-	case Sum:
-		return kindSum
-	case Min:
-		return kindMin
-	case Max:
-		return kindMax
-	case Mean:
-		return kindMean
-	case Last:
-		return kindLast
-	}
-	panic("tiling: unvalidated function " + string(f))
-}
-
 // stateKind identifies a partial-aggregate type; its value is part of the
 // fingerprint, never reuse one.
 type stateKind uint8
 
 const (
-	kindCount stateKind = 1
-	kindSum   stateKind = 2
-	kindMin   stateKind = 3
-	kindMax   stateKind = 4
-	kindMean  stateKind = 5
-	kindLast  stateKind = 6
+	kindCount         stateKind = 1
+	kindSum           stateKind = 2
+	kindMin           stateKind = 3
+	kindMax           stateKind = 4
+	kindMean          stateKind = 5
+	kindLast          stateKind = 6
+	kindFirst         stateKind = 7
+	kindMoments       stateKind = 8
+	kindFirstN        stateKind = 9
+	kindLastN         stateKind = 10
+	kindLastDistinctN stateKind = 11
+	kindHLL           stateKind = 12
+	kindQuantiles     stateKind = 13
+	kindFreq          stateKind = 14
+	numKinds                    = 15
 )
 
+var kindNames = [numKinds]string{
+	kindCount: "count", kindSum: "sum", kindMin: "min", kindMax: "max", kindMean: "mean",
+	kindLast: "last", kindFirst: "first", kindMoments: "moments", kindFirstN: "first_n",
+	kindLastN: "last_n", kindLastDistinctN: "last_distinct_n", kindHLL: "hll",
+	kindQuantiles: "quantiles", kindFreq: "freq",
+}
+
 func (k stateKind) String() string {
-	switch k {
-	case kindCount:
-		return "count"
-	case kindSum:
-		return "sum"
-	case kindMin:
-		return "min"
-	case kindMax:
-		return "max"
-	case kindMean:
-		return "mean"
-	case kindLast:
-		return "last"
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }
@@ -140,12 +89,15 @@ type State interface {
 	// merge folds o, a state of the same kind, into the receiver.
 	merge(o State)
 	appendBinary(dst []byte) []byte
-	// value is the finalised value: a JSON-encodable Go value or nil for null.
-	value() any
+	// value is the finalised value of feature f (whose partial aggregate
+	// this is): a JSON-encodable Go value, nil for null. Lists, objects and
+	// raw values are json.RawMessage.
+	value(f *Feature) any
 }
 
-func newState(k stateKind) State {
-	switch k {
+// newState returns the identity state of a.
+func newState(a *aggSpec) State {
+	switch a.kind {
 	case kindCount:
 		return new(countState)
 	case kindSum:
@@ -157,9 +109,23 @@ func newState(k stateKind) State {
 	case kindMean:
 		return new(meanState)
 	case kindLast:
-		return new(lastState)
+		return &lastState{maxValue: a.maxValue}
+	case kindFirst:
+		return &lastState{first: true, maxValue: a.maxValue}
+	case kindMoments:
+		return new(momentsState)
+	case kindFirstN, kindLastN:
+		return &listState{last: a.kind == kindLastN, n: a.n, maxValue: a.maxValue}
+	case kindLastDistinctN:
+		return &distinctState{n: a.n, maxValue: a.maxValue}
+	case kindHLL:
+		return &hllState{p: uint8(a.n)}
+	case kindQuantiles:
+		return &quantileState{mapping: a.mapping, maxBins: a.maxBins}
+	case kindFreq:
+		return &freqState{capacity: a.n, maxValue: a.maxValue}
 	}
-	panic(fmt.Sprintf("tiling: unknown state kind %d", k))
+	panic(fmt.Sprintf("tiling: unknown state kind %d", a.kind))
 }
 
 // stateArena allocates the states of one decoded record a slice per kind,
@@ -170,11 +136,13 @@ type stateArena struct {
 	extremes []extremeState
 	means    []meanState
 	lasts    []lastState
+	hlls     []hllState
+	quants   []quantileState
 }
 
 // newStateArena sizes an arena for tiles tiles of layout aggs.
 func newStateArena(aggs []aggSpec, tiles int) *stateArena {
-	var n [8]int
+	var n [numKinds]int
 	for _, a := range aggs {
 		n[a.kind]++
 	}
@@ -183,7 +151,9 @@ func newStateArena(aggs []aggSpec, tiles int) *stateArena {
 		sums:     make([]sumState, 0, tiles*n[kindSum]),
 		extremes: make([]extremeState, 0, tiles*(n[kindMin]+n[kindMax])),
 		means:    make([]meanState, 0, tiles*n[kindMean]),
-		lasts:    make([]lastState, 0, tiles*n[kindLast]),
+		lasts:    make([]lastState, 0, tiles*(n[kindLast]+n[kindFirst])),
+		hlls:     make([]hllState, 0, tiles*n[kindHLL]),
+		quants:   make([]quantileState, 0, tiles*n[kindQuantiles]),
 	}
 }
 
@@ -196,14 +166,15 @@ func next[T any](ar *stateArena, s *[]T) *T {
 	return &(*s)[len(*s)-1]
 }
 
-func decodeState(k stateKind, b []byte) (State, []byte, error) { return decodeStateIn(k, b, nil) }
+func decodeState(a *aggSpec, b []byte) (State, []byte, error) { return decodeStateIn(a, b, nil) }
 
-// decodeStateIn decodes one state of kind k from b; decoded states may refer
-// to b, which the caller must not change afterwards.
-func decodeStateIn(k stateKind, b []byte, ar *stateArena) (State, []byte, error) {
+// decodeStateIn decodes one state of a from b; decoded states may refer to
+// b, which the caller must not change afterwards.
+func decodeStateIn(a *aggSpec, b []byte, ar *stateArena) (State, []byte, error) {
 	if ar == nil {
 		ar = &stateArena{}
 	}
+	k := a.kind
 	switch k {
 	case kindCount:
 		n, m := binary.Uvarint(b)
@@ -255,8 +226,22 @@ func decodeStateIn(k stateKind, b []byte, ar *stateArena) (State, []byte, error)
 		s := next(ar, &ar.means)
 		s.sum, s.n = es, n
 		return s, rest[m:], nil
-	case kindLast:
-		return decodeLast(b, next(ar, &ar.lasts))
+	case kindLast, kindFirst:
+		s := next(ar, &ar.lasts)
+		s.first, s.maxValue = k == kindFirst, a.maxValue
+		return decodeLast(b, s)
+	case kindMoments:
+		return decodeMoments(b)
+	case kindFirstN, kindLastN:
+		return decodeList(a, b)
+	case kindLastDistinctN:
+		return decodeDistinct(a, b)
+	case kindHLL:
+		return decodeHLL(a, b, next(ar, &ar.hlls))
+	case kindQuantiles:
+		return decodeQuantiles(a, b, next(ar, &ar.quants))
+	case kindFreq:
+		return decodeFreq(a, b)
 	}
 	return nil, nil, fmt.Errorf("state kind %d: %w", k, ErrCorrupt)
 }
@@ -273,7 +258,7 @@ func (s *countState) merge(o State) { *s += *o.(*countState) }
 func (s *countState) appendBinary(dst []byte) []byte {
 	return binary.AppendUvarint(dst, uint64(*s))
 }
-func (s *countState) value() any { return uint64(*s) }
+func (s *countState) value(*Feature) any { return uint64(*s) }
 
 // sumState is an exact sum; empty sums are 0.
 type sumState struct{ s ExactSum }
@@ -285,7 +270,7 @@ func (s *sumState) add(e *Event, in *Input) {
 }
 func (s *sumState) merge(o State)                  { s.s.Merge(&o.(*sumState).s) }
 func (s *sumState) appendBinary(dst []byte) []byte { return s.s.AppendBinary(dst) }
-func (s *sumState) value() any                     { return finite(s.s.Float64()) }
+func (s *sumState) value(*Feature) any             { return finite(s.s.Float64()) }
 
 // finite maps ±Inf (a sum beyond the float64 range) to null.
 func finite(f float64) any {
@@ -328,7 +313,7 @@ func (s *extremeState) appendBinary(dst []byte) []byte {
 	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(s.v))
 }
 
-func (s *extremeState) value() any {
+func (s *extremeState) value(*Feature) any {
 	if !s.has {
 		return nil
 	}
@@ -360,20 +345,23 @@ func (s *meanState) appendBinary(dst []byte) []byte {
 	return binary.AppendUvarint(dst, s.n)
 }
 
-func (s *meanState) value() any {
+func (s *meanState) value(*Feature) any {
 	if s.n == 0 {
 		return nil
 	}
 	return finite(s.sum.Float64() / float64(s.n))
 }
 
-// lastState keeps the value of the event latest by (time, partition, offset).
-// Empty is null.
+// lastState keeps the value of the event latest by (time, partition,
+// offset), or with first the earliest. Values longer than maxValue bytes are
+// not kept (as if absent). Empty is null.
 type lastState struct {
-	has bool
-	ts  int64
-	pos Pos
-	raw []byte
+	first    bool
+	maxValue int
+	has      bool
+	ts       int64
+	pos      Pos
+	raw      []byte
 	// shared: raw refers to a decoded record's bytes; copy before writing.
 	shared bool
 }
@@ -385,21 +373,42 @@ func (s *lastState) set(raw []byte) {
 	s.raw = append(s.raw[:0], raw...)
 }
 
+// later reports whether an event at (ts, pos) replaces the kept one: it is
+// later, or with first earlier.
 func (s *lastState) later(ts int64, pos Pos) bool {
 	if !s.has {
 		return true
 	}
-	if ts != s.ts {
-		return ts > s.ts
+	c := compareEvents(ts, pos, s.ts, s.pos)
+	if s.first {
+		return c < 0
 	}
-	if pos.Partition != s.pos.Partition {
-		return pos.Partition > s.pos.Partition
+	return c > 0
+}
+
+// compareEvents orders events by (time, partition, offset).
+func compareEvents(ts int64, pos Pos, ts2 int64, pos2 Pos) int {
+	switch {
+	case ts != ts2:
+		return cmpInt(ts, ts2)
+	case pos.Partition != pos2.Partition:
+		return cmpInt(int64(pos.Partition), int64(pos2.Partition))
 	}
-	return pos.Offset > s.pos.Offset
+	return cmpInt(pos.Offset, pos2.Offset)
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func (s *lastState) add(e *Event, in *Input) {
-	if in.Kind == Missing || !s.later(e.TS, e.Pos) {
+	if in.Kind == Missing || len(in.Raw) > s.maxValue || !s.later(e.TS, e.Pos) {
 		return
 	}
 	s.has, s.ts, s.pos = true, e.TS, e.Pos
@@ -454,6 +463,8 @@ func decodeLast(b []byte, s *lastState) (State, []byte, error) {
 	}
 	b = b[m:]
 	n, m := binary.Uvarint(b)
+	// No check against maxValue: a store written before max_value_bytes
+	// existed may hold longer values, and they stay readable.
 	if m <= 0 || n > uint64(len(b)-m) || n == 0 {
 		return nil, nil, fmt.Errorf("last: value: %w", ErrCorrupt)
 	}
@@ -466,9 +477,11 @@ func decodeLast(b []byte, s *lastState) (State, []byte, error) {
 	return s, b[n:], nil
 }
 
-func (s *lastState) value() any {
+func (s *lastState) value(*Feature) any {
 	if !s.has {
 		return nil
 	}
-	return json.RawMessage(s.raw)
+	// A copy: Evaluate keeps merging into s after taking a window's value,
+	// and a first changes as older tiles come.
+	return json.RawMessage(bytes.Clone(s.raw))
 }

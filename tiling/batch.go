@@ -176,7 +176,7 @@ func (v *View) EvaluateBatch(t int64, b *Batch, records []*Record) []any {
 		acc := accs[wi]
 		v.batchPart(acc, b, v.WindowStart(w, t))
 		for _, f := range v.winFeats[wi] {
-			out[f] = acc[v.featAgg[f]].value()
+			out[f] = acc[v.featAgg[f]].value(&v.Features[f])
 		}
 	}
 	return out
@@ -213,8 +213,8 @@ func (v *View) streamWindows(t int64, records []*Record, from int64) [][]State {
 
 func (v *View) newStates() []State {
 	s := make([]State, len(v.aggs))
-	for i, a := range v.aggs {
-		s[i] = newState(a.kind)
+	for i := range v.aggs {
+		s[i] = newState(&v.aggs[i])
 	}
 	return s
 }
@@ -293,8 +293,8 @@ func appendStates(dst []byte, states []State) []byte {
 
 func (v *View) decodeStates(b []byte, ar *stateArena) ([]State, []byte, error) {
 	out := make([]State, len(v.aggs))
-	for i, a := range v.aggs {
-		s, rest, err := decodeStateIn(a.kind, b, ar)
+	for i := range v.aggs {
+		s, rest, err := decodeStateIn(&v.aggs[i], b, ar)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -3,40 +3,72 @@ package tiling
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // go test -tags pebblegozstd -run '^$' -bench . -benchmem ./tiling
+//
+// Per function: BenchmarkAdd (one event into a tile), BenchmarkMerge (one
+// tile of 20 events into an accumulator), BenchmarkFinalize (the value of a
+// 30-day accumulator), BenchmarkStateSize (encoded bytes of a tile, and the
+// worst case the view check assumes). BenchmarkServe30d is the serving path
+// of one key: decode a 30-day window's records and evaluate.
 
-// benchFeature is one feature per function, over column x where it needs one.
+// benchFeature is one feature of fn with its options, over column x for
+// numeric functions and m (a merchant id) for the others.
 func benchFeature(fn Function, w int64) Feature {
-	col := "x"
-	if fn == Count {
-		col = ""
+	f := Feature{Name: string(fn), Function: fn, Column: "x", Window: w}
+	switch fn {
+	case Count:
+		f.Column = ""
+	case First, Last, FirstN, LastN, LastDistinctN, ApproxCountDistinct, TopK:
+		f.Column = "m"
 	}
-	return Feature{Name: string(fn), Function: fn, Column: col, Window: w}
+	switch fn {
+	case FirstN, LastN, LastDistinctN:
+		f.N = 10
+	case TopK:
+		f.K = 10
+	case ApproxPercentile:
+		f.Percentiles = []float64{0.5, 0.9, 0.99}
+	}
+	return f
 }
 
-// benchInput is an amount in cents, as most money columns hold, with its raw
-// JSON text.
-func benchInput(r *rand.Rand) Input {
-	cents := r.IntN(100_000) - 20_000
+// benchGen makes the inputs of a column: amounts in cents, as most money
+// columns hold, and merchant ids of a skewed popularity among 5,000.
+type benchGen struct{ r *rand.Rand }
+
+func (g benchGen) input(col string) Input {
+	if col == "m" {
+		id := int(g.r.ExpFloat64() * 300)
+		raw := strconv.AppendQuote([]byte(nil), "merchant-"+strconv.Itoa(id%5000))
+		return Input{Kind: Other, Raw: raw}
+	}
+	cents := g.r.IntN(100_000) - 20_000
 	x := float64(cents) / 100
 	return Input{Kind: Number, Num: x, Raw: strconv.AppendFloat(nil, x, 'g', -1, 64)}
+}
+
+func (g benchGen) event(v *View, ts int64, pos Pos) Event {
+	e := Event{Key: "k", TS: ts, Pos: pos}
+	for _, c := range v.Columns() {
+		e.Inputs = append(e.Inputs, g.input(c))
+	}
+	return e
 }
 
 func BenchmarkAdd(b *testing.B) {
 	for _, fn := range Functions {
 		b.Run(string(fn), func(b *testing.B) {
 			v := newTestView(b, Minute, MinTime, benchFeature(fn, Hour))
-			r := rand.New(rand.NewPCG(1, 2))
+			g := benchGen{rand.New(rand.NewPCG(1, 2))}
 			events := make([]Event, 1024)
 			for i := range events {
-				events[i] = Event{Key: "k", TS: r.Int64N(Hour)}
-				if len(v.Columns()) > 0 {
-					events[i].Inputs = []Input{benchInput(r)}
-				}
+				events[i] = g.event(v, g.r.Int64N(Hour), Pos{})
 			}
 			rec := v.NewRecord(0)
 			var off int64
@@ -51,32 +83,104 @@ func BenchmarkAdd(b *testing.B) {
 	}
 }
 
-// benchState returns a state of kind k after n events.
-func benchState(k stateKind, n int, r *rand.Rand) State {
-	s := newState(k)
-	for i := range n {
-		in := benchInput(r)
-		e := Event{Key: "k", TS: int64(i), Pos: Pos{Offset: int64(i)}}
-		if k == kindCount {
-			s.add(&e, nil)
-		} else {
-			s.add(&e, &in)
+// benchStates returns tiles tiles of n events each, of fn's one partial
+// aggregate, spread over a month.
+func benchStates(tb testing.TB, fn Function, tiles, n int, seed uint64) (*View, []State) {
+	v := newTestView(tb, Hour, MinTime, benchFeature(fn, 30*Day))
+	g := benchGen{rand.New(rand.NewPCG(seed, 4))}
+	out := make([]State, tiles)
+	off := int64(seed) << 40
+	for i := range out {
+		s := newState(&v.aggs[0])
+		for range n {
+			e := g.event(v, int64(i)*Hour+g.r.Int64N(Hour), Pos{Offset: off})
+			off++
+			var in *Input
+			if len(e.Inputs) > 0 {
+				in = &e.Inputs[0]
+			}
+			s.add(&e, in)
 		}
+		// Tiles are read from the store: merge their decoded form.
+		d, _, err := decodeState(&v.aggs[0], s.appendBinary(nil))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out[i] = d
 	}
-	return s
+	return v, out
 }
 
 func BenchmarkMerge(b *testing.B) {
 	for _, fn := range Functions {
 		b.Run(string(fn), func(b *testing.B) {
-			r := rand.New(rand.NewPCG(3, 4))
-			src := benchState(fn.state(), 20, r)
-			dst := benchState(fn.state(), 20, r)
+			v, tiles := benchStates(b, fn, 720, 20, 3)
+			acc := newState(&v.aggs[0])
+			i := 0
 			b.ReportAllocs()
 			for b.Loop() {
-				dst.merge(src)
+				if i == len(tiles) { // a fresh accumulator per 30 days
+					acc, i = newState(&v.aggs[0]), 0
+				}
+				acc.merge(tiles[i])
+				i++
 			}
 		})
+	}
+}
+
+// BenchmarkFinalize is the cost of a value over 30 days of hour tiles of 20
+// events each (14,400 events): what a read pays per feature after merging.
+func BenchmarkFinalize(b *testing.B) {
+	for _, fn := range Functions {
+		b.Run(string(fn), func(b *testing.B) {
+			v, tiles := benchStates(b, fn, 720, 20, 5)
+			acc := newState(&v.aggs[0])
+			for _, t := range tiles {
+				acc.merge(t)
+			}
+			acc.appendBinary(nil) // fold pending work, as the first value would
+			b.ReportAllocs()
+			for b.Loop() {
+				acc.value(&v.Features[0])
+			}
+		})
+	}
+	for _, p := range []int{12, 14, 16} {
+		b.Run(fmt.Sprintf("approx_count_distinct/dense/precision=%d", p), func(b *testing.B) {
+			s := &hllState{p: uint8(p)}
+			r := rand.New(rand.NewPCG(6, 7))
+			for range 1 << p {
+				s.addHash(r.Uint64())
+			}
+			s.normalize()
+			if s.dense == nil {
+				b.Fatal("not dense")
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.estimate()
+			}
+		})
+	}
+}
+
+// BenchmarkStateSize reports the encoded bytes of one state after n events
+// (a tile's worth), and the worst case that NewView's tile check assumes.
+func BenchmarkStateSize(b *testing.B) {
+	for _, fn := range Functions {
+		for _, n := range []int{1, 60, 1000} {
+			b.Run(fmt.Sprintf("%s/events=%d", fn, n), func(b *testing.B) {
+				v, s := benchStates(b, fn, 1, n, 7)
+				var buf []byte
+				b.ReportAllocs()
+				for b.Loop() {
+					buf = s[0].appendBinary(buf[:0])
+				}
+				b.ReportMetric(float64(len(buf)), "B/state")
+				b.ReportMetric(float64(v.aggs[0].maxBytes()), "B/worst")
+			})
+		}
 	}
 }
 
@@ -96,18 +200,15 @@ func BenchmarkEvaluate7d(b *testing.B) {
 				fs = append(fs, benchFeature(fn, 7*Day))
 			}
 			v := newTestView(b, Minute, MinTime, fs...)
-			r := rand.New(rand.NewPCG(5, 6))
+			g := benchGen{rand.New(rand.NewPCG(5, 6))}
 			const t0 = 1_760_000_000_000 / Day * Day
 			var recs []*Record
 			var off int64
 			for h := range int64(7 * 24) {
 				rec := v.NewRecord(t0 + h*Hour)
 				for m := range int64(60) {
-					e := Event{Key: "k", TS: t0 + h*Hour + m*Minute + r.Int64N(Minute), Pos: Pos{Offset: off}}
+					e := g.event(v, t0+h*Hour+m*Minute+g.r.Int64N(Minute), Pos{Offset: off})
 					off++
-					for range v.Columns() {
-						e.Inputs = append(e.Inputs, benchInput(r))
-					}
 					v.Add(rec, &e)
 				}
 				recs = append(recs, rec)
@@ -131,29 +232,68 @@ func BenchmarkEvaluate7d(b *testing.B) {
 	}
 }
 
-// BenchmarkStateSize reports the encoded size of one state after a minute
-// tile's worth of events (n of them), and how long encoding takes.
-func BenchmarkStateSize(b *testing.B) {
-	for _, fn := range Functions {
-		for _, n := range []int{1, 60} {
-			b.Run(fmt.Sprintf("%s/events=%d", fn, n), func(b *testing.B) {
-				s := benchState(fn.state(), n, rand.New(rand.NewPCG(7, 8)))
-				var buf []byte
-				b.ReportAllocs()
-				for b.Loop() {
-					buf = s.appendBinary(buf[:0])
+// BenchmarkServe30d is one key's read of a view with distinct counts and
+// percentiles over 1h, 1d, 7d and 30d windows at hour granularity (the
+// default for a smallest window of 1h is 5m; 1h is what a view of day-long
+// windows gets): decode the 30 day records of the window from their bytes
+// and evaluate every feature. It reports the 99th percentile of the
+// per-read time beside the mean.
+func BenchmarkServe30d(b *testing.B) {
+	for _, perHour := range []int{1, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("events-per-hour=%d", perHour), func(b *testing.B) {
+			var fs []Feature
+			for _, w := range []int64{Hour, Day, 7 * Day, 30 * Day} {
+				d := benchFeature(ApproxCountDistinct, w)
+				d.Name = "distinct_" + FormatDuration(w)
+				p := benchFeature(ApproxPercentile, w)
+				p.Name = "p_" + FormatDuration(w)
+				s := benchFeature(Sum, w)
+				s.Name = "sum_" + FormatDuration(w)
+				fs = append(fs, d, p, s)
+			}
+			v := newTestView(b, Hour, MinTime, fs...)
+			g := benchGen{rand.New(rand.NewPCG(8, 9))}
+			const t0 = 1_760_000_000_000 / Day * Day
+			var encoded [][]byte
+			var starts []int64
+			var off int64
+			for d := range int64(30) {
+				rec := v.NewRecord(t0 + d*Day)
+				for h := range int64(24) {
+					for range perHour {
+						e := g.event(v, t0+d*Day+h*Hour+g.r.Int64N(Hour), Pos{Offset: off})
+						off++
+						v.Add(rec, &e)
+					}
 				}
-				b.ReportMetric(float64(len(buf)), "B/state")
-			})
-		}
+				encoded = append(encoded, v.AppendRecord(nil, rec))
+				starts = append(starts, rec.Start)
+			}
+			bytes := 0
+			for _, e := range encoded {
+				bytes += len(e)
+			}
+			at := t0 + 30*Day - 1
+			var times []time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				start := time.Now()
+				recs := make([]*Record, len(encoded))
+				for i, e := range encoded {
+					r, err := v.DecodeRecord(starts[i], e)
+					if err != nil {
+						b.Fatal(err)
+					}
+					recs[i] = r
+				}
+				v.Evaluate(at, recs)
+				times = append(times, time.Since(start))
+			}
+			slices.Sort(times)
+			b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds()), "p99-ns/op")
+			b.ReportMetric(float64(bytes), "B/read")
+		})
 	}
-	b.Run("empty", func(b *testing.B) {
-		for b.Loop() {
-		}
-		for _, fn := range Functions {
-			b.ReportMetric(float64(len(newState(fn.state()).appendBinary(nil))), "B/empty-"+string(fn))
-		}
-	})
 }
 
 // BenchmarkRecordCodec encodes and decodes an hour record of minute tiles
@@ -164,13 +304,10 @@ func BenchmarkRecordCodec(b *testing.B) {
 		fs = append(fs, benchFeature(fn, Hour))
 	}
 	v := newTestView(b, Minute, MinTime, fs...)
-	r := rand.New(rand.NewPCG(9, 10))
+	g := benchGen{rand.New(rand.NewPCG(9, 10))}
 	rec := v.NewRecord(0)
 	for i := range int64(600) {
-		e := Event{Key: "k", TS: r.Int64N(Hour), Pos: Pos{Partition: int32(i % 4), Offset: i}}
-		for range v.Columns() {
-			e.Inputs = append(e.Inputs, benchInput(r))
-		}
+		e := g.event(v, g.r.Int64N(Hour), Pos{Partition: int32(i % 4), Offset: i})
 		v.Add(rec, &e)
 	}
 	enc := v.AppendRecord(nil, rec)

@@ -22,15 +22,15 @@ func (v *View) Evaluate(t int64, records []*Record) []any {
 	sort.Slice(wins, func(i, j int) bool { return wins[i].start > wins[j].start })
 
 	acc := make([]State, len(v.aggs))
-	for i, a := range v.aggs {
-		acc[i] = newState(a.kind)
+	for i := range v.aggs {
+		acc[i] = newState(&v.aggs[i])
 	}
 	out := make([]any, len(v.Features))
 	next := 0
 	finish := func(start int64) {
 		for next < len(wins) && start < wins[next].start {
 			for _, f := range v.winFeats[wins[next].idx] {
-				out[f] = acc[v.featAgg[f]].value()
+				out[f] = acc[v.featAgg[f]].value(&v.Features[f])
 			}
 			next++
 		}
@@ -58,7 +58,7 @@ walk:
 	// is false.
 	for ; next < len(wins); next++ {
 		for _, f := range v.winFeats[wins[next].idx] {
-			out[f] = acc[v.featAgg[f]].value()
+			out[f] = acc[v.featAgg[f]].value(&v.Features[f])
 		}
 	}
 	return out

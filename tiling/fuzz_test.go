@@ -3,9 +3,11 @@ package tiling
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"math"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,48 +20,67 @@ import (
 //	go test -tags pebblegozstd -run '^$' -fuzz '^FuzzDecodeRecord$' -fuzztime 10s ./tiling
 
 func FuzzDecodeRecord(f *testing.F) {
-	v := goldenView(f)
+	// Every input is decoded by both views: the first version's kinds, and
+	// every kind added since.
+	views := []*View{goldenView(f), functionsView(f)}
 	for _, g := range goldenRecords {
-		f.Add(v.AppendRecord(nil, buildGolden(f, v, g)))
+		f.Add(views[0].AppendRecord(nil, buildGolden(f, views[0], g)))
 	}
-	const start = -Hour // a record before the epoch: negative tile starts
+	for _, g := range slices.Concat(goldenRecords, functionsRecords) {
+		f.Add(views[1].AppendRecord(nil, buildGolden(f, views[1], g)))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := v.DecodeRecord(start, b)
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
-				t.Fatalf("error %v wraps neither ErrCorrupt nor ErrVersion", err)
-			}
-			return
+		for _, v := range views {
+			fuzzRecord(t, v, b)
 		}
-		// The decoded record keeps the invariants Evaluate and Add rely on.
-		for i, o := range r.Offsets {
-			if o.Partition < 0 || o.Offset < 0 || i > 0 && o.Partition <= r.Offsets[i-1].Partition {
-				t.Fatalf("offsets %+v: not sorted or negative", r.Offsets)
-			}
-		}
-		for i, tl := range r.Tiles {
-			if tl.Start < start || tl.Start >= start+v.Span() || !Aligned(tl.Start, v.Granularity) ||
-				i > 0 && tl.Start <= r.Tiles[i-1].Start || len(tl.States) != len(v.aggs) {
-				t.Fatalf("tile %d at %d: out of the record, unaligned or unsorted", i, tl.Start)
-			}
-		}
-		enc := v.AppendRecord(nil, r)
-		r2, err := v.DecodeRecord(start, enc)
-		if err != nil {
-			t.Fatalf("re-encoding %x of accepted input does not decode: %v", enc, err)
-		}
-		if enc2 := v.AppendRecord(nil, r2); !bytes.Equal(enc, enc2) {
-			t.Fatalf("encoding not stable:\n %x\n %x", enc, enc2)
-		}
-		// Evaluating and updating a decoded record must not panic either.
-		for _, at := range []int64{start - 1, start, start + 30*Minute, start + v.Span() - 1, start + v.Span(), start + Day} {
-			v.Evaluate(at, []*Record{r})
-		}
-		e := Event{Key: "k", TS: start + 59*Minute, Pos: Pos{Partition: 1 << 30, Offset: 1},
-			Inputs: []Input{{Kind: Number, Num: 1, Raw: []byte("1")}, {Kind: Other, Raw: []byte(`"s"`)}}}
-		v.Add(r, &e)
-		v.AppendRecord(nil, r)
 	})
+}
+
+// fuzzRecord checks v's decoder on b: an error wrapping ErrCorrupt or
+// ErrVersion, or a record that keeps the invariants, re-encodes stably and
+// can be evaluated and updated.
+func fuzzRecord(t *testing.T, v *View, b []byte) {
+	const start = -Hour // a record before the epoch: negative tile starts
+	r, err := v.DecodeRecord(start, b)
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) {
+			t.Fatalf("error %v wraps neither ErrCorrupt nor ErrVersion", err)
+		}
+		return
+	}
+	// The decoded record keeps the invariants Evaluate and Add rely on.
+	for i, o := range r.Offsets {
+		if o.Partition < 0 || o.Offset < 0 || i > 0 && o.Partition <= r.Offsets[i-1].Partition {
+			t.Fatalf("offsets %+v: not sorted or negative", r.Offsets)
+		}
+	}
+	for i, tl := range r.Tiles {
+		if tl.Start < start || tl.Start >= start+v.Span() || !Aligned(tl.Start, v.Granularity) ||
+			i > 0 && tl.Start <= r.Tiles[i-1].Start || len(tl.States) != len(v.aggs) {
+			t.Fatalf("tile %d at %d: out of the record, unaligned or unsorted", i, tl.Start)
+		}
+	}
+	enc := v.AppendRecord(nil, r)
+	r2, err := v.DecodeRecord(start, enc)
+	if err != nil {
+		t.Fatalf("re-encoding %x of accepted input does not decode: %v", enc, err)
+	}
+	if enc2 := v.AppendRecord(nil, r2); !bytes.Equal(enc, enc2) {
+		t.Fatalf("encoding not stable:\n %x\n %x", enc, enc2)
+	}
+	// Evaluating and updating a decoded record must not panic either, and
+	// every value must be JSON.
+	for _, at := range []int64{start - 1, start, start + 30*Minute, start + v.Span() - 1, start + v.Span(), start + Day} {
+		for i, x := range v.Evaluate(at, []*Record{r}) {
+			if _, err := json.Marshal(x); err != nil {
+				t.Fatalf("feature %s: value %#v is not JSON: %v", v.Features[i].Name, x, err)
+			}
+		}
+	}
+	e := Event{Key: "k", TS: start + 59*Minute, Pos: Pos{Partition: 1 << 30, Offset: 1},
+		Inputs: []Input{{Kind: Number, Num: 1, Raw: []byte("1")}, {Kind: Other, Raw: []byte(`"s"`)}}}
+	v.Add(r, &e)
+	v.AppendRecord(nil, r)
 }
 
 // exactSumFloat64 computes the float64 of the canonical encoding b of an

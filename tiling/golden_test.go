@@ -22,6 +22,10 @@ var update = flag.Bool("update", false, "rewrite testdata golden files and fuzz 
 
 const goldenPath = "testdata/record_v1.golden"
 
+// functionsGoldenPath pins the states of the functions added after the first
+// version, in records of functionsView.
+const functionsGoldenPath = "testdata/record_v1_functions.golden"
+
 // goldenView has one partial aggregate of every kind, and both kinds of count.
 func goldenView(tb testing.TB) *View {
 	return newTestView(tb, Minute, MinTime,
@@ -34,6 +38,54 @@ func goldenView(tb testing.TB) *View {
 		Feature{Name: "last", Function: Last, Column: "x"},
 		Feature{Name: "label", Function: Last, Column: "s", Window: 30 * Minute},
 	)
+}
+
+// functionsView has a partial aggregate of every kind added after the first
+// version, over the columns of goldenView's events.
+func functionsView(tb testing.TB) *View {
+	return newTestView(tb, Minute, MinTime,
+		Feature{Name: "var_pop", Function: VarPop, Column: "x", Window: Hour},
+		Feature{Name: "var_samp", Function: VarSamp, Column: "x", Window: Hour},
+		Feature{Name: "stddev_pop", Function: StddevPop, Column: "x", Window: Hour},
+		Feature{Name: "stddev_samp", Function: StddevSamp, Column: "x", Window: Hour},
+		Feature{Name: "first", Function: First, Column: "s"},
+		Feature{Name: "first_n", Function: FirstN, Column: "s", N: 2},
+		Feature{Name: "last_n", Function: LastN, Column: "x", N: 3, Window: 5 * Minute},
+		Feature{Name: "last_distinct_n", Function: LastDistinctN, Column: "s", N: 2},
+		Feature{Name: "distinct_dense", Function: ApproxCountDistinct, Column: "x", Precision: 4},
+		Feature{Name: "distinct", Function: ApproxCountDistinct, Column: "s"},
+		Feature{Name: "percentiles", Function: ApproxPercentile, Column: "x", Percentiles: []float64{0, 0.5, 0.99, 1}, Accuracy: 0.05, MaxBins: 8},
+		Feature{Name: "top_k", Function: TopK, Column: "s", K: 2, MaxValueBytes: 32},
+	)
+}
+
+// functionsRecords adds to goldenRecords records that exercise the new
+// states: many values in one tile, repeats, and values past the limits.
+var functionsRecords = []goldenRecord{
+	{name: "many-values-one-tile", events: goldenMany()},
+	{name: "long-and-repeated-labels", events: []goldenEvent{
+		{Minute, 0, 1, `{"s":"a"}`},
+		{Minute, 0, 2, `{"s":"a","x":0.5}`},
+		{Minute + 1, 1, 0, `{"s":"\u0061","x":-0.5}`},
+		{Minute + 2, 1, 1, `{"s":"a very long label past thirty-two bytes"}`},
+		{Minute + 3, 2, 5, `{"s":{"b":1,"a":[true,null]}}`},
+		{Minute + 4, 2, 6, `{"s":{"a":[true,null],"b":1.0}}`},
+		{Minute + 5, 3, 0, `{"s":1}`},
+		{Minute + 5, 3, 1, `{"s":"1"}`},
+	}},
+}
+
+func goldenMany() []goldenEvent {
+	var out []goldenEvent
+	for i := range int64(40) {
+		out = append(out, goldenEvent{
+			ts:     3*Minute + i*1000,
+			part:   int32(i % 3),
+			offset: 1000 + i,
+			fields: fmt.Sprintf(`{"x":%d.%d,"s":"l%d"}`, i*i%97-20, i%10, i%7),
+		})
+	}
+	return out
 }
 
 // goldenEvent is an event for goldenView: its time, position and fields as
@@ -136,9 +188,9 @@ type goldenLine struct {
 	hex   string
 }
 
-func readGolden(tb testing.TB) (map[string]goldenLine, []string) {
+func readGolden(tb testing.TB, path string) (map[string]goldenLine, []string) {
 	tb.Helper()
-	f, err := os.Open(goldenPath)
+	f, err := os.Open(path)
 	if err != nil {
 		tb.Fatalf("%v (regenerate with -update)", err)
 	}
@@ -146,7 +198,7 @@ func readGolden(tb testing.TB) (map[string]goldenLine, []string) {
 	lines := map[string]goldenLine{}
 	var order []string
 	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
+	sc.Buffer(nil, 1<<22)
 	for sc.Scan() {
 		line := sc.Text()
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -169,33 +221,33 @@ func readGolden(tb testing.TB) (map[string]goldenLine, []string) {
 	return lines, order
 }
 
-func TestGoldenRecordEncoding(t *testing.T) {
-	v := goldenView(t)
+// checkGolden compares the encodings of records in v with the golden file at
+// path (rewriting it with -update), and checks that every pinned encoding
+// decodes and re-encodes to itself.
+func checkGolden(t *testing.T, path, header string, v *View, records []goldenRecord) {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Record encoding version 1 (see docs/format.md), pinned: these bytes must keep decoding.\n")
-	fmt.Fprintf(&b, "# Regenerate with: go test ./tiling -run Golden -update\n")
-	fmt.Fprintf(&b, "# View: granularity 1m, span 1h, one state per tile of: count(), count(x), sum(x), min(x), max(x), mean(x), last(x), last(s).\n")
+	b.WriteString(header)
 	fmt.Fprintf(&b, "# name record-start hex\n")
 	want := map[string]goldenLine{}
-	for _, g := range goldenRecords {
+	for _, g := range records {
 		r := buildGolden(t, v, g)
 		h := hex.EncodeToString(v.AppendRecord(nil, r))
 		want[g.name] = goldenLine{r.Start, h}
 		fmt.Fprintf(&b, "%s %d %s\n", g.name, r.Start, h)
 	}
 	if *update {
-		if err := os.MkdirAll(filepath.Dir(goldenPath), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(goldenPath, b.Bytes(), 0o644); err != nil {
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, order := readGolden(t)
-	for _, g := range goldenRecords {
+	got, order := readGolden(t, path)
+	for _, g := range records {
 		gl, ok := got[g.name]
 		if !ok {
-			t.Errorf("%s: missing from %s (regenerate with -update)", g.name, goldenPath)
+			t.Errorf("%s: missing from %s (regenerate with -update)", g.name, path)
 			continue
 		}
 		if gl != want[g.name] {
@@ -217,6 +269,25 @@ func TestGoldenRecordEncoding(t *testing.T) {
 			t.Errorf("%s: re-encoding differs:\n %x\n %x", name, raw, re)
 		}
 	}
+}
+
+func TestGoldenRecordEncoding(t *testing.T) {
+	checkGolden(t, goldenPath,
+		"# Record encoding version 1 (see docs/format.md), pinned: these bytes must keep decoding.\n"+
+			"# Regenerate with: go test ./tiling -run Golden -update\n"+
+			"# View: granularity 1m, span 1h, one state per tile of: count(), count(x), sum(x), min(x), max(x), mean(x), last(x), last(s).\n",
+		goldenView(t), goldenRecords)
+}
+
+// TestGoldenFunctionsEncoding pins the states added after the first version
+// (functionsView), over the first version's records and more.
+func TestGoldenFunctionsEncoding(t *testing.T) {
+	checkGolden(t, functionsGoldenPath,
+		"# Record encoding version 1 (see docs/format.md) with the states added after the first functions, pinned.\n"+
+			"# Regenerate with: go test ./tiling -run Golden -update\n"+
+			"# View: granularity 1m, span 1h, functionsView in golden_test.go: moments(x), first(s), first_n(s), last_n(x),\n"+
+			"# last_distinct_n(s), hll(x) p=4, hll(s) p=12, quantiles(x) K=7 8 bins, top_k(s).\n",
+		functionsView(t), slices.Concat(goldenRecords, functionsRecords))
 }
 
 // TestGoldenValues pins what a few golden records evaluate to, so the bytes
@@ -269,6 +340,19 @@ func fuzzSeeds(tb testing.TB) map[string]map[string]any {
 	records := map[string]any{}
 	for _, g := range goldenRecords {
 		records["golden-"+g.name] = v.AppendRecord(nil, buildGolden(tb, v, g))
+	}
+	fv := functionsView(tb)
+	for _, g := range slices.Concat(goldenRecords, functionsRecords) {
+		b := fv.AppendRecord(nil, buildGolden(tb, fv, g))
+		records["functions-"+g.name] = b
+		// Cut short and with a byte flipped in the middle: corrupt states
+		// of every new kind for the fuzzer to start from.
+		if len(b) > 8 {
+			records["functions-"+g.name+"-truncated"] = b[:len(b)*2/3]
+			flipped := slices.Clone(b)
+			flipped[len(b)/2] ^= 0x41
+			records["functions-"+g.name+"-flipped"] = flipped
+		}
 	}
 	oneEvent := records["golden-one-event"].([]byte)
 	// A tile of goldenView holds, in order: count(), count(x), sum(x), min(x),

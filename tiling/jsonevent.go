@@ -158,7 +158,15 @@ func (d *Decoder) decodeView(v *View, obj *fastjson.Object, pos Pos, now int64, 
 			in.Kind = Other
 		}
 		if v.ColumnRaw(i) {
-			in.Raw = cv.MarshalTo(in.Raw)
+			if cv.Type() == fastjson.TypeString {
+				// fastjson has unescaped the string (Type does) and would
+				// re-escape it with strconv.AppendQuote, whose \x7f and \a
+				// are not JSON: write it as encoding/json does.
+				b, _ := cv.StringBytes()
+				in.Raw = appendJSONString(in.Raw, b)
+			} else {
+				in.Raw = cv.MarshalTo(in.Raw)
+			}
 		}
 	}
 	return ""

@@ -115,8 +115,8 @@ func (v *View) tile(r *Record, start int64) *Tile {
 // NewTile returns the empty tile (identity states) starting at start.
 func (v *View) NewTile(start int64) Tile {
 	t := Tile{Start: start, States: make([]State, len(v.aggs))}
-	for i, a := range v.aggs {
-		t.States[i] = newState(a.kind)
+	for i := range v.aggs {
+		t.States[i] = newState(&v.aggs[i])
 	}
 	return t
 }
@@ -202,8 +202,8 @@ func (v *View) decodeTiles(start int64, b []byte, step, per64 int64) (*Record, e
 		b = b[m:]
 		t := Tile{Start: start + int64(idx)*step, States: states[:len(v.aggs):len(v.aggs)]}
 		states = states[len(v.aggs):]
-		for j, a := range v.aggs {
-			s, rest, err := decodeStateIn(a.kind, b, ar)
+		for j := range v.aggs {
+			s, rest, err := decodeStateIn(&v.aggs[j], b, ar)
 			if err != nil {
 				return nil, fmt.Errorf("record tile %d: %w", idx, err)
 			}

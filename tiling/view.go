@@ -19,6 +19,31 @@ type Feature struct {
 	Column string
 	// Window is the window length in ms; Lifetime (0) for a lifetime window.
 	Window int64
+
+	// Options of some functions (see ValidateOptions); zero means unset, which
+	// takes the default where there is one.
+
+	// N is how many values first_n, last_n and last_distinct_n keep, 1..MaxN.
+	// Required.
+	N int
+	// K is how many values top_k reports, 1..MaxK. Required.
+	K int
+	// Precision p of approx_count_distinct's HyperLogLog (2^p registers),
+	// MinPrecision..MaxPrecision; default DefaultPrecision.
+	Precision int
+	// Percentiles approx_percentile reports, each within [0, 1]. Required.
+	Percentiles []float64
+	// Accuracy is approx_percentile's relative accuracy, within
+	// [MinAccuracy, MaxAccuracy]; default DefaultAccuracy.
+	Accuracy float64
+	// MaxBins bounds approx_percentile's bins; past it the lowest collapse.
+	// MinMaxBins..MaxMaxBins; default DefaultMaxBins.
+	MaxBins int
+	// MaxValueBytes bounds the values that first, last, first_n, last_n,
+	// last_distinct_n and top_k keep: a longer value is not kept, as if
+	// absent. Default DefaultMaxRawBytes for first and last,
+	// DefaultMaxValueBytes for the others.
+	MaxValueBytes int
 }
 
 // View is a validated feature view. Build one with NewView.
@@ -59,6 +84,20 @@ type View struct {
 type aggSpec struct {
 	kind   stateKind
 	column int // index into columns, -1 for none
+	// Parameters of the kinds that take them, zero otherwise: n is the
+	// entries of first_n, last_n and last_distinct_n, the capacity of
+	// top_k, the precision of a HyperLogLog and the bins per octave of
+	// quantiles; maxBins bounds the bins of quantiles; maxValue the bytes of
+	// a kept value.
+	n, maxBins, maxValue int
+	// mapping is derived from n for quantiles; not part of the identity.
+	mapping *quantileMapping
+}
+
+// key is a's identity: features with equal keys share one partial aggregate.
+func (a aggSpec) key() aggSpec {
+	a.mapping = nil
+	return a
 }
 
 // DefaultGranularity follows Tecton: smallest window < 1h → 1m, < 10h → 5m,
@@ -143,6 +182,11 @@ func NewView(v View) (*View, error) {
 			bad("%s: unknown function", where)
 			continue
 		}
+		if err := f.ValidateOptions(); err != nil {
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				bad("%s: %v", where, e)
+			}
+		}
 		needs := f.Function.needsColumn()
 		if needs && f.Column == "" {
 			bad("%s: function %s needs a column", where, f.Function)
@@ -158,9 +202,15 @@ func NewView(v View) (*View, error) {
 	}
 	out := v
 	out.Features = append([]Feature(nil), v.Features...)
+	for i := range out.Features {
+		if p := out.Features[i].Percentiles; p != nil {
+			out.Features[i].Percentiles = append([]float64(nil), p...)
+		}
+	}
 	out.span = recordSpan(g)
 	colIdx := map[string]int{}
 	aggIdx := map[aggSpec]int{}
+	mappings := map[int]*quantileMapping{}
 	for _, f := range out.Features {
 		col := -1
 		if f.Column != "" {
@@ -176,14 +226,23 @@ func NewView(v View) (*View, error) {
 			out.colNumeric[i] = out.colNumeric[i] || f.Function.numeric()
 			out.colRaw[i] = out.colRaw[i] || f.Function.keepsRaw()
 		}
-		spec := aggSpec{kind: f.Function.state(), column: col}
-		i, ok := aggIdx[spec]
+		spec := f.spec(col)
+		i, ok := aggIdx[spec.key()]
 		if !ok {
 			i = len(out.aggs)
-			aggIdx[spec] = i
+			aggIdx[spec.key()] = i
+			if spec.kind == kindQuantiles {
+				if mappings[spec.n] == nil {
+					mappings[spec.n] = newQuantileMapping(spec.n)
+				}
+				spec.mapping = mappings[spec.n]
+			}
 			out.aggs = append(out.aggs, spec)
 		}
 		out.featAgg = append(out.featAgg, i)
+	}
+	if err := out.checkTileSize(); err != nil {
+		return nil, fmt.Errorf("view %q: %w", v.Name, err)
 	}
 	winIdx := map[int64]int{}
 	for _, f := range out.Features {
@@ -212,6 +271,39 @@ func NewView(v View) (*View, error) {
 	return &out, nil
 }
 
+// WorstTileBytes returns the most bytes one tile's states can take, whatever
+// the events: NewView rejects views where it exceeds MaxTileBytes.
+func (v *View) WorstTileBytes() int {
+	n := 3 // the tile index
+	for i := range v.aggs {
+		n += v.aggs[i].maxBytes()
+	}
+	return n
+}
+
+// checkTileSize returns a *TileSizeError if a tile could exceed MaxTileBytes.
+func (v *View) checkTileSize() error {
+	total := v.WorstTileBytes()
+	if total <= MaxTileBytes {
+		return nil
+	}
+	e := &TileSizeError{View: v.Name, Bytes: total}
+	for i := range v.aggs {
+		part := TilePart{Bytes: v.aggs[i].maxBytes()}
+		if part.Bytes < 1024 {
+			continue
+		}
+		for fi, f := range v.Features {
+			if v.featAgg[fi] == i {
+				part.Features = append(part.Features, f.Name)
+			}
+		}
+		e.Parts = append(e.Parts, part)
+	}
+	sort.SliceStable(e.Parts, func(i, j int) bool { return e.Parts[i].Bytes > e.Parts[j].Bytes })
+	return e
+}
+
 // Columns returns the distinct event fields the view aggregates, in the order
 // of the Inputs an Event carries.
 func (v *View) Columns() []string { return v.columns }
@@ -236,7 +328,19 @@ func (v *View) Fingerprint() string {
 		if a.column >= 0 {
 			col = v.columns[a.column]
 		}
-		fmt.Fprintf(&b, " %s(%q)", a.kind, col)
+		fmt.Fprintf(&b, " %s(%q", a.kind, col)
+		// The kinds of the first version print no parameters, so their
+		// fingerprints stay what they were.
+		switch a.kind {
+		case kindLast:
+			if a.maxValue != DefaultMaxRawBytes {
+				fmt.Fprintf(&b, ",max=%d", a.maxValue)
+			}
+		case kindCount, kindSum, kindMin, kindMax, kindMean, kindMoments:
+		default:
+			fmt.Fprintf(&b, ",n=%d,bins=%d,max=%d", a.n, a.maxBins, a.maxValue)
+		}
+		b.WriteString(")")
 	}
 	h := fnv.New64a()
 	h.Write([]byte(b.String()))

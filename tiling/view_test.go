@@ -1,6 +1,10 @@
 package tiling
 
 import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
 	"strings"
 	"testing"
 )
@@ -146,5 +150,100 @@ func TestReadRange(t *testing.T) {
 	v = newTestView(t, Minute, 5*Minute, Feature{Name: "life", Function: Count})
 	if from, to := v.ReadRange(10 * Minute); from != 5*Minute || to != 11*Minute {
 		t.Errorf("lifetime ReadRange = [%d, %d)", from, to)
+	}
+}
+
+// TestFingerprintOfFirstKindsIsUnchanged: stores written before the new
+// functions keep their layout fingerprint.
+func TestFingerprintOfFirstKindsIsUnchanged(t *testing.T) {
+	v := goldenView(t)
+	h := fnv.New64a()
+	h.Write([]byte(`v1 g=60000 span=3600000 count("") count("x") sum("x") min("x") max("x") mean("x") last("x") last("s")`))
+	if want := fmt.Sprintf("%016x", h.Sum64()); v.Fingerprint() != want {
+		t.Errorf("fingerprint %s, want %s", v.Fingerprint(), want)
+	}
+	// Options are part of the layout of the new kinds.
+	a := newTestView(t, Minute, MinTime, Feature{Name: "l", Function: LastN, Column: "x", N: 3})
+	b := newTestView(t, Minute, MinTime, Feature{Name: "l", Function: LastN, Column: "x", N: 4})
+	if a.Fingerprint() == b.Fingerprint() {
+		t.Error("last_n of 3 and of 4: same fingerprint")
+	}
+}
+
+func TestFeatureOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    Feature
+		want []string // one substring per problem; none: valid
+	}{
+		{"last_n with n", Feature{Function: LastN, N: 10}, nil},
+		{"first_n without n", Feature{Function: FirstN}, []string{"n is missing; first_n keeps n values, 1..1000"}},
+		{"n beyond 1000", Feature{Function: LastDistinctN, N: 1001}, []string{"n must be within 1..1000, got 1001"}},
+		{"n on sum", Feature{Function: Sum, N: 3}, []string{"n applies only to first_n, last_n or last_distinct_n, not to sum"}},
+		{"top_k without k", Feature{Function: TopK}, []string{"k is missing"}},
+		{"k of 0 or less", Feature{Function: TopK, K: -1}, []string{"k must be within 1..1000, got -1"}},
+		{"precision out of range", Feature{Function: ApproxCountDistinct, Precision: 17}, []string{"precision must be within 4..16, got 17"}},
+		{"precision on percentiles", Feature{Function: ApproxPercentile, Percentiles: []float64{0.5}, Precision: 12},
+			[]string{"precision applies only to approx_count_distinct, not to approx_percentile"}},
+		{"percentiles missing", Feature{Function: ApproxPercentile}, []string{"percentiles is missing"}},
+		{"percentiles out of range and repeated", Feature{Function: ApproxPercentile, Percentiles: []float64{99, 0.5, 0.5, math.NaN()}},
+			[]string{"percentile 99 is not within 0..1 (write 0.99", "percentile 0.5 is listed twice", "percentile NaN is not within 0..1"}},
+		{"accuracy and bins out of range", Feature{Function: ApproxPercentile, Percentiles: []float64{1}, Accuracy: 0.9, MaxBins: 4},
+			[]string{"accuracy must be within 0.001..0.5, got 0.9", "max_bins must be within 8..16384, got 4"}},
+		{"accuracy on top_k", Feature{Function: TopK, K: 3, Accuracy: 0.1}, []string{"accuracy applies only to approx_percentile"}},
+		{"max_value_bytes on count", Feature{Function: Count, MaxValueBytes: 10}, []string{"max_value_bytes applies only to first, last, first_n, last_n, last_distinct_n or top_k, not to count"}},
+		{"max_value_bytes beyond a tile", Feature{Function: Last, MaxValueBytes: MaxTileBytes + 1}, []string{"max_value_bytes must be within 1..368640"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.f.ValidateOptions()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error; want %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("missing %q in:\n%v", w, err)
+				}
+			}
+			if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != len(tc.want) {
+				t.Errorf("%d problems, want %d:\n%v", n, len(tc.want), err)
+			}
+		})
+	}
+}
+
+func TestTileSizeIsChecked(t *testing.T) {
+	// Within the limit: the largest single options at their defaults.
+	for _, f := range []Feature{
+		{Name: "a", Function: LastN, Column: "x", N: MaxN},
+		{Name: "a", Function: LastDistinctN, Column: "x", N: MaxN},
+		{Name: "a", Function: TopK, Column: "x", K: MaxK},
+		{Name: "a", Function: ApproxCountDistinct, Column: "x", Precision: MaxPrecision},
+		{Name: "a", Function: ApproxPercentile, Column: "x", Percentiles: []float64{0.5}, MaxBins: MaxMaxBins},
+	} {
+		v := newTestView(t, Minute, MinTime, f)
+		if b := v.WorstTileBytes(); b > MaxTileBytes {
+			t.Errorf("%s: %d bytes", f.Function, b)
+		}
+	}
+	_, err := NewView(View{Name: "big", Topic: "t", Entity: "e", Timestamp: "ts", LifetimeStart: MinTime, Features: []Feature{
+		{Name: "recent", Function: LastN, Column: "x", N: 1000},
+		{Name: "merchants", Function: LastDistinctN, Column: "m", N: 1000},
+		{Name: "n", Function: Count},
+	}})
+	var tse *TileSizeError
+	if !errors.As(err, &tse) {
+		t.Fatalf("got %v, want a TileSizeError", err)
+	}
+	if tse.Bytes <= MaxTileBytes || len(tse.Parts) != 2 || tse.Parts[0].Features[0] != "recent" {
+		t.Errorf("%+v", tse)
+	}
+	if want := `view "big": a tile may take`; !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "lower n, k") {
+		t.Errorf("message: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -116,6 +117,14 @@ type fileFeature struct {
 	Function string `yaml:"function"`
 	Column   string `yaml:"column"`
 	Window   string `yaml:"window"`
+	// Options of some functions (tiling.Feature, docs/config.md).
+	N             *int      `yaml:"n"`
+	K             *int      `yaml:"k"`
+	Precision     *int      `yaml:"precision"`
+	Percentiles   []float64 `yaml:"percentiles"`
+	Accuracy      *float64  `yaml:"accuracy"`
+	MaxBins       *int      `yaml:"max_bins"`
+	MaxValueBytes *int      `yaml:"max_value_bytes"`
 }
 
 // settings is the validated configuration.
@@ -536,6 +545,8 @@ func kindName(k reflect.Kind) string {
 		return "an integer"
 	case reflect.Bool:
 		return "true or false"
+	case reflect.Float64:
+		return "a number"
 	}
 	return k.String()
 }
@@ -881,13 +892,22 @@ func (c *checker) view(f *fileView, where string) (viewSettings, bool) {
 				c.addf(fw, "window must be positive (or lifetime), got %s", ff.Window)
 			}
 		}
-		v.Features = append(v.Features, tiling.Feature{Name: ff.Name, Function: fn, Column: ff.Column, Window: w})
+		tf := tiling.Feature{Name: ff.Name, Function: fn, Column: ff.Column, Window: w}
+		if knownFunction(fn) {
+			c.options(fw, &ff, &tf)
+		}
+		v.Features = append(v.Features, tf)
 	}
 
 	if len(c.problems) > before || shapeless {
 		return vs, false
 	}
 	built, err := tiling.NewView(v)
+	var tse *tiling.TileSizeError
+	if errors.As(err, &tse) {
+		c.addf(where, "%v", tse)
+		return vs, false
+	}
 	if err != nil {
 		// Unreachable while the checks above cover NewView's; kept so that a
 		// rule added there is reported rather than lost.
@@ -896,6 +916,54 @@ func (c *checker) view(f *fileView, where string) (viewSettings, bool) {
 	}
 	vs.View = built
 	return vs, true
+}
+
+// options copies a feature's options into tf and checks them with
+// tiling's rules. An option set explicitly to 0 is reported here (tiling
+// reads 0 as unset, which would say "missing").
+func (c *checker) options(where string, ff *fileFeature, tf *tiling.Feature) {
+	takes := func(option string) bool { return slices.Contains(tf.Function.Options(), option) }
+	ints := []struct {
+		name   string
+		p      *int
+		dst    *int
+		lo, hi int
+	}{
+		{"n", ff.N, &tf.N, 1, tiling.MaxN},
+		{"k", ff.K, &tf.K, 1, tiling.MaxK},
+		{"precision", ff.Precision, &tf.Precision, tiling.MinPrecision, tiling.MaxPrecision},
+		{"max_bins", ff.MaxBins, &tf.MaxBins, tiling.MinMaxBins, tiling.MaxMaxBins},
+		{"max_value_bytes", ff.MaxValueBytes, &tf.MaxValueBytes, 1, tiling.MaxTileBytes},
+	}
+	for _, o := range ints {
+		if o.p == nil {
+			continue
+		}
+		*o.dst = *o.p
+		if *o.p == 0 {
+			if takes(o.name) {
+				c.addf(where, "%s must be within %d..%d, got 0", o.name, o.lo, o.hi)
+			}
+			*o.dst = o.lo // reported, or not taken (which tiling reports)
+		}
+	}
+	if ff.Accuracy != nil {
+		tf.Accuracy = *ff.Accuracy
+		if tf.Accuracy == 0 {
+			if takes("accuracy") {
+				c.addf(where, "accuracy must be within %v..%v, got 0", tiling.MinAccuracy, tiling.MaxAccuracy)
+			}
+			tf.Accuracy = tiling.MinAccuracy
+		}
+	}
+	if ff.Percentiles != nil {
+		tf.Percentiles = append([]float64{}, ff.Percentiles...)
+	}
+	if err := tf.ValidateOptions(); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			c.addf(where, "%v", e)
+		}
+	}
 }
 
 // name checks a view or feature name: it appears in URLs, metric labels and

@@ -1,0 +1,421 @@
+package tiling
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/big"
+	"math/bits"
+	"slices"
+)
+
+// approx_percentile is a DDSketch (Masson, Rim, Lee, "DDSketch: a fast and
+// fully-mergeable quantile sketch with relative-error guarantees", 2019):
+// values are counted in logarithmic bins, K per power of two, so a bin
+// [2^(i/K), 2^((i+1)/K)) is γ = 2^(1/K) wide and its representative value is
+// within α = (γ−1)/(γ+1) of every value in it. K is the smallest whole
+// number of bins per octave meeting the configured accuracy (binsPerOctave).
+//
+// The bins of a value are computed exactly from its bits: the exponent, and
+// the position of the 52-bit fraction among K−1 thresholds (the smallest
+// fractions f with (1 + f/2^52)^K ≥ 2^j, found with integer arithmetic). A
+// value's bin is thus the same on every platform; a mapping through math.Log
+// (assembly on amd64, pure Go elsewhere) or through polynomials that a
+// compiler may contract into fused multiply-adds would not pin it, and the
+// bins are part of the stored bytes.
+//
+// The state is the exact count per non-empty bin (negative values in the
+// bins of their magnitude, zero in a bin of its own), and the exact minimum
+// and maximum. At most maxBins bins are kept: past it the lowest bins (most
+// negative values first) collapse into the lowest one kept. Collapsing keeps
+// the merge contract: the bins of A ∪ B above its cut are above the cuts of
+// A and B, which kept them exactly, and everything at or below the cut ends
+// in the cut bin either way. So any split and merge order give the bytes of
+// one sketch of every event, and percentiles whose rank lies above the
+// collapsed bins keep the accuracy guarantee.
+//
+// Why not github.com/DataDog/sketches-go (v1.4.8): its mappings use math.Log
+// or float polynomials (see above), its counts are float64, and its stores'
+// layouts and encodings depend on how their arrays grew; canonical bytes
+// would need a store of our own anyway, which is most of the code here.
+//
+// A percentile q of n values is the value of rank ⌊q·(n−1)⌋ (0-based) in
+// ascending order, as in DDSketch: the sketch returns its bin's
+// representative, clamped to [min, max]; rank 0 and n−1 return the exact
+// minimum and maximum.
+
+// quantileBias offsets bin indexes so that keys of positive values are
+// positive, of negative values negative, and 0 is the zero bin: bin indexes
+// lie within ±1075·K ≤ ±2^19 for K ≤ 347.
+const quantileBias = 1 << 40
+
+// quantileMapping maps values to bins for K bins per octave.
+type quantileMapping struct {
+	k int
+	// thresholds[j-1] is the smallest 52-bit fraction f with
+	// (1 + f/2^52)^K ≥ 2^j, j = 1..K−1.
+	thresholds []uint64
+	// minIndex and maxIndex are the bins of the smallest and largest
+	// positive float64.
+	minIndex, maxIndex int64
+	// rep[j] is the representative of the bins [2^(e+j/K), 2^(e+(j+1)/K))
+	// divided by 2^e: 2^(j/K)·2γ/(1+γ), the point within α of both ends.
+	rep []float64
+}
+
+func newQuantileMapping(k int) *quantileMapping {
+	m := &quantileMapping{k: k, thresholds: make([]uint64, k-1), rep: make([]float64, k)}
+	one := new(big.Int).Lsh(big.NewInt(1), 52)
+	reaches := func(f uint64, j int) bool { // (2^52 + f)^K ≥ 2^(j+52K)
+		x := new(big.Int).Add(one, new(big.Int).SetUint64(f))
+		x.Exp(x, big.NewInt(int64(k)), nil)
+		return x.BitLen() > j+52*k
+	}
+	for j := 1; j < k; j++ {
+		f := uint64((math.Exp2(float64(j)/float64(k)) - 1) * (1 << 52))
+		for f < 1<<52-1 && !reaches(f, j) {
+			f++
+		}
+		for f > 0 && reaches(f-1, j) {
+			f--
+		}
+		m.thresholds[j-1] = f
+	}
+	m.minIndex, m.maxIndex = m.index(math.SmallestNonzeroFloat64), m.index(math.MaxFloat64)
+	g := math.Exp2(1 / float64(k))
+	for j := range m.rep {
+		m.rep[j] = math.Exp2(float64(j)/float64(k)) * 2 * g / (1 + g)
+	}
+	return m
+}
+
+// index returns the bin of x > 0 (finite): e·K + j for x in
+// [2^(e+j/K), 2^(e+(j+1)/K)).
+func (m *quantileMapping) index(x float64) int64 {
+	b := math.Float64bits(x)
+	exp := int(b >> 52 & 0x7ff)
+	frac := b & (1<<52 - 1)
+	e := exp - 1023
+	if exp == 0 { // subnormal: normalise the fraction
+		shift := bits.LeadingZeros64(frac) - 11 // bring the top bit to bit 52
+		frac = frac << shift & (1<<52 - 1)
+		e = -1022 - shift
+	}
+	j, _ := slices.BinarySearch(m.thresholds, frac+1) // thresholds ≤ frac
+	return int64(e)*int64(m.k) + int64(j)
+}
+
+// value returns the representative of bin i.
+func (m *quantileMapping) value(i int64) float64 {
+	e := i / int64(m.k)
+	j := i % int64(m.k)
+	if j < 0 {
+		j += int64(m.k)
+		e--
+	}
+	return math.Ldexp(m.rep[j], int(e))
+}
+
+// key returns the bin key of x: negative for x < 0, 0 for zero, positive for
+// x > 0, in the order of the values.
+func (m *quantileMapping) key(x float64) int64 {
+	switch {
+	case x > 0:
+		return quantileBias + m.index(x)
+	case x < 0:
+		return -(quantileBias + m.index(-x))
+	}
+	return 0
+}
+
+// keyValue returns the representative value of bin key k.
+func (m *quantileMapping) keyValue(k int64) float64 {
+	switch {
+	case k > 0:
+		return m.value(k - quantileBias)
+	case k < 0:
+		return -m.value(-k - quantileBias)
+	}
+	return 0
+}
+
+// validKey reports whether k is a key some finite value maps to.
+func (m *quantileMapping) validKey(k int64) bool {
+	if k == 0 {
+		return true
+	}
+	if k < 0 {
+		k = -k
+	}
+	i := k - quantileBias
+	return i >= m.minIndex && i <= m.maxIndex
+}
+
+type quantileBin struct {
+	key   int64
+	count uint64
+}
+
+// quantileState is the bins, ascending by key, and the exact extremes.
+type quantileState struct {
+	mapping  *quantileMapping
+	maxBins  int
+	bins     []quantileBin
+	work     *quantileWork // bins not yet folded in, when added or merged into
+	min, max float64       // valid when n > 0
+	n        uint64        // total count
+	// packed, when not nil, holds the bins as decoded (validated), and bins
+	// is nil: a read merges a tile's bins straight from its bytes.
+	packed     []byte
+	packedBins int
+}
+
+type quantileWork struct {
+	pending, scratch []quantileBin // pending: any order, repeats
+}
+
+func (s *quantileState) w() *quantileWork {
+	if s.work == nil {
+		s.work = new(quantileWork)
+	}
+	return s.work
+}
+
+// pend returns the bins not yet folded in.
+func (s *quantileState) pend() []quantileBin {
+	if s.work == nil {
+		return nil
+	}
+	return s.work.pending
+}
+
+// appendPackedBins appends the m bins of a packed form to dst.
+func appendPackedBins(dst []quantileBin, p []byte, m int) []quantileBin {
+	var key int64
+	for i := range m {
+		var k int
+		if i == 0 {
+			key, k = binary.Varint(p)
+		} else {
+			d, kk := binary.Uvarint(p)
+			key, k = key+int64(d), kk
+		}
+		p = p[k:]
+		c, k := binary.Uvarint(p)
+		p = p[k:]
+		dst = append(dst, quantileBin{key, c})
+	}
+	return dst
+}
+
+func (s *quantileState) unpack() {
+	if s.packed == nil {
+		return
+	}
+	s.bins = make([]quantileBin, 0, s.packedBins)
+	s.bins = appendPackedBins(s.bins, s.packed, s.packedBins)
+	s.packed = nil
+}
+
+func (s *quantileState) add(e *Event, in *Input) {
+	if in.Kind != Number {
+		return
+	}
+	x := in.Num
+	s.extremes(x, x)
+	s.n++
+	s.w().pending = append(s.w().pending, quantileBin{s.mapping.key(x), 1})
+	if len(s.pend()) > max(s.maxBins, 64) {
+		s.normalize()
+	}
+}
+
+func (s *quantileState) extremes(lo, hi float64) {
+	if s.n == 0 {
+		s.min, s.max = lo, hi
+		return
+	}
+	s.min, s.max = min(s.min, lo), max(s.max, hi)
+}
+
+// normalize folds pending into bins and collapses the lowest bins beyond
+// maxBins.
+func (s *quantileState) normalize() {
+	if len(s.pend()) == 0 {
+		return
+	}
+	s.unpack()
+	s.w().pending, s.w().scratch = radixSortBins(s.w().pending, s.w().scratch)
+	out := make([]quantileBin, 0, len(s.bins)+len(s.pend()))
+	i, j := 0, 0
+	for i < len(s.bins) || j < len(s.pend()) {
+		var b quantileBin
+		if j == len(s.pend()) || i < len(s.bins) && s.bins[i].key <= s.pend()[j].key {
+			b = s.bins[i]
+			i++
+		} else {
+			b = s.pend()[j]
+			j++
+		}
+		if n := len(out); n > 0 && out[n-1].key == b.key {
+			out[n-1].count += b.count
+		} else {
+			out = append(out, b)
+		}
+	}
+	if over := len(out) - s.maxBins; over > 0 {
+		for _, b := range out[:over] {
+			out[over].count += b.count
+		}
+		out = out[over:]
+	}
+	s.bins, s.w().pending = out, s.w().pending[:0]
+}
+
+// merge folds o in; o is read, never changed.
+func (s *quantileState) merge(o State) {
+	x := o.(*quantileState)
+	if x.n == 0 {
+		return
+	}
+	empty := s.n == 0
+	s.extremes(x.min, x.max)
+	s.n += x.n
+	if empty && len(x.pend()) == 0 {
+		// Share x's bins: never written in place (normalize builds anew).
+		s.bins, s.packed, s.packedBins = x.bins, x.packed, x.packedBins
+		return
+	}
+	if x.packed != nil {
+		w := s.w()
+		w.pending = appendPackedBins(w.pending, x.packed, x.packedBins)
+	}
+	s.w().pending = append(s.w().pending, x.bins...)
+	s.w().pending = append(s.w().pending, x.pend()...)
+	if len(s.pend()) > max(s.maxBins, 64) {
+		s.normalize()
+	}
+}
+
+// appendBinary appends uvarint m, the number of bins (0: empty, nothing
+// follows); the minimum and maximum, 8 bytes little-endian each; then m ×
+// (key, uvarint count ≥ 1), ascending, the first key a varint and each later
+// one the uvarint difference from the previous.
+func (s *quantileState) appendBinary(dst []byte) []byte {
+	s.normalize()
+	if s.packed != nil {
+		dst = binary.AppendUvarint(dst, uint64(s.packedBins))
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s.min))
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s.max))
+		return append(dst, s.packed...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s.bins)))
+	if len(s.bins) == 0 {
+		return dst
+	}
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s.min))
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s.max))
+	for i, b := range s.bins {
+		if i == 0 {
+			dst = binary.AppendVarint(dst, b.key)
+		} else {
+			dst = binary.AppendUvarint(dst, uint64(b.key-s.bins[i-1].key))
+		}
+		dst = binary.AppendUvarint(dst, b.count)
+	}
+	return dst
+}
+
+func decodeQuantiles(a *aggSpec, b []byte, s *quantileState) (State, []byte, error) {
+	s.mapping, s.maxBins = a.mapping, a.maxBins
+	bad := func(why string) (State, []byte, error) {
+		return nil, nil, fmt.Errorf("quantiles: %s: %w", why, ErrCorrupt)
+	}
+	m, k := binary.Uvarint(b)
+	if k <= 0 || m > uint64(a.maxBins) || m > uint64(len(b)) {
+		return bad("bin count")
+	}
+	b = b[k:]
+	if m == 0 {
+		return s, b, nil
+	}
+	if len(b) < 16 {
+		return bad("short")
+	}
+	s.min = math.Float64frombits(binary.LittleEndian.Uint64(b))
+	s.max = math.Float64frombits(binary.LittleEndian.Uint64(b[8:]))
+	b = b[16:]
+	if math.IsNaN(s.min) || math.IsInf(s.min, 0) || math.IsNaN(s.max) || math.IsInf(s.max, 0) || s.min > s.max ||
+		s.min == 0 && math.Signbit(s.min) || s.max == 0 && math.Signbit(s.max) {
+		return bad("extremes")
+	}
+	start := b
+	var key int64
+	for i := range m {
+		if i == 0 {
+			if key, k = binary.Varint(b); k <= 0 {
+				return bad("key")
+			}
+		} else {
+			d, kk := binary.Uvarint(b)
+			if kk <= 0 || d == 0 || d > 1<<42 {
+				return bad("key")
+			}
+			key, k = key+int64(d), kk
+		}
+		if !s.mapping.validKey(key) {
+			return bad("key")
+		}
+		b = b[k:]
+		c, kk := binary.Uvarint(b)
+		if kk <= 0 || c == 0 || s.n+c < s.n {
+			return bad("count")
+		}
+		s.n += c
+		b = b[kk:]
+	}
+	// The extremes are not checked against the bins: a read clamps to them.
+	s.packed, s.packedBins = start[:len(start)-len(b)], int(m)
+	return s, b, nil
+}
+
+// value returns the feature's percentiles as a JSON object, in the order
+// the feature lists them; null when empty.
+func (s *quantileState) value(f *Feature) any {
+	s.normalize()
+	s.unpack()
+	if s.n == 0 {
+		return nil
+	}
+	out := []byte{'{'}
+	for i, q := range f.Percentiles {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, '"')
+		out = appendJSONNumber(out, q)
+		out = append(out, '"', ':')
+		out = appendJSONNumber(out, s.quantile(q))
+	}
+	return json.RawMessage(append(out, '}'))
+}
+
+// quantile returns the estimate of the value of rank ⌊q·(n−1)⌋.
+func (s *quantileState) quantile(q float64) float64 {
+	r := uint64(math.Floor(q * float64(s.n-1)))
+	switch {
+	case r == 0:
+		return s.min
+	case r >= s.n-1:
+		return s.max
+	}
+	var cum uint64
+	for _, b := range s.bins {
+		cum += b.count
+		if cum > r {
+			return min(max(s.mapping.keyValue(b.key), s.min), s.max)
+		}
+	}
+	return s.max
+}
