@@ -78,14 +78,22 @@ func produce(tb testing.TB, brokers []string, partitions int32, n, keys int, spa
 }
 
 // ingestAll runs an Ingester over the topic until the group committed every
-// end offset, and returns how long that took.
-func ingestAll(tb testing.TB, brokers []string, group string, v *tiling.View, store *state.Store) time.Duration {
+// end offset, and returns how long that took. With an offline log, the
+// events are archived too and offsets are committed only once archived: when
+// the store holds every event, the archive is rolled at once (SyncArchive,
+// as a heal would) instead of waiting out ArchiveRollInterval, so the time
+// counts the archive's work, not its roll timer.
+func ingestAll(tb testing.TB, brokers []string, group string, v *tiling.View, store *state.Store, arch *state.OfflineLog) time.Duration {
 	tb.Helper()
 	cfg := ingest.DefaultConfig()
 	cfg.Brokers = brokers
 	cfg.Group = group
 	cfg.LagInterval = time.Second
-	in, err := ingest.New(cfg, []*tiling.View{v}, store, nil, ingest.NewMetrics(prometheus.NewRegistry()), quiet())
+	var archiver ingest.Archiver
+	if arch != nil {
+		archiver = arch
+	}
+	in, err := ingest.New(cfg, []*tiling.View{v}, store, archiver, ingest.NewMetrics(prometheus.NewRegistry()), quiet())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -103,18 +111,26 @@ func ingestAll(tb testing.TB, brokers []string, group string, v *tiling.View, st
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- in.Run(ctx) }()
+	synced := arch == nil
 	for {
-		committed, err := adm.FetchOffsets(ctx, group)
-		if err == nil {
-			caughtUp := true
-			ends.Each(func(o kadm.ListedOffset) {
-				if c, ok := committed.Lookup(o.Topic, o.Partition); o.Offset > 0 && (!ok || c.At < o.Offset) {
-					caughtUp = false
-				}
-			})
-			if caughtUp {
-				break
+		if !synced {
+			prog, err := store.Progress(topic)
+			if err != nil {
+				tb.Fatal(err)
 			}
+			if caughtUp(ends, func(p int32) (int64, bool) { pr, ok := prog[p]; return pr.Next, ok }) {
+				if _, err := in.SyncArchive(ctx, v.Name); err != nil {
+					tb.Fatal(err)
+				}
+				synced = true
+			}
+		}
+		committed, err := adm.FetchOffsets(ctx, group)
+		if err == nil && synced && caughtUp(ends, func(p int32) (int64, bool) {
+			c, ok := committed.Lookup(topic, p)
+			return c.At, ok
+		}) {
+			break
 		}
 		select {
 		case err := <-done:
@@ -131,6 +147,18 @@ func ingestAll(tb testing.TB, brokers []string, group string, v *tiling.View, st
 		tb.Fatal(err)
 	}
 	return elapsed
+}
+
+// caughtUp reports whether at(p) reaches the end offset of every non-empty
+// partition.
+func caughtUp(ends kadm.ListedOffsets, at func(p int32) (int64, bool)) bool {
+	ok := true
+	ends.Each(func(o kadm.ListedOffset) {
+		if c, has := at(o.Partition); o.Offset > 0 && (!has || c < o.Offset) {
+			ok = false
+		}
+	})
+	return ok
 }
 
 func newCluster(tb testing.TB, partitions int32) *kfake.Cluster {

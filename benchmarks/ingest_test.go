@@ -1,16 +1,26 @@
 package benchmarks
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/tilestream/tilestream/state"
 	"github.com/tilestream/tilestream/tiling"
 )
 
 // BenchmarkIngestEndToEnd measures events/s from a kfake topic through
 // decode, tiling and durable Pebble flushes to committed offsets: 500k events
 // over 10,000 keys and 8 days (20k in -short mode), 8 partitions, each
-// iteration into a fresh store with a fresh consumer group.
+// iteration into a fresh store with a fresh consumer group. The kfake broker
+// runs in the same process and shares the CPU.
+//
+// archive=off writes stream records only. archive=on also archives every
+// event to an offline log in a temp dir (default config: roll at 200k rows or
+// 1 minute) and commits offsets only once archived — the product's real
+// path; the final roll is forced when the store holds every event (see
+// ingestAll).
 func BenchmarkIngestEndToEnd(b *testing.B) {
 	events := 500_000
 	if testing.Short() {
@@ -19,14 +29,33 @@ func BenchmarkIngestEndToEnd(b *testing.B) {
 	c := newCluster(b, 8)
 	produce(b, c.ListenAddrs(), 8, events, 10_000, 8*tiling.Day)
 	v := demoView(b)
-	var total time.Duration
-	i := 0
-	for b.Loop() {
-		b.StopTimer()
-		store := openStore(b)
-		b.StartTimer()
-		total += ingestAll(b, c.ListenAddrs(), "bench"+string(rune('a'+i)), v, store)
-		i++
+	group := 0
+	for _, archive := range []bool{false, true} {
+		name := "archive=off"
+		if archive {
+			name = "archive=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			var total time.Duration
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				store, done := scratchStore(b)
+				var off *state.OfflineLog
+				if archive {
+					off = openOffline(b)
+				}
+				b.StartTimer()
+				group++
+				total += ingestAll(b, c.ListenAddrs(), fmt.Sprintf("bench-%d", group), v, store, off)
+				b.StopTimer()
+				done()
+				b.StartTimer()
+				i++
+			}
+			eps := float64(events*i) / total.Seconds()
+			b.ReportMetric(eps, "events/s")
+			b.ReportMetric(eps/float64(runtime.GOMAXPROCS(0)), "events/s/core")
+		})
 	}
-	b.ReportMetric(float64(events*i)/total.Seconds(), "events/s")
 }

@@ -1,0 +1,159 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/tilestream/tilestream/healer"
+	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// archivedHistory archives n events of keys random keys, in time order,
+// over the 30 days before at (minus the lateness, so a heal at at covers
+// them all), into a fresh offline log.
+func archivedHistory(b *testing.B, v *tiling.View, n, keys int, at int64, count bool) (*state.OfflineLog, *history) {
+	b.Helper()
+	off := openOffline(b)
+	h := newHistory(b, v, nil, off)
+	if count {
+		h.countTiles()
+	}
+	to := tiling.AlignDown(at-2*healLateness, v.Granularity)
+	h.random("u", keys, n, to-30*tiling.Day, to, rand.New(rand.NewPCG(3, 4)))
+	h.flush()
+	return off, h
+}
+
+// fullHeal heals v from off into a fresh store and returns the result and
+// the time the heal took (store set-up excluded).
+func fullHeal(b *testing.B, v *tiling.View, off *state.OfflineLog, at int64) (healer.Result, time.Duration) {
+	b.Helper()
+	b.StopTimer()
+	store, done := scratchStore(b)
+	defer done()
+	h := newHealer(b, v, store, off, at)
+	b.StartTimer()
+	start := time.Now()
+	res, err := h.Heal(context.Background(), v.Name, healer.Options{Full: true})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !res.Installed {
+		b.Fatalf("heal installed nothing: %+v", res)
+	}
+	b.StartTimer()
+	return res, elapsed
+}
+
+// BenchmarkHeal is the heal's throughput: a full heal of 30 days of archived
+// history (2M events over 10,000 keys, 200k in -short mode; demo view, 1m
+// tiles) from the offline log's Parquet files into installed batch records
+// (day and detail records, summaries, heads) in a fresh Pebble store. The
+// heal runs on one goroutine (days one after another; Pebble flushes and
+// compacts in the background), so events/s/core divides by GOMAXPROCS only
+// to state the target's unit.
+//
+// read is the offline log's own speed on the same files: ReadDay over every
+// day, doing nothing with the events. heal ÷ read is the heal's overhead.
+func BenchmarkHeal(b *testing.B) {
+	n, keys := 2_000_000, 10_000
+	if testing.Short() {
+		n = 200_000
+	}
+	v := demoView(b)
+	at := time.Now().UnixMilli()
+	off, _ := archivedHistory(b, v, n, keys, at, false)
+	procs := float64(runtime.GOMAXPROCS(0))
+
+	b.Run("read", func(b *testing.B) {
+		days, err := off.Days(v.Name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		var events int64
+		var sum float64
+		for b.Loop() {
+			for _, d := range days {
+				st, err := off.ReadDay(v, "", d.Date, func(e *tiling.Event) error {
+					sum += float64(e.TS)
+					return nil
+				}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				events += st.Events
+			}
+		}
+		if events == 0 {
+			b.Fatal("no events read")
+		}
+		eps := float64(events) / b.Elapsed().Seconds()
+		b.ReportMetric(eps, "events/s")
+		b.ReportMetric(eps/procs, "events/s/core")
+	})
+
+	b.Run("heal", func(b *testing.B) {
+		b.ReportAllocs()
+		var events int64
+		var took time.Duration
+		var res healer.Result
+		for b.Loop() {
+			var d time.Duration
+			res, d = fullHeal(b, v, off, at)
+			events += res.Events
+			took += d
+		}
+		if res.Events != int64(n) {
+			b.Fatalf("heal read %d events, want %d", res.Events, n)
+		}
+		eps := float64(events) / took.Seconds()
+		b.ReportMetric(eps, "events/s")
+		b.ReportMetric(eps/procs, "events/s/core")
+		b.ReportMetric(float64(res.Records), "records")
+	})
+}
+
+// BenchmarkBackfillWrites is a 30-day backfill: a full heal of 30 days of
+// archived history at 1-minute tiles into a fresh store. It reports the
+// online-store records the heal wrote (healer.Result.Records: detail, day
+// and summary records and heads) against the writes a tile-per-record
+// design needs (one per distinct (key, minute tile)), and the stream
+// layout's (one per distinct (key, hour record)). keys=5000 is the case of
+// the issue (1M events, about 200 per key: sparse, most tiles hold one
+// event); keys=500 is ten times denser.
+func BenchmarkBackfillWrites(b *testing.B) {
+	n := 1_000_000
+	if testing.Short() {
+		n = 100_000
+	}
+	for _, keys := range []int{5000, 500} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			v := demoView(b)
+			at := time.Now().UnixMilli()
+			off, h := archivedHistory(b, v, n, keys, at, true)
+			var res healer.Result
+			var took time.Duration
+			iters := 0
+			for b.Loop() {
+				var d time.Duration
+				res, d = fullHeal(b, v, off, at)
+				took += d
+				iters++
+			}
+			tiles, blocks := float64(len(h.tiles)), float64(len(h.blocks))
+			b.ReportMetric(float64(res.Records), "records")
+			b.ReportMetric(tiles, "tile-writes")
+			b.ReportMetric(blocks, "stream-record-writes")
+			b.ReportMetric(float64(res.Records)/tiles, "records/tile-write")
+			b.ReportMetric(float64(n)*float64(iters)/took.Seconds(), "events/s")
+		})
+	}
+}
