@@ -125,6 +125,7 @@ func (in *Ingester) rollDue(force bool, only func(archKey) bool) error {
 	if in.arch == nil {
 		return nil
 	}
+	defer in.publishArchiveLag()
 	now := time.Now()
 	for k, b := range in.mu.archive {
 		if !b.pending() || (only != nil && !only(k)) {
@@ -172,6 +173,17 @@ func (in *Ingester) roll(k archKey, b *archBuf) error {
 	b.next, b.maxTS = b.last+1, maxTS
 	b.first, b.rows = b.next, b.rows[:0:0]
 	return nil
+}
+
+// publishArchiveLag sets the archive lag gauge of every view. mu is held.
+func (in *Ingester) publishArchiveLag() {
+	lag := make([]int, len(in.views))
+	for k, b := range in.mu.archive {
+		lag[k.view] += len(b.rows)
+	}
+	for i, v := range in.views {
+		in.m.archiveLag.WithLabelValues(v.Name).Set(float64(lag[i]))
+	}
 }
 
 // archivePaths lists the files WriteArchive writes for rows: one per event

@@ -18,6 +18,7 @@ type Metrics struct {
 
 	archived     *prometheus.CounterVec // by view
 	archiveRolls prometheus.Histogram
+	archiveLag   *prometheus.GaugeVec // by view
 }
 
 // NewMetrics registers the ingest metrics with reg.
@@ -79,7 +80,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Time to write one partition's buffered events to archive files and record the progress.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
-	reg.MustRegister(m.archived, m.archiveRolls, m.consumed, m.events, m.rejected, m.flushDur, m.flushRecs, m.commitErrs,
+	m.archiveLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tilestream_ingest_archive_lag_events",
+		Help: "Consumed events not yet durable in the offline log, by view (they hold back offset commits until rolled).",
+	}, []string{"view"})
+	reg.MustRegister(m.archiveLag, m.archived, m.archiveRolls, m.consumed, m.events, m.rejected, m.flushDur, m.flushRecs, m.commitErrs,
 		m.deadLetter, m.lag, m.lagErrs, m.cached, m.watermark)
 	return m
 }
