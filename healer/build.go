@@ -2,6 +2,7 @@ package healer
 
 import (
 	"sort"
+	"strings"
 
 	"github.com/tilestream/tilestream/tiling"
 )
@@ -24,7 +25,8 @@ func (d *dayBuild) add(e *tiling.Event) {
 	blocks := d.keys[e.Key]
 	if blocks == nil {
 		blocks = map[int64]*tiling.Record{}
-		d.keys[e.Key] = blocks
+		// The offline log's key strings share its buffers: keep a copy.
+		d.keys[strings.Clone(e.Key)] = blocks
 	}
 	start := d.v.RecordStart(e.TS)
 	r := blocks[start]

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -198,6 +199,12 @@ type Options struct {
 	From, To int64
 	// Progress, when set, is called after each day span is written.
 	Progress func(Progress)
+	// Rebuild also rebuilds the stream records of the view from W_b′ on
+	// out of the archived Kafka events (after a layout change wiped them),
+	// each record noting the highest offset per partition it holds so the
+	// ingest's replay from its committed offsets skips them. The ingest
+	// must not run during a rebuild.
+	Rebuild bool
 }
 
 // Progress reports a running heal.
@@ -431,6 +438,14 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	h.m.eventsRead.WithLabelValues(v.Name).Add(float64(stats.Events))
 	h.m.filesRead.WithLabelValues(v.Name).Add(float64(stats.Files))
 
+	if o.Rebuild {
+		n, err := h.rebuildStream(v, target, spanFiles, w)
+		if err != nil {
+			return res, err
+		}
+		h.log.Info("stream records rebuilt from the offline log", "view", v.Name, "from", time.UnixMilli(target).UTC(), "records", n)
+	}
+
 	// Day generations after this heal.
 	newDays := map[int64]dayState{}
 	for s, d := range st.Days {
@@ -636,6 +651,54 @@ func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals
 		}
 	}
 	return s, nil
+}
+
+// rebuildStream writes stream records for the archived Kafka events at or
+// after target. Events from users' files are not stream events: like any
+// offline-only event, a later heal counts them once it covers their time.
+func (h *Healer) rebuildStream(v *tiling.View, target int64, spanFiles map[int64][]state.DayFiles, w *writer) (int, error) {
+	type rid struct {
+		key   string
+		start int64
+	}
+	recs := map[rid]*tiling.Record{}
+	maxOff := map[rid]map[int32]int64{}
+	for s, dfs := range spanFiles {
+		if s+v.DaySpan() <= target {
+			continue
+		}
+		for _, d := range dfs {
+			if _, err := h.offline.ReadDay(v, v.EventID, d.Date, func(e *tiling.Event) error {
+				if e.TS < target || e.Pos.Partition < 0 {
+					return nil
+				}
+				id := rid{strings.Clone(e.Key), v.RecordStart(e.TS)}
+				r := recs[id]
+				if r == nil {
+					r = &tiling.Record{Start: id.start}
+					recs[id] = r
+					maxOff[id] = map[int32]int64{}
+				}
+				v.Aggregate(r, e)
+				if o, ok := maxOff[id][e.Pos.Partition]; !ok || e.Pos.Offset > o {
+					maxOff[id][e.Pos.Partition] = e.Pos.Offset
+				}
+				return nil
+			}, func(string, int64, string) {}); err != nil {
+				return 0, fmt.Errorf("rebuild stream records of %s: %w", v.Name, err)
+			}
+		}
+	}
+	for id, r := range recs {
+		for p, o := range maxOff[id] {
+			r.MarkApplied(tiling.Pos{Partition: p, Offset: o})
+		}
+		w.batch().PutRecord(v, id.key, r)
+		if err := w.wrote(1); err != nil {
+			return 0, err
+		}
+	}
+	return len(recs), w.flush()
 }
 
 // putState adds the view's healer state to w's batch.

@@ -134,7 +134,9 @@ func (w *world) consume(evs []tiling.Event, oes []oracle.Event, dropped func(i i
 	recs := map[[2]any]*tiling.Record{}
 	for i := range evs {
 		e := &evs[i]
-		w.events = append(w.events, oes[i])
+		if oes != nil {
+			w.events = append(w.events, oes[i])
+		}
 		if dropped != nil && dropped(i) {
 			continue
 		}
@@ -513,4 +515,60 @@ func TestVerifyFindsTamperedBatchData(t *testing.T) {
 	if len(res.Mismatches) == 0 || res.Mismatches[0].Key != "k3" {
 		t.Fatalf("verify missed the difference: %+v", res)
 	}
+}
+
+// TestLayoutChangeRebuildsFromTheOfflineLog: a view whose granularity and
+// windows change is wiped from the online store and rebuilt from the offline
+// log — batch records and, from W_b on, stream records whose offsets make the
+// ingest's replay skip what they hold — and then equals the oracle.
+func TestLayoutChangeRebuildsFromTheOfflineLog(t *testing.T) {
+	old := testView(t, tiling.Minute, []int64{tiling.Hour, tiling.Lifetime}, tiling.MinTime)
+	w := newWorld(t, old, 5*tiling.Minute)
+	now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+	w.now, w.arch.e = now, now
+	r := rand.New(rand.NewPCG(3, 3))
+	var evs []tiling.Event
+	var oes []oracle.Event
+	for i := 0; i < 2000; i++ {
+		e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(12)), now-5*tiling.Day+r.Int64N(5*tiling.Day), r.Int32N(3))
+		evs, oes = append(evs, e), append(oes, o)
+	}
+	w.consume(evs, oes, nil)
+	if _, err := w.store.CheckLayout(old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.h.Heal(context.Background(), old.Name, Options{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The new layout: five-minute tiles, other windows, same columns.
+	nv := testView(t, 5*tiling.Minute, []int64{2 * tiling.Hour, 3 * tiling.Day, tiling.Lifetime}, tiling.MinTime)
+	rebuild, err := w.store.CheckLayout(nv)
+	if err != nil || !rebuild {
+		t.Fatalf("CheckLayout of a changed view: rebuild %v, %v", rebuild, err)
+	}
+	if _, ok, _ := w.store.Head(nv, "k1"); ok {
+		t.Fatal("the old layout's heads survived the reset")
+	}
+	cfg := DefaultConfig()
+	h2, err := New(cfg, []ViewConfig{{View: nv, Lateness: 5 * tiling.Minute, HealEvery: tiling.Day}}, w.store, w.offline, w.arch, NewMetrics(prometheus.NewRegistry()), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2.now = w.h.now
+	w.v, w.h = nv, h2
+	if _, err := h2.Heal(context.Background(), nv.Name, Options{Full: true, Rebuild: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.store.FinishRebuild(nv); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := w.store.CheckLayout(nv); err != nil || again {
+		t.Fatalf("after the rebuild: rebuild %v, %v", again, err)
+	}
+	w.check("after a rebuild for a new layout", []int64{now, now + tiling.Hour})
+	// The ingest's replay of the archived events changes nothing: every
+	// stream record notes the offsets it holds.
+	w.consume(evs, nil, nil)
+	w.check("after the ingest replays the archived events", []int64{now, now + tiling.Hour})
 }

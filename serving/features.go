@@ -28,6 +28,9 @@ type metadata struct {
 	// BatchStaleness is served_at − batch_watermark in seconds: how much of
 	// the window is served from stream records; null before any heal.
 	BatchStaleness staleness `json:"batch_staleness_seconds"`
+	// MissingFeatures are served as null because they are being rebuilt
+	// after a change of the view (absent when none).
+	MissingFeatures []string `json:"missing_features,omitempty"`
 }
 
 // staleness is a duration in ms encoded as seconds, or null when unknown.
@@ -163,6 +166,20 @@ func (h *handler) checkKey(key, where string) *apiError {
 // least what it claims.
 func (h *handler) compute(ctx context.Context, vi *viewInfo, key string, t int64, sw msTime) (result, error) {
 	v := vi.v
+	if h.rebuilding != nil && h.rebuilding(v.Name) {
+		// The view's tiles are being rebuilt for a new layout: nothing
+		// stored can answer yet, so every feature is reported missing.
+		missing := make([]string, len(v.Features))
+		for i, f := range v.Features {
+			missing[i] = f.Name
+		}
+		return result{
+			View: v.Name, Key: key,
+			Features: features{names: vi.names, vals: make([]any, len(v.Features))},
+			Metadata: metadata{ServedAt: msTime(t), BatchWatermark: msTime(tiling.MinTime),
+				BatchStaleness: staleness(tiling.MinTime), StreamWatermark: sw, MissingFeatures: missing},
+		}, nil
+	}
 	kd, err := h.reader.ReadKey(ctx, v, key, t)
 	if err != nil {
 		return result{}, err

@@ -55,6 +55,10 @@ type Options struct {
 	Now func() time.Time
 	// Heal serves POST /v1/heal; nil answers 501.
 	Heal HealFunc
+	// Rebuilding, when set, reports views whose features are being rebuilt
+	// from the offline log after a layout change: their values are served
+	// as null and named in metadata.missing_features.
+	Rebuilding func(view string) bool
 }
 
 // handler is the http.Handler built by NewHandler.
@@ -72,6 +76,8 @@ type handler struct {
 	now    func() time.Time
 	heal   HealFunc
 	order  []string // view names in config order
+	// rebuilding: see Options.Rebuilding.
+	rebuilding func(view string) bool
 }
 
 // viewInfo is a served view with what its answers reuse.
@@ -107,16 +113,17 @@ func NewHandler(cfg Config, o Options) http.Handler {
 		panic("serving: NewHandler: Options.Reader is nil")
 	}
 	h := &handler{
-		cfg:    cfg.withDefaults(),
-		mux:    http.NewServeMux(),
-		views:  make(map[string]*viewInfo, len(o.Views)),
-		reader: o.Reader,
-		wm:     o.Watermarks,
-		ready:  o.Ready,
-		m:      o.Metrics,
-		log:    o.Logger,
-		now:    o.Now,
-		heal:   o.Heal,
+		cfg:        cfg.withDefaults(),
+		mux:        http.NewServeMux(),
+		views:      make(map[string]*viewInfo, len(o.Views)),
+		reader:     o.Reader,
+		wm:         o.Watermarks,
+		ready:      o.Ready,
+		m:          o.Metrics,
+		log:        o.Logger,
+		now:        o.Now,
+		heal:       o.Heal,
+		rebuilding: o.Rebuilding,
 	}
 	if h.ready == nil {
 		h.ready = func() bool { return true }

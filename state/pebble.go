@@ -233,29 +233,49 @@ func decodeProgress(b []byte) (Progress, error) {
 	return Progress{Next: next, MaxEventTime: maxTS}, nil
 }
 
+// rebuildMark follows the fingerprint while a view is being rebuilt.
+const rebuildMark = "+rebuild"
+
 // CheckLayout compares the view's layout fingerprint with the stored one and
-// records it on first use. A different stored fingerprint gives
-// ErrLayoutChanged: tiles written under another layout cannot be read.
-func (s *Store) CheckLayout(v *tiling.View) error {
+// records it on first use. When they differ, tiles written under the old
+// layout cannot be read: every record of the view in the online store
+// (stream records, heads, batch records, the healer's state) is deleted and
+// the view is marked for a rebuild from the offline log, which CheckLayout
+// reports until FinishRebuild. Ingest and archive progress are kept.
+func (s *Store) CheckLayout(v *tiling.View) (rebuild bool, err error) {
 	k := viewKey(nil, v.Name)
 	fp := v.Fingerprint()
-	val, closer, err := s.db.Get(k)
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
+	val, err := s.get(k)
+	if err != nil {
+		return false, fmt.Errorf("read layout of view %s: %w", v.Name, err)
+	}
+	switch stored := string(val); {
+	case val == nil:
 		if err := s.db.Set(k, []byte(fp), pebble.Sync); err != nil {
-			return fmt.Errorf("record layout of view %s: %w", v.Name, err)
+			return false, fmt.Errorf("record layout of view %s: %w", v.Name, err)
 		}
-		return nil
-	case err != nil:
-		return fmt.Errorf("read layout of view %s: %w", v.Name, err)
+		return false, nil
+	case stored == fp:
+		return false, nil
+	case stored == fp+rebuildMark:
+		return true, nil // a rebuild was interrupted: it resumes
 	}
-	stored := string(val)
-	closer.Close()
-	if stored != fp {
-		return fmt.Errorf("view %s: stored tiles have layout %s, the config gives %s (granularity or features changed): %w",
-			v.Name, stored, fp, ErrLayoutChanged)
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, prefix := range []byte{prefixRecord, prefixHead, prefixSummary, prefixDay, prefixDetail, prefixHeal} {
+		p := append([]byte{prefix}, appendString(nil, v.Name)...)
+		_ = b.DeleteRange(p, prefixEnd(p), nil)
 	}
-	return nil
+	_ = b.Set(k, []byte(fp+rebuildMark), nil)
+	if err := s.db.Apply(b, pebble.Sync); err != nil {
+		return false, fmt.Errorf("reset view %s for its new layout: %w", v.Name, err)
+	}
+	return true, nil
+}
+
+// FinishRebuild marks the view's rebuild done.
+func (s *Store) FinishRebuild(v *tiling.View) error {
+	return s.db.Set(viewKey(nil, v.Name), []byte(v.Fingerprint()), pebble.Sync)
 }
 
 // pebbleLogger routes Pebble's log lines to slog.

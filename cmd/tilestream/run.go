@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,9 +158,17 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		return err
 	}
 	defer store.Close()
+	rebuilding := map[string]*atomic.Bool{}
 	for _, v := range views {
-		if err := store.CheckLayout(v); err != nil {
+		rebuild, err := store.CheckLayout(v)
+		if err != nil {
 			return err
+		}
+		rebuilding[v.Name] = new(atomic.Bool)
+		if rebuild {
+			rebuilding[v.Name].Store(true)
+			log.Warn("the view's layout changed: its features are rebuilt from the offline log and served as missing until then",
+				"view", v.Name, "layout", v.Fingerprint())
 		}
 	}
 	offline, err := state.OpenOfflineLog(s.OfflineLogPath)
@@ -210,20 +219,49 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		Views:      views,
 		Reader:     store,
 		Watermarks: ing,
-		Ready:      ing.Ready,
+		Ready: func() bool {
+			// Up while a rebuild holds the ingest back: answers then name the
+			// missing features.
+			for _, r := range rebuilding {
+				if r.Load() {
+					return true
+				}
+			}
+			return ing.Ready()
+		},
 		Gatherer:   reg,
 		Metrics:    serving.NewMetrics(reg),
 		Logger:     log.With("component", "serving"),
 		Heal: func(ctx context.Context, view string, full bool) (any, error) {
 			return hl.Heal(ctx, view, healer.Options{Full: full})
 		},
+		Rebuilding: func(view string) bool { return rebuilding[view].Load() },
 	})
 	srv := serving.NewServer(scfg, h, log.With("component", "serving"))
 	log.Info("serving HTTP", "addr", ln.Addr().String())
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx, ln) })
-	g.Go(func() error { return ing.Run(gctx) })
+	g.Go(func() error {
+		// Views whose layout changed are rebuilt before the ingest starts:
+		// the rebuild writes their stream records from the archive, and the
+		// ingest's replay must find them.
+		for _, v := range views {
+			if !rebuilding[v.Name].Load() {
+				continue
+			}
+			res, err := hl.Heal(gctx, v.Name, healer.Options{Full: true, Rebuild: true})
+			if err != nil {
+				return fmt.Errorf("rebuild view %s: %w (restart to resume)", v.Name, err)
+			}
+			if err := store.FinishRebuild(v); err != nil {
+				return err
+			}
+			rebuilding[v.Name].Store(false)
+			log.Info("view rebuilt for its new layout", "view", v.Name, "batch_watermark", res.Watermark, "events", res.Events)
+		}
+		return ing.Run(gctx)
+	})
 	g.Go(func() error { return hl.Run(gctx) })
 	if o.demoRate > 0 {
 		g.Go(func() error { return runDemo(gctx, brokers, views, o.demoRate, log.With("component", "demo")) })
