@@ -229,9 +229,9 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 			}
 			return ing.Ready()
 		},
-		Gatherer:   reg,
-		Metrics:    serving.NewMetrics(reg),
-		Logger:     log.With("component", "serving"),
+		Gatherer: reg,
+		Metrics:  serving.NewMetrics(reg),
+		Logger:   log.With("component", "serving"),
 		Heal: func(ctx context.Context, view string, full bool) (any, error) {
 			return hl.Heal(ctx, view, healer.Options{Full: full})
 		},
