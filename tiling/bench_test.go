@@ -241,17 +241,7 @@ func BenchmarkEvaluate7d(b *testing.B) {
 func BenchmarkServe30d(b *testing.B) {
 	for _, perHour := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("events-per-hour=%d", perHour), func(b *testing.B) {
-			var fs []Feature
-			for _, w := range []int64{Hour, Day, 7 * Day, 30 * Day} {
-				d := benchFeature(ApproxCountDistinct, w)
-				d.Name = "distinct_" + FormatDuration(w)
-				p := benchFeature(ApproxPercentile, w)
-				p.Name = "p_" + FormatDuration(w)
-				s := benchFeature(Sum, w)
-				s.Name = "sum_" + FormatDuration(w)
-				fs = append(fs, d, p, s)
-			}
-			v := newTestView(b, Hour, MinTime, fs...)
+			v := serveView(b)
 			g := benchGen{rand.New(rand.NewPCG(8, 9))}
 			const t0 = 1_760_000_000_000 / Day * Day
 			var encoded [][]byte
@@ -294,6 +284,98 @@ func BenchmarkServe30d(b *testing.B) {
 			b.ReportMetric(float64(bytes), "B/read")
 		})
 	}
+}
+
+// BenchmarkServe30dBatch is the same read once a heal has compacted all but
+// the current day (W_b at the start of day 29): decode the summary (one
+// aggregate per day), the day and detail records the 1d and 7d window
+// starts need, today's stream record, and evaluate across W_b.
+func BenchmarkServe30dBatch(b *testing.B) {
+	for _, perHour := range []int{1, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("events-per-hour=%d", perHour), func(b *testing.B) {
+			v := serveView(b)
+			g := benchGen{rand.New(rand.NewPCG(8, 9))}
+			const t0 = 1_760_000_000_000 / Day * Day
+			wb := t0 + 29*Day
+			s := &Summary{Watermark: wb, FirstDay: t0}
+			dayRecs, details := map[int64][]byte{}, map[int64][]byte{}
+			var stream []byte
+			var off int64
+			for d := range int64(30) {
+				rec := v.NewRecord(t0 + d*Day)
+				for h := range int64(24) {
+					for range perHour {
+						e := g.event(v, t0+d*Day+h*Hour+g.r.Int64N(Hour), Pos{Offset: off})
+						off++
+						v.Add(rec, &e)
+					}
+				}
+				if rec.Start >= wb {
+					stream = v.AppendRecord(nil, rec)
+					continue
+				}
+				day := &Record{Start: rec.Start, Tiles: v.Rollup(rec, v.Span())}
+				total := v.NewStates()
+				for i := range day.Tiles {
+					MergeStates(total, day.Tiles[i].States)
+				}
+				s.Days = append(s.Days, SummaryDay{Start: rec.Start, Gen: 1, Total: total})
+				dayRecs[rec.Start] = v.AppendDayRecord(nil, day)
+				details[rec.Start] = v.AppendRecord(nil, &Record{Start: rec.Start, Tiles: rec.Tiles})
+			}
+			summary := v.AppendSummary(nil, s)
+			at := t0 + 30*Day - 1
+			bytes := len(summary) + len(stream)
+			for _, n := range v.BatchNeeds(at, s) {
+				bytes += len(dayRecs[n.Day]) + len(details[n.Block])
+			}
+			var times []time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				start := time.Now()
+				sum, err := v.DecodeSummary(summary)
+				if err != nil {
+					b.Fatal(err)
+				}
+				batch := &Batch{Summary: sum, DayRecords: map[int64]*Record{}, Details: map[int64]*Record{}}
+				for _, n := range v.BatchNeeds(at, sum) {
+					if batch.DayRecords[n.Day], err = v.DecodeDayRecord(n.Day, dayRecs[n.Day]); err != nil {
+						b.Fatal(err)
+					}
+					if n.Block != MinTime {
+						if batch.Details[n.Block], err = v.DecodeRecord(n.Block, details[n.Block]); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				r, err := v.DecodeRecord(wb, stream)
+				if err != nil {
+					b.Fatal(err)
+				}
+				v.EvaluateBatch(at, batch, []*Record{r})
+				times = append(times, time.Since(start))
+			}
+			slices.Sort(times)
+			b.ReportMetric(float64(times[len(times)*99/100].Nanoseconds()), "p99-ns/op")
+			b.ReportMetric(float64(bytes), "B/read")
+		})
+	}
+}
+
+// serveView is the view of the serving benchmarks: distinct counts,
+// percentiles and sums over 1h, 1d, 7d and 30d, at hour granularity.
+func serveView(tb testing.TB) *View {
+	var fs []Feature
+	for _, w := range []int64{Hour, Day, 7 * Day, 30 * Day} {
+		d := benchFeature(ApproxCountDistinct, w)
+		d.Name = "distinct_" + FormatDuration(w)
+		p := benchFeature(ApproxPercentile, w)
+		p.Name = "p_" + FormatDuration(w)
+		s := benchFeature(Sum, w)
+		s.Name = "sum_" + FormatDuration(w)
+		fs = append(fs, d, p, s)
+	}
+	return newTestView(tb, Hour, MinTime, fs...)
 }
 
 // BenchmarkRecordCodec encodes and decodes an hour record of minute tiles

@@ -149,3 +149,34 @@ func TestDecoderRawValuesAreJSON(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCanonicalValue: for any JSON text, canonicalValue is encoding/json's
+// text of the value encoding/json reads (with its fast paths); for anything
+// else it reports false. Never a panic.
+//
+//	go test -tags pebblegozstd -run '^$' -fuzz '^FuzzCanonicalValue$' -fuzztime 10s ./tiling
+func FuzzCanonicalValue(f *testing.F) {
+	for _, s := range canonicalSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, ok := canonicalValue(nil, &Input{Kind: Other, Raw: raw})
+		var x any
+		if err := json.Unmarshal(raw, &x); err != nil {
+			if ok {
+				t.Fatalf("%q is not JSON, canonical %q", raw, got)
+			}
+			return
+		}
+		if want := stdCanonical(t, x); !ok || string(got) != want {
+			t.Fatalf("%q: canonical %q, %v; encoding/json %q", raw, got, ok, want)
+		}
+		// Canonical text is its own canonical text.
+		if again, _ := canonicalValue(nil, &Input{Kind: Other, Raw: got}); !bytes.Equal(again, got) {
+			t.Fatalf("%q: canonical %q, then %q", raw, got, again)
+		}
+	})
+}
+
+var canonicalSeeds = []string{`"a"`, `"\u0061"`, `"é\u2028"`, `{"b":1,"a":[true,null,1.0]}`, `1e5`, `-0`,
+	`"\x7f"`, `"\ud800"`, `[1,"x",{"":{}}]`, `"a`, `{"a":1,"a":2}`, `1e400`, ` "x" `}

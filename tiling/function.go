@@ -371,3 +371,35 @@ func (e *TileSizeError) Error() string {
 	b.WriteString("; lower n, k, precision, max_bins or max_value_bytes, or split the view")
 	return b.String()
 }
+
+// ValueTooLong reports whether a feature of v will not keep one of e's values
+// because it is longer than the feature's max_value_bytes: its JSON text as
+// the event carried it for first, last, first_n and last_n, its canonical
+// text for last_distinct_n and top_k. The feature then treats the value as
+// absent; ingest can count such events, or reject them as bad input.
+func (v *View) ValueTooLong(e *Event) bool {
+	var buf []byte
+	for i := range v.aggs {
+		a := &v.aggs[i]
+		if a.maxValue == 0 || a.column < 0 {
+			continue
+		}
+		in := &e.Inputs[a.column]
+		if in.Kind == Missing {
+			continue
+		}
+		switch a.kind {
+		case kindLastDistinctN, kindFreq:
+			c, ok := canonicalValue(buf[:0], in)
+			if ok && len(c) > a.maxValue {
+				return true
+			}
+			buf = c
+		default:
+			if len(in.Raw) > a.maxValue {
+				return true
+			}
+		}
+	}
+	return false
+}

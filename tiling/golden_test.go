@@ -437,7 +437,12 @@ func fuzzSeeds(tb testing.TB) map[string]map[string]any {
 	} {
 		durations[fmt.Sprintf("seed-%02d", i)] = s
 	}
+	canon := map[string]any{}
+	for i, s := range canonicalSeeds {
+		canon[fmt.Sprintf("seed-%02d", i)] = []byte(s)
+	}
 	return map[string]map[string]any{
+		"FuzzCanonicalValue": canon,
 		"FuzzDecodeRecord":   records,
 		"FuzzExactSumDecode": sums,
 		"FuzzParseDuration":  durations,

@@ -47,8 +47,8 @@ import (
 
 // quantileBias offsets bin indexes so that keys of positive values are
 // positive, of negative values negative, and 0 is the zero bin: bin indexes
-// lie within ±1075·K ≤ ±2^19 for K ≤ 347.
-const quantileBias = 1 << 40
+// lie within ±1075·K < ±2^19 for K ≤ 347, so keys lie within ±2^21.
+const quantileBias = 1 << 20
 
 // quantileMapping maps values to bins for K bins per octave.
 type quantileMapping struct {
@@ -359,7 +359,7 @@ func decodeQuantiles(a *aggSpec, b []byte, s *quantileState) (State, []byte, err
 			}
 		} else {
 			d, kk := binary.Uvarint(b)
-			if kk <= 0 || d == 0 || d > 1<<42 {
+			if kk <= 0 || d == 0 || d > 1<<22 {
 				return bad("key")
 			}
 			key, k = key+int64(d), kk

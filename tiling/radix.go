@@ -62,7 +62,9 @@ func radixSortBins(a, tmp []quantileBin) (sorted, scratch []quantileBin) {
 		tmp = make([]quantileBin, len(a))
 	}
 	tmp = tmp[:len(a)]
-	ukey := func(b quantileBin) uint64 { return uint64(b.key) ^ 1<<63 } // order-preserving
+	// Order-preserving for keys above −2^22 (quantile keys lie within ±2^21),
+	// and small, so that the high bytes' passes are skipped.
+	ukey := func(b quantileBin) uint64 { return uint64(b.key + 1<<22) }
 	for shift := uint(0); shift < 64; shift += 8 {
 		var count [256]int
 		for _, b := range a {

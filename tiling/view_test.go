@@ -1,10 +1,12 @@
 package tiling
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -245,5 +247,46 @@ func TestTileSizeIsChecked(t *testing.T) {
 	}
 	if want := `view "big": a tile may take`; !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "lower n, k") {
 		t.Errorf("message: %v", err)
+	}
+}
+
+// TestMaxValueBytes: values longer than max_value_bytes are not kept, as if
+// absent, and ValueTooLong says so.
+func TestMaxValueBytes(t *testing.T) {
+	v := newTestView(t, Minute, MinTime,
+		Feature{Name: "last", Function: Last, Column: "s", MaxValueBytes: 5},
+		Feature{Name: "first", Function: First, Column: "s", MaxValueBytes: 5},
+		Feature{Name: "last_n", Function: LastN, Column: "s", N: 3, MaxValueBytes: 5},
+		Feature{Name: "distinct", Function: LastDistinctN, Column: "s", N: 3, MaxValueBytes: 5},
+		Feature{Name: "top", Function: TopK, Column: "s", K: 3, MaxValueBytes: 5},
+		Feature{Name: "n", Function: Count, Column: "s"},
+	)
+	r := v.NewRecord(0)
+	for i, raw := range []string{`"ab"`, `"abcdef"`, `1e5`, `"abc"`} {
+		e := Event{TS: int64(i), Pos: Pos{Offset: int64(i)}, Inputs: []Input{{Kind: Other, Raw: []byte(raw)}}}
+		if raw == `1e5` {
+			e.Inputs[0] = Input{Kind: Number, Num: 1e5, Raw: []byte(raw)}
+		}
+		long := raw == `"abcdef"` || raw == `1e5` // 1e5 is 100000 canonically
+		if got := v.ValueTooLong(&e); got != long {
+			t.Errorf("%s: ValueTooLong = %v", raw, got)
+		}
+		v.Add(r, &e)
+	}
+	got := map[string]string{}
+	for i, x := range v.Evaluate(0, []*Record{r}) {
+		b, _ := json.Marshal(x)
+		got[v.Features[i].Name] = string(b)
+	}
+	want := map[string]string{
+		"last":     `"abc"`,
+		"first":    `"ab"`,
+		"last_n":   `["ab",1e5,"abc"]`,
+		"distinct": `["ab","abc"]`,
+		"top":      `[{"value":"ab","count":1},{"value":"abc","count":1}]`,
+		"n":        `4`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v\nwant %v", got, want)
 	}
 }
