@@ -3,6 +3,7 @@ package tiling
 import (
 	"encoding/binary"
 	"fmt"
+	"sort"
 )
 
 // The batch layout of one key (docs/format.md, "Batch records"). A heal
@@ -112,103 +113,119 @@ func (v *View) BatchNeeds(t int64, s *Summary) []BatchNeed {
 	return out
 }
 
-// batchPart merges into acc the batch data of [start, s.Watermark).
-func (v *View) batchPart(acc []State, b *Batch, start int64) {
-	s := b.Summary
-	if s == nil || start >= s.Watermark {
-		return
-	}
-	mergeAll := func(states []State) {
-		for i, st := range states {
-			acc[i].merge(st)
-		}
-	}
-	if start < s.FirstDay {
-		if s.Base != nil {
-			mergeAll(s.Base)
-		}
-		for i := range s.Days {
-			mergeAll(s.Days[i].Total)
-		}
-		return
-	}
-	day := AlignDown(start, v.DaySpan())
-	for i := range s.Days {
-		switch d := &s.Days[i]; {
-		case d.Start > day || (d.Start == day && start == day):
-			mergeAll(d.Total)
-		case d.Start == day:
-			block := AlignDown(start, v.span)
-			if dr := b.DayRecords[day]; dr != nil {
-				for j := range dr.Tiles {
-					t := &dr.Tiles[j]
-					if t.Start > block || (t.Start == block && start == block) {
-						mergeAll(t.States)
-					}
-				}
-			}
-			if block != start {
-				if det := b.Details[block]; det != nil {
-					for j := range det.Tiles {
-						if t := &det.Tiles[j]; t.Start >= start {
-							mergeAll(t.States)
-						}
-					}
-				}
-			}
-		}
-	}
-}
-
 // EvaluateBatch returns every feature at time t from the batch side b (may
 // be nil) and the stream records, which must hold the tiles from
 // b.Summary.Watermark on. A window [s, end) is the batch part [s, W_b)
 // merged with the stream tiles in [max(s, W_b), end); no event is counted
 // from both sides because each side only covers its own side of W_b.
+//
+// The windows end together, so one accumulator serves them all, as in
+// Evaluate: it takes the stream tiles newest first (finishing the windows
+// that start at or after W_b on the way), then whole days of the summary,
+// latest first, finishing each window when the days reach its start. A
+// window starting within a day is finished on a copy that also takes that
+// day's blocks and tiles from its start. Each tile and day is merged once,
+// however many windows there are.
 func (v *View) EvaluateBatch(t int64, b *Batch, records []*Record) []any {
 	if b == nil || b.Summary == nil {
 		return v.Evaluate(t, records)
 	}
-	wb := b.Summary.Watermark
-	accs := v.streamWindows(t, records, wb)
+	s := b.Summary
+	wb, end := s.Watermark, v.End(t)
+	type win struct {
+		start int64
+		idx   int
+	}
+	wins := make([]win, len(v.windows))
+	for i, w := range v.windows {
+		wins[i] = win{v.WindowStart(w, t), i}
+	}
+	sort.Slice(wins, func(i, j int) bool { return wins[i].start > wins[j].start })
 	out := make([]any, len(v.Features))
-	for wi, w := range v.windows {
-		acc := accs[wi]
-		v.batchPart(acc, b, v.WindowStart(w, t))
+	finish := func(wi int, states []State) {
 		for _, f := range v.winFeats[wi] {
-			out[f] = acc[v.featAgg[f]].value(&v.Features[f])
+			out[f] = states[v.featAgg[f]].value(&v.Features[f])
 		}
+	}
+	acc := v.newStates()
+	next := 0
+	for ri := len(records) - 1; ri >= 0; ri-- {
+		tiles := records[ri].Tiles
+		for ti := len(tiles) - 1; ti >= 0; ti-- {
+			tl := &tiles[ti]
+			if tl.Start >= end || tl.Start < wb {
+				continue
+			}
+			for next < len(wins) && wins[next].start >= wb && tl.Start < wins[next].start {
+				finish(wins[next].idx, acc)
+				next++
+			}
+			MergeStates(acc, tl.States)
+		}
+	}
+	for ; next < len(wins) && wins[next].start >= wb; next++ {
+		finish(wins[next].idx, acc)
+	}
+	di := len(s.Days) - 1 // the latest day not yet in acc
+	base := false
+	for ; next < len(wins); next++ {
+		start := wins[next].start
+		if start < s.FirstDay { // lifetime: everything
+			for ; di >= 0; di-- {
+				MergeStates(acc, s.Days[di].Total)
+			}
+			if !base && s.Base != nil {
+				MergeStates(acc, s.Base)
+				base = true
+			}
+			finish(wins[next].idx, acc)
+			continue
+		}
+		day := AlignDown(start, v.DaySpan())
+		for ; di >= 0 && s.Days[di].Start > day; di-- {
+			MergeStates(acc, s.Days[di].Total)
+		}
+		has := di >= 0 && s.Days[di].Start == day
+		if start == day { // the whole day
+			if has {
+				MergeStates(acc, s.Days[di].Total)
+				di--
+			}
+			finish(wins[next].idx, acc)
+			continue
+		}
+		w := acc
+		if has {
+			w = v.newStates()
+			MergeStates(w, acc)
+			v.dayPart(w, b, day, start)
+		}
+		finish(wins[next].idx, w)
 	}
 	return out
 }
 
-// streamWindows returns, per window (v.windows order), fresh states holding
-// the stream tiles in [max(start, from), End(t)).
-func (v *View) streamWindows(t int64, records []*Record, from int64) [][]State {
-	end := v.End(t)
-	accs := make([][]State, len(v.windows))
-	for wi, w := range v.windows {
-		start := v.WindowStart(w, t)
-		if start < from {
-			start = from
-		}
-		acc := v.newStates()
-		for _, r := range records {
-			if r.Start+v.span <= start || r.Start >= end {
-				continue
+// dayPart merges into acc the batch data of [start, end of day), start
+// within the day: the block aggregates of the day record after start's
+// block, and the tiles of start's block from start.
+func (v *View) dayPart(acc []State, b *Batch, day, start int64) {
+	block := AlignDown(start, v.span)
+	if dr := b.DayRecords[day]; dr != nil {
+		for j := range dr.Tiles {
+			if t := &dr.Tiles[j]; t.Start > block || (t.Start == block && start == block) {
+				MergeStates(acc, t.States)
 			}
-			for j := range r.Tiles {
-				tl := &r.Tiles[j]
-				if tl.Start >= start && tl.Start < end {
-					for i, s := range tl.States {
-						acc[i].merge(s)
-					}
+		}
+	}
+	if block != start {
+		if det := b.Details[block]; det != nil {
+			for j := range det.Tiles {
+				if t := &det.Tiles[j]; t.Start >= start {
+					MergeStates(acc, t.States)
 				}
 			}
 		}
-		accs[wi] = acc
 	}
-	return accs
 }
 
 func (v *View) newStates() []State {

@@ -43,9 +43,11 @@ const (
 	hllSparseRho  = 64 - hllSparseBits + 1 // largest ρ' (40)
 )
 
-// hllSparseMax is the most distinct sparse indexes a sparse sketch holds:
-// about as many bytes sparse as dense.
-func hllSparseMax(p int) int { return 1 << p / 4 }
+// hllSparseMax is the most distinct sparse indexes a sparse sketch holds: a
+// quarter of the dense form's bytes or less. Past it, merging the dense form
+// (a byte max per register) is cheaper than decoding and sorting keys,
+// which matters to a read merging many days.
+func hllSparseMax(p int) int { return max(1<<p/16, 4) }
 
 // hllState is empty (no sparse, no dense), sparse or dense.
 type hllState struct {

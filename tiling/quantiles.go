@@ -173,6 +173,119 @@ type quantileState struct {
 
 type quantileWork struct {
 	pending, scratch []quantileBin // pending: any order, repeats
+	// Merges count bins in arrays indexed by key, one per sign, rather
+	// than appending them to pending to be sorted: a read merges hundreds
+	// of tiles or days into one accumulator.
+	pos, neg denseCounts
+	zero     uint64
+}
+
+// denseCounts counts bins whose keys lie in [base, base+len(c)).
+type denseCounts struct {
+	base int64
+	c    []uint64
+}
+
+// maxDenseBins bounds a denseCounts: wider key ranges (values over more than
+// 2^16/K octaves) go to pending instead.
+const maxDenseBins = 1 << 16
+
+// add counts k, growing the array to cover it; false if it would grow past
+// maxDenseBins.
+func (d *denseCounts) add(k int64, c uint64) bool {
+	if len(d.c) == 0 {
+		if cap(d.c) == 0 {
+			d.c = make([]uint64, 0, 64)
+		}
+		d.base, d.c = k, d.c[:1]
+		d.c[0] = c
+		return true
+	}
+	if i := k - d.base; i >= 0 && i < int64(len(d.c)) {
+		d.c[i] += c
+		return true
+	}
+	lo, hi := min(d.base, k), max(d.base+int64(len(d.c)), k+1)
+	if hi-lo > maxDenseBins {
+		return false
+	}
+	// Grow by half again, towards the side that needed it.
+	grow := (hi - lo) / 2
+	if k < d.base {
+		lo = max(lo-grow, hi-maxDenseBins)
+	} else {
+		hi = min(hi+grow, lo+maxDenseBins)
+	}
+	c2 := make([]uint64, hi-lo)
+	copy(c2[d.base-lo:], d.c)
+	d.base, d.c = lo, c2
+	d.c[k-lo] += c
+	return true
+}
+
+// drain appends the non-zero counts as bins, ascending, and empties d.
+func (d *denseCounts) drain(dst []quantileBin) []quantileBin {
+	for i, c := range d.c {
+		if c != 0 {
+			dst = append(dst, quantileBin{d.base + int64(i), c})
+			d.c[i] = 0
+		}
+	}
+	d.c = d.c[:0]
+	return dst
+}
+
+// addBin counts b in the arrays, or in pending when out of their reach.
+func (w *quantileWork) addBin(b quantileBin) {
+	switch {
+	case b.key == 0:
+		w.zero += b.count
+		return
+	case b.key > 0:
+		if w.pos.add(b.key, b.count) {
+			return
+		}
+	default:
+		if w.neg.add(b.key, b.count) {
+			return
+		}
+	}
+	w.pending = append(w.pending, b)
+}
+
+// dirty reports whether w holds anything not yet folded in.
+func (w *quantileWork) dirty() bool {
+	return w != nil && (len(w.pending) > 0 || len(w.pos.c) > 0 || len(w.neg.c) > 0 || w.zero > 0)
+}
+
+// mergeBins returns the union of a and b, each ascending with distinct keys,
+// adding the counts of equal keys. It returns a or b itself when the other
+// is empty.
+func mergeBins(a, b []quantileBin) []quantileBin {
+	if len(b) == 0 {
+		return a
+	}
+	if len(a) == 0 {
+		return b
+	}
+	out := make([]quantileBin, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		var x quantileBin
+		if j == len(b) || i < len(a) && a[i].key <= b[j].key {
+			x = a[i]
+			i++
+		} else {
+			x = b[j]
+			j++
+		}
+		if n := len(out); n > 0 && out[n-1].key == x.key {
+			out[n-1].count += x.count
+		} else {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func (s *quantileState) w() *quantileWork {
@@ -242,35 +355,46 @@ func (s *quantileState) extremes(lo, hi float64) {
 // normalize folds pending into bins and collapses the lowest bins beyond
 // maxBins.
 func (s *quantileState) normalize() {
-	if len(s.pend()) == 0 {
+	w := s.work
+	if !w.dirty() {
 		return
 	}
 	s.unpack()
-	s.w().pending, s.w().scratch = radixSortBins(s.w().pending, s.w().scratch)
-	out := make([]quantileBin, 0, len(s.bins)+len(s.pend()))
-	i, j := 0, 0
-	for i < len(s.bins) || j < len(s.pend()) {
-		var b quantileBin
-		if j == len(s.pend()) || i < len(s.bins) && s.bins[i].key <= s.pend()[j].key {
-			b = s.bins[i]
-			i++
-		} else {
-			b = s.pend()[j]
-			j++
-		}
-		if n := len(out); n > 0 && out[n-1].key == b.key {
-			out[n-1].count += b.count
-		} else {
-			out = append(out, b)
-		}
+	// The arrays' bins, ascending: negative keys, zero, positive keys.
+	counted := w.neg.drain(nil)
+	if w.zero > 0 {
+		counted = append(counted, quantileBin{0, w.zero})
+		w.zero = 0
 	}
+	counted = w.pos.drain(counted)
+	var sorted []quantileBin
+	if len(w.pending) > 0 {
+		w.pending, w.scratch = radixSortBins(w.pending, w.scratch)
+		// Repeated keys (adds of one bin) summed, into a new slice.
+		c := make([]quantileBin, 0, len(w.pending))
+		for _, b := range w.pending {
+			if n := len(c); n > 0 && c[n-1].key == b.key {
+				c[n-1].count += b.count
+			} else {
+				c = append(c, b)
+			}
+		}
+		sorted = c
+	}
+	out := mergeBins(mergeBins(s.bins, counted), sorted)
+	out = slices.Clip(out)
 	if over := len(out) - s.maxBins; over > 0 {
+		// Into a new slice: out may be another state's bins.
+		kept := make([]quantileBin, s.maxBins)
+		copy(kept, out[over:])
 		for _, b := range out[:over] {
-			out[over].count += b.count
+			kept[0].count += b.count
 		}
-		out = out[over:]
+		out = kept
 	}
-	s.bins, s.w().pending = out, s.w().pending[:0]
+	// mergeBins may return s.bins itself; it is never written in place
+	// (it may be a decoded or a merged-from state's).
+	s.bins, w.pending = out, w.pending[:0]
 }
 
 // merge folds o in; o is read, never changed.
@@ -282,19 +406,53 @@ func (s *quantileState) merge(o State) {
 	empty := s.n == 0
 	s.extremes(x.min, x.max)
 	s.n += x.n
-	if empty && len(x.pend()) == 0 {
+	if empty && !x.work.dirty() {
 		// Share x's bins: never written in place (normalize builds anew).
 		s.bins, s.packed, s.packedBins = x.bins, x.packed, x.packedBins
 		return
 	}
+	w := s.w()
 	if x.packed != nil {
-		w := s.w()
-		w.pending = appendPackedBins(w.pending, x.packed, x.packedBins)
+		mergePackedBins(w, x.packed, x.packedBins)
 	}
-	s.w().pending = append(s.w().pending, x.bins...)
-	s.w().pending = append(s.w().pending, x.pend()...)
-	if len(s.pend()) > max(s.maxBins, 64) {
+	for _, b := range x.bins {
+		w.addBin(b)
+	}
+	if xw := x.work; xw.dirty() {
+		for _, b := range xw.pending {
+			w.addBin(b)
+		}
+		for _, d := range []*denseCounts{&xw.neg, &xw.pos} {
+			for i, c := range d.c {
+				if c != 0 {
+					w.addBin(quantileBin{d.base + int64(i), c})
+				}
+			}
+		}
+		if xw.zero > 0 {
+			w.addBin(quantileBin{0, xw.zero})
+		}
+	}
+	if len(w.pending) > max(s.maxBins, 64) {
 		s.normalize()
+	}
+}
+
+// mergePackedBins counts the m bins of a packed form in w.
+func mergePackedBins(w *quantileWork, p []byte, m int) {
+	var key int64
+	for i := range m {
+		var k int
+		if i == 0 {
+			key, k = binary.Varint(p)
+		} else {
+			d, kk := binary.Uvarint(p)
+			key, k = key+int64(d), kk
+		}
+		p = p[k:]
+		c, k := binary.Uvarint(p)
+		p = p[k:]
+		w.addBin(quantileBin{key, c})
 	}
 }
 

@@ -153,7 +153,7 @@ type settings struct {
 	OfflineLogRollEvents   int
 	// HealerGrace is how long superseded records are kept after a heal.
 	HealerGrace time.Duration
-	HTTP           struct {
+	HTTP        struct {
 		Listen         string
 		MaxBatch       int   // keys per request
 		MaxBodyBytes   int64 // bytes per request body
