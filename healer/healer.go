@@ -172,8 +172,9 @@ type Result struct {
 	// Installed is false when nothing changed (no new closed range, no
 	// changed files): then no served bit changes.
 	Installed bool `json:"installed"`
-	// Watermark is the view's batch watermark after the heal.
-	Watermark  time.Time `json:"batch_watermark"`
+	// Watermark is the view's batch watermark after the heal; zero (and
+	// left out of the JSON) while the archive holds nothing to heal.
+	Watermark  time.Time `json:"batch_watermark,omitzero"`
 	Generation uint64    `json:"generation"`
 	DaysHealed int       `json:"days_healed"`
 	Keys       int       `json:"keys"`
@@ -283,11 +284,11 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	} else {
 		resume = nil
 	}
-	res.Watermark = time.UnixMilli(target).UTC()
 	res.Generation = st.Gen
 	if target == tiling.MinTime {
-		return res, nil // the archive holds nothing yet
+		return res, nil // the archive holds nothing yet: no watermark
 	}
+	res.Watermark = time.UnixMilli(target).UTC()
 	D := v.DaySpan()
 	firstDay := tiling.AlignDown(target-maxWindow(v), D)
 	if maxWindow(v) == 0 {

@@ -692,6 +692,9 @@ type featureResult struct {
 		ServedAt        string  `json:"served_at"`
 		BatchWatermark  *string `json:"batch_watermark"`
 		StreamWatermark *string `json:"stream_watermark"`
+		// BatchStaleness is served_at − batch_watermark in seconds; null
+		// before any heal.
+		BatchStaleness *float64 `json:"batch_staleness_seconds"`
 	} `json:"metadata"`
 }
 
