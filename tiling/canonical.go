@@ -172,3 +172,8 @@ func mix64(x uint64) uint64 {
 func eventHash(p Pos) uint64 {
 	return mix64(mix64(uint64(p.Offset)) ^ uint64(uint32(p.Partition))<<1 ^ 0x9e3779b97f4a7c15)
 }
+
+// AppendJSONString appends s as a JSON string exactly as the event decoder
+// writes a string value's raw JSON (so the offline log's readers give the
+// same bytes as the stream).
+func AppendJSONString(dst, s []byte) []byte { return appendJSONString(dst, s) }
