@@ -33,6 +33,7 @@ type Store interface {
 // OfflineLog is the offline log as the healer reads it.
 type OfflineLog interface {
 	Days(view string) ([]state.DayFiles, error)
+	ReadFiles(v *tiling.View, eventIDField string, d state.DayFiles, fn func(e *tiling.Event) error, bad func(file string, row int64, reason string)) (state.ReadStats, error)
 	ReadDay(v *tiling.View, eventIDField string, date int64, fn func(e *tiling.Event) error, bad func(file string, row int64, reason string)) (state.ReadStats, error)
 }
 
@@ -301,6 +302,14 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	if err != nil {
 		return res, fmt.Errorf("list offline log: %w", err)
 	}
+	// Read only what the archive held when it was sampled: files that rolls
+	// write while this heal runs (their first offset at or past the sampled
+	// progress) wait for the next heal, which sees them as changed.
+	archived, err := h.store.ArchiveProgress(v.Name)
+	if err != nil {
+		return res, err
+	}
+	days = sampled(days, archived)
 	spanFiles := map[int64][]state.DayFiles{}
 	for _, d := range days {
 		s := tiling.AlignDown(d.Date, D)
@@ -381,7 +390,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 		}
 		b := newDayBuild(v, s)
 		for _, d := range spanFiles[s] {
-			rs, err := h.offline.ReadDay(v, v.EventID, d.Date, func(ev *tiling.Event) error {
+			rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
 				if ev.TS >= target || ev.TS < v.LifetimeStart {
 					return nil
 				}
@@ -669,7 +678,7 @@ func (h *Healer) rebuildStream(v *tiling.View, target int64, spanFiles map[int64
 			continue
 		}
 		for _, d := range dfs {
-			if _, err := h.offline.ReadDay(v, v.EventID, d.Date, func(e *tiling.Event) error {
+			if _, err := h.offline.ReadFiles(v, v.EventID, d, func(e *tiling.Event) error {
 				if e.TS < target || e.Pos.Partition < 0 {
 					return nil
 				}
@@ -700,6 +709,27 @@ func (h *Healer) rebuildStream(v *tiling.View, target int64, spanFiles map[int64
 		}
 	}
 	return len(recs), w.flush()
+}
+
+// sampled drops the archive files a roll wrote after the progress prog was
+// sampled.
+func sampled(days []state.DayFiles, prog map[int32]state.Progress) []state.DayFiles {
+	out := days[:0:0]
+	for _, d := range days {
+		kept := state.DayFiles{Date: d.Date, Files: []state.FileInfo{}}
+		for _, f := range d.Files {
+			if p, first, _, ok := state.ArchiveFileRange(f.Name); ok {
+				if pr, known := prog[p]; known && first >= pr.Next {
+					continue
+				}
+			}
+			kept.Files = append(kept.Files, f)
+		}
+		if len(kept.Files) > 0 {
+			out = append(out, kept)
+		}
+	}
+	return out
 }
 
 // putState adds the view's healer state to w's batch.

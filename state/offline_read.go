@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -58,6 +59,29 @@ const offlineMaxKeyBytes = 2048
 // with the other keys of a row group (dictionary or page): strings.Clone the
 // keys kept for long.
 func (l *OfflineLog) ReadDay(v *tiling.View, eventIDField string, date int64, fn func(e *tiling.Event) error, bad func(file string, row int64, reason string)) (ReadStats, error) {
+	return l.readDay(v, eventIDField, date, nil, fn, bad)
+}
+
+// ReadFiles is ReadDay restricted to the files of d (a listing from Days,
+// possibly filtered): a heal reads exactly the files it sampled, not those
+// written while it runs.
+func (l *OfflineLog) ReadFiles(v *tiling.View, eventIDField string, d DayFiles, fn func(e *tiling.Event) error, bad func(file string, row int64, reason string)) (ReadStats, error) {
+	if d.Files == nil {
+		d.Files = []FileInfo{}
+	}
+	return l.readDay(v, eventIDField, d.Date, d.Files, fn, bad)
+}
+
+// ArchiveFileRange parses an archive file name: its partition and offset
+// range. ok is false for other files.
+func ArchiveFileRange(name string) (partition int32, first, last int64, ok bool) {
+	if classify(name) != fileParquet {
+		return 0, 0, 0, false
+	}
+	return parseArchiveName(name)
+}
+
+func (l *OfflineLog) readDay(v *tiling.View, eventIDField string, date int64, only []FileInfo, fn func(e *tiling.Event) error, bad func(file string, row int64, reason string)) (ReadStats, error) {
 	if err := checkViewName(v.Name); err != nil {
 		return ReadStats{}, err
 	}
@@ -69,12 +93,18 @@ func (l *OfflineLog) ReadDay(v *tiling.View, eventIDField string, date int64, fn
 		return ReadStats{}, err
 	}
 	dir := filepath.Join(l.root, v.Name, dateDir(date))
-	files, err := listDay(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return ReadStats{}, nil
-	}
-	if err != nil {
-		return ReadStats{}, fmt.Errorf("offline log: read %s %s: %w", v.Name, dateDir(date), err)
+	files := only
+	if files == nil {
+		files, err = listDay(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return ReadStats{}, nil
+		}
+		if err != nil {
+			return ReadStats{}, fmt.Errorf("offline log: read %s %s: %w", v.Name, dateDir(date), err)
+		}
+	} else {
+		files = append([]FileInfo(nil), files...)
+		sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	}
 	r := newDayReader(v, lay, eventIDField, date, dir, fn, bad)
 	r.dd.plan(files)
@@ -821,16 +851,7 @@ func appendDecimal(dst []byte, u int64, scale int32) []byte {
 // has it for a JSON string holding s: fastjson's MarshalTo of an unescaped
 // string, which quotes s as it is unless it holds '"', '\\' or a control
 // character, and then uses strconv.AppendQuote.
-func appendJSONString(dst, s []byte) []byte {
-	for _, c := range s {
-		if c < 0x20 || c == '"' || c == '\\' {
-			return strconv.AppendQuote(dst, unsafe.String(unsafe.SliceData(s), len(s)))
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
-}
+func appendJSONString(dst, s []byte) []byte { return tiling.AppendJSONString(dst, s) }
 
 func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
