@@ -516,13 +516,15 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	if err := w.flush(); err != nil {
 		return res, err
 	}
-	// Install: switch every key's head to the new generation. Everything the
-	// heads point to is durable already.
+	// Install: switch every key's head to the new generation, together with
+	// the healer's state, in one atomic batch (Pebble batches are not bound
+	// to a size). Everything the heads point to is durable already, and a
+	// crash leaves either every head on the old generation or every head on
+	// the new one, so the garbage of either is never still in use.
+	hb := w.batch()
 	for _, key := range keys {
-		w.batch().PutHead(v, key, state.Head{Watermark: target, Gen: gen})
-		if err := w.wrote(1); err != nil {
-			return res, err
-		}
+		hb.PutHead(v, key, state.Head{Watermark: target, Gen: gen})
+		w.records++
 	}
 	// The superseded records become garbage once no read can still use
 	// them: after the grace period.

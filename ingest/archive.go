@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -11,6 +12,10 @@ import (
 	"github.com/tilestream/tilestream/state"
 	"github.com/tilestream/tilestream/tiling"
 )
+
+// ErrNotRunning is returned by SyncArchive before the consumer started (a
+// heal asked for right after a start): retry shortly.
+var ErrNotRunning = errors.New("ingest: not running yet")
 
 // Archiver is the offline log as the ingest uses it.
 type Archiver interface {
@@ -223,7 +228,7 @@ func (in *Ingester) SyncArchive(ctx context.Context, view string) (int64, error)
 	}
 	cl := in.client.Load()
 	if cl == nil {
-		return 0, fmt.Errorf("ingest: not running")
+		return 0, ErrNotRunning
 	}
 	topic := in.views[vi].Topic
 	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)

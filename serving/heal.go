@@ -9,6 +9,10 @@ import (
 	"time"
 )
 
+// ErrUnavailable, wrapped by a HealFunc's error, answers 503: the heal cannot
+// run yet (the consumer is starting) and a retry will do.
+var ErrUnavailable = errors.New("serving: unavailable")
+
 // HealFunc runs a heal of one view now and returns a JSON-encodable summary
 // once it is installed.
 // full asks for a rebuild of every day instead of the changed ones.
@@ -57,6 +61,10 @@ func (h *handler) postHeal(w http.ResponseWriter, r *http.Request) {
 	}{}
 	for _, v := range views {
 		res, err := h.heal(r.Context(), v, req.Full)
+		if errors.Is(err, ErrUnavailable) {
+			writeError(w, errorf(http.StatusServiceUnavailable, "heal of view %s cannot run yet: %v; retry shortly", v, err))
+			return
+		}
 		if err != nil {
 			h.log.Error("heal failed", "view", v, "err", err)
 			writeError(w, errorf(http.StatusInternalServerError, "heal of view %s failed: %v", v, err))

@@ -617,11 +617,11 @@ func TestHealCrashSafety(t *testing.T) {
 	t.Logf("final heal: %+v", final)
 	reader.halt()
 
-	// A heal asked for while the ingest is starting answers 500 (it cannot
-	// sample the archive yet); any other failure is a bug.
+	// A heal asked for while the ingest is starting answers 503 (it cannot
+	// sample the archive yet; retry); any other failure is a bug.
 	heals.mu.Lock()
 	for _, s := range heals.errs {
-		if strings.Contains(s, "sync archive: ingest: not running") {
+		if strings.Contains(s, "ingest: not running yet") {
 			t.Logf("heal answered %s", s)
 		} else {
 			t.Errorf("heal answered %s", s)

@@ -233,7 +233,11 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		Metrics:  serving.NewMetrics(reg),
 		Logger:   log.With("component", "serving"),
 		Heal: func(ctx context.Context, view string, full bool) (any, error) {
-			return hl.Heal(ctx, view, healer.Options{Full: full})
+			res, err := hl.Heal(ctx, view, healer.Options{Full: full})
+			if errors.Is(err, ingest.ErrNotRunning) {
+				err = fmt.Errorf("%w: %w", serving.ErrUnavailable, err)
+			}
+			return res, err
 		},
 		Rebuilding: func(view string) bool { return rebuilding[view].Load() },
 	})
