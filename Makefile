@@ -31,6 +31,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzExactSumDecode$$' -fuzztime $(FUZZTIME) ./tiling
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZTIME) ./tiling
 	$(GO) test -run '^$$' -fuzz '^FuzzJSONEvent$$' -fuzztime $(FUZZTIME) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalValue$$' -fuzztime $(FUZZTIME) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzReadJSONL$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./state
+	$(GO) test -run '^$$' -fuzz '^FuzzReadParquetFile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./state
 
 # Every benchmark once with tiny sizes, so they keep compiling and working.
 bench-smoke:
