@@ -6,7 +6,9 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"os"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -225,4 +227,16 @@ func scratchStore(tb testing.TB) (*state.Store, func()) {
 		s.Close()
 		os.RemoveAll(dir)
 	}
+}
+
+// cpuTime is the CPU time (user + system) the process has used: on a shared
+// machine, events per CPU-second is steadier than events per wall second.
+// It counts every goroutine of the process (Pebble's compactions, GC, and
+// the in-process kfake broker in the ingest benchmark).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
