@@ -35,9 +35,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadJSONL$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./state
 	$(GO) test -run '^$$' -fuzz '^FuzzReadParquetFile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./state
 
-# Every benchmark once with tiny sizes, so they keep compiling and working.
+# Every benchmark once with tiny sizes (-short), so they keep compiling and
+# working; figures come from the commands in benchmarks/README.md.
 bench-smoke:
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+	$(GO) test -short -run '^$$' -bench . -benchtime 1x ./...
 
 clean:
 	rm -rf bin data

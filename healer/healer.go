@@ -22,6 +22,7 @@ import (
 type Store interface {
 	NewBatch() *state.Batch
 	Commit(b *state.Batch) error
+	CommitNoSync(b *state.Batch) error
 	Meta(view string) ([]byte, error)
 	ScanSummaries(v *tiling.View, gen uint64, fn func(key string, s *tiling.Summary) error) error
 	DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error)
@@ -782,11 +783,16 @@ func (w *writer) batch() *state.Batch {
 	return w.b
 }
 
+// wrote counts n records put in the batch and commits it, without a sync,
+// once it is large: generation records are referenced only by the heads,
+// which a synced commit (flush) writes after them.
 func (w *writer) wrote(n int) error {
 	w.pending += n
 	w.records += n
 	if w.pending >= 10_000 {
-		return w.flush()
+		b := w.b
+		w.b, w.pending = nil, 0
+		return w.h.store.CommitNoSync(b)
 	}
 	return nil
 }

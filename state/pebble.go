@@ -188,6 +188,18 @@ func (s *Store) Commit(b *Batch) error {
 	return nil
 }
 
+// CommitNoSync applies b atomically without waiting for the disk: for bulk
+// writes that nothing references until a later synced commit (a heal's
+// generation records before its head switch), since Pebble's log keeps
+// writes in order and syncing a later batch makes the earlier ones durable.
+func (s *Store) CommitNoSync(b *Batch) error {
+	defer b.b.Close()
+	if err := s.db.Apply(b.b, pebble.NoSync); err != nil {
+		return fmt.Errorf("commit batch of %d records: %w", b.n, err)
+	}
+	return nil
+}
+
 // Progress returns the recorded progress of every partition of topic.
 func (s *Store) Progress(topic string) (map[int32]Progress, error) {
 	prefix := append([]byte{prefixProgress}, appendString(nil, topic)...)
