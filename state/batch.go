@@ -96,17 +96,18 @@ func (s *Store) DayRecord(v *tiling.View, gen uint64, day int64, key string) (*t
 	return r, nil
 }
 
-// Detail returns the key's detail record of block at gen, or nil.
-func (s *Store) Detail(v *tiling.View, gen uint64, day int64, key string, block int64) (*tiling.Record, error) {
+// DetailSuffix returns the aggregate of the key's tiles of block from from
+// on, at gen (nil when none), decoding one tile of the detail record.
+func (s *Store) DetailSuffix(v *tiling.View, gen uint64, day int64, key string, block, from int64) ([]tiling.State, error) {
 	val, err := s.get(detailKey(nil, v.Name, gen, day, key, block))
 	if err != nil || val == nil {
 		return nil, err
 	}
-	r, err := v.DecodeRecord(block, val)
+	st, err := v.DecodeDetailSuffix(block, val, from)
 	if err != nil {
 		return nil, fmt.Errorf("detail record %s/%q@%d/%d: %w", v.Name, key, gen, block, err)
 	}
-	return r, nil
+	return st, nil
 }
 
 // ReadKey returns what a read of (view, key) at time t needs: the key's
@@ -136,7 +137,7 @@ func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, t int64
 		}
 		kd.RecordsRead++
 		kd.BatchWatermark = sum.Watermark
-		b := &tiling.Batch{Summary: sum, DayRecords: map[int64]*tiling.Record{}, Details: map[int64]*tiling.Record{}}
+		b := &tiling.Batch{Summary: sum, DayRecords: map[int64]*tiling.Record{}, Suffixes: map[int64][]tiling.State{}}
 		for _, n := range v.BatchNeeds(t, sum) {
 			if _, done := b.DayRecords[n.Day]; !done {
 				r, err := s.DayRecord(v, n.Gen, n.Day, key)
@@ -147,11 +148,11 @@ func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, t int64
 				kd.RecordsRead++
 			}
 			if n.Block != tiling.MinTime {
-				r, err := s.Detail(v, n.Gen, n.Day, key, n.Block)
+				st, err := s.DetailSuffix(v, n.Gen, n.Day, key, n.Block, n.Start)
 				if err != nil {
 					return kd, err
 				}
-				b.Details[n.Block] = r
+				b.Suffixes[n.Start] = st
 				kd.RecordsRead++
 			}
 		}
@@ -195,9 +196,10 @@ func (b *Batch) PutDayRecord(v *tiling.View, gen uint64, day int64, key string, 
 	b.n++
 }
 
-// PutDetail writes a key's detail record (tiles of one block) of generation gen.
+// PutDetail writes a key's detail record (tiles of one block, as suffix
+// aggregates behind an index) of generation gen.
 func (b *Batch) PutDetail(v *tiling.View, gen uint64, day int64, key string, r *tiling.Record) {
-	b.buf = v.AppendRecord(b.buf[:0], r)
+	b.buf = v.AppendDetailRecord(b.buf[:0], r)
 	_ = b.b.Set(detailKey(nil, v.Name, gen, day, key, r.Start), b.buf, nil)
 	b.n++
 }

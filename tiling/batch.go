@@ -76,6 +76,11 @@ type Batch struct {
 	// tiles. Only what BatchNeeds asked for is present.
 	DayRecords map[int64]*Record
 	Details    map[int64]*Record
+	// Suffixes maps a window start s inside a block to the aggregate of the
+	// block's tiles from s on, as a detail record's suffix index gives it
+	// (DecodeDetailSuffix): one decode per window however full the block.
+	// It takes precedence over Details for that start.
+	Suffixes map[int64][]State
 }
 
 // BatchNeed names a record a read needs: the day record of Day, and when
@@ -84,6 +89,8 @@ type BatchNeed struct {
 	Day   int64
 	Block int64
 	Gen   uint64
+	// Start is the window start inside Block whose suffix the read needs.
+	Start int64
 }
 
 // BatchNeeds returns the day and detail records a read at t needs beside the
@@ -101,9 +108,11 @@ func (v *View) BatchNeeds(t int64, s *Summary) []BatchNeed {
 		if sd == nil || start == day {
 			continue // nothing that day, or the whole day from the summary
 		}
-		n := BatchNeed{Day: day, Block: MinTime, Gen: sd.Gen}
+		n := BatchNeed{Day: day, Block: MinTime, Gen: sd.Gen, Start: start}
 		if block := AlignDown(start, v.span); block != start {
 			n.Block = block
+		} else {
+			n.Start = MinTime
 		}
 		if !seen[n] {
 			seen[n] = true
@@ -218,7 +227,11 @@ func (v *View) dayPart(acc []State, b *Batch, day, start int64) {
 		}
 	}
 	if block != start {
-		if det := b.Details[block]; det != nil {
+		if st, ok := b.Suffixes[start]; ok {
+			if st != nil {
+				MergeStates(acc, st)
+			}
+		} else if det := b.Details[block]; det != nil {
 			for j := range det.Tiles {
 				if t := &det.Tiles[j]; t.Start >= start {
 					MergeStates(acc, t.States)
@@ -405,4 +418,93 @@ func appendTiles(dst []byte, r *Record, step int64) []byte {
 		dst = appendStates(dst, t.States)
 	}
 	return dst
+}
+
+const detailVersion = 2
+
+// AppendDetailRecord encodes the tiles of one block as suffix aggregates —
+// tile i holds the merge of tiles i… to the block's end — behind an index,
+// so a read needs to decode one tile, whatever the block holds:
+//
+//	version byte (2)
+//	uvarint m: tiles present, ascending
+//	m × uvarint tile index within the block
+//	m × uvarint byte length of the tile's states
+//	the states of each tile's suffix, in layout order
+func (v *View) AppendDetailRecord(dst []byte, r *Record) []byte {
+	n := len(r.Tiles)
+	suffix := make([][]byte, n)
+	acc := v.newStates()
+	for i := n - 1; i >= 0; i-- {
+		MergeStates(acc, r.Tiles[i].States)
+		suffix[i] = appendStates(nil, acc)
+	}
+	dst = append(dst, detailVersion)
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for _, t := range r.Tiles {
+		dst = binary.AppendUvarint(dst, uint64((t.Start-r.Start)/v.Granularity))
+	}
+	for _, b := range suffix {
+		dst = binary.AppendUvarint(dst, uint64(len(b)))
+	}
+	for _, b := range suffix {
+		dst = append(dst, b...)
+	}
+	return dst
+}
+
+// DecodeDetailSuffix returns, from a detail record of the block starting at
+// block, the aggregate of its tiles from from on (nil when none), decoding
+// that one tile's states.
+func (v *View) DecodeDetailSuffix(block int64, b []byte, from int64) ([]State, error) {
+	if len(b) == 0 || b[0] != detailVersion {
+		return nil, fmt.Errorf("detail record: bad version: %w", ErrVersion)
+	}
+	b = b[1:]
+	n, m := binary.Uvarint(b)
+	per := uint64(v.span / v.Granularity)
+	if m <= 0 || n > per || n > uint64(len(b)) {
+		return nil, fmt.Errorf("detail record: tile count: %w", ErrCorrupt)
+	}
+	b = b[m:]
+	pick, prev := -1, int64(-1)
+	for i := 0; i < int(n); i++ {
+		idx, m := binary.Uvarint(b)
+		if m <= 0 || idx >= per || int64(idx) <= prev {
+			return nil, fmt.Errorf("detail record: tile index: %w", ErrCorrupt)
+		}
+		prev = int64(idx)
+		b = b[m:]
+		if pick < 0 && block+int64(idx)*v.Granularity >= from {
+			pick = i
+		}
+	}
+	var off, size uint64
+	for i := 0; i < int(n); i++ {
+		l, m := binary.Uvarint(b)
+		if m <= 0 || l > uint64(len(b)) {
+			return nil, fmt.Errorf("detail record: tile length: %w", ErrCorrupt)
+		}
+		b = b[m:]
+		switch {
+		case i < pick:
+			off += l
+		case i == pick:
+			size = l
+		}
+	}
+	if pick < 0 {
+		return nil, nil
+	}
+	if off+size > uint64(len(b)) {
+		return nil, fmt.Errorf("detail record: short: %w", ErrCorrupt)
+	}
+	states, rest, err := v.decodeStates(append([]byte(nil), b[off:off+size]...), nil)
+	if err != nil {
+		return nil, fmt.Errorf("detail record: %w", err)
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("detail record: %d trailing bytes in a tile: %w", len(rest), ErrCorrupt)
+	}
+	return states, nil
 }
