@@ -63,12 +63,23 @@ func (d *dayBuild) finish(key string) keyDay {
 		kd.details = append(kd.details, r)
 	}
 	sort.Slice(kd.details, func(i, j int) bool { return kd.details[i].Start < kd.details[j].Start })
+	kd.day.Only = []int64{}
+	multi := kd.details[:0:0]
 	for _, r := range kd.details {
 		up := d.v.Rollup(r, d.v.Span())
 		kd.day.Tiles = append(kd.day.Tiles, up...)
 		for i := range up {
 			tiling.MergeStates(kd.total, up[i].States)
 		}
+		// A block of one tile needs no detail record: the day record says
+		// where its tile is.
+		if len(r.Tiles) == 1 {
+			kd.day.Only = append(kd.day.Only, r.Tiles[0].Start)
+		} else {
+			kd.day.Only = append(kd.day.Only, tiling.MinTime)
+			multi = append(multi, r)
+		}
 	}
+	kd.details = multi
 	return kd
 }

@@ -27,6 +27,8 @@ type Store interface {
 	ScanSummaries(v *tiling.View, gen uint64, fn func(key string, s *tiling.Summary) error) error
 	DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error)
 	ScanDayRecords(v *tiling.View, gen uint64, day int64, fn func(key string, r *tiling.Record) error) error
+	DetailSuffix(v *tiling.View, gen uint64, day int64, key string, block, from int64) ([]tiling.State, error)
+	Head(v *tiling.View, key string) (state.Head, bool, error)
 	ScanStreamKeys(view string, fn func(key string) error) error
 	ArchiveProgress(view string) (map[int32]state.Progress, error)
 }
@@ -324,7 +326,10 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 			fp = fp*31 + d.Fingerprint()
 		}
 		fps[s] = fp
-		if s >= target || (v.LifetimeStart != tiling.MinTime && s+D <= v.LifetimeStart) || (o.From != 0 && s+D <= o.From) {
+		// Days before lifetime_start matter only to windows, which never
+		// start before firstDay.
+		beforeLife := v.LifetimeStart != tiling.MinTime && s+D <= v.LifetimeStart && s+D <= firstDay
+		if s >= target || beforeLife || (o.From != 0 && s+D <= o.From) {
 			continue
 		}
 		old, healed := st.Days[s]
@@ -392,7 +397,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 		b := newDayBuild(v, s)
 		for _, d := range spanFiles[s] {
 			rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
-				if ev.TS >= target || ev.TS < v.LifetimeStart {
+				if ev.TS >= target {
 					return nil
 				}
 				b.add(ev)
@@ -619,6 +624,52 @@ func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals
 		}
 		return t, nil
 	}
+	// lifeTotal is a day's contribution to Base: the part of the day from
+	// lifetime_start on (days entirely before it count only for windows).
+	lifeTotal := func(d int64) ([]tiling.State, error) {
+		life := v.LifetimeStart
+		if life == tiling.MinTime || d >= life {
+			return total(d)
+		}
+		if d+v.DaySpan() <= life {
+			return nil, nil
+		}
+		ds, ok := days[d]
+		if !ok {
+			return nil, nil
+		}
+		r, err := h.store.DayRecord(v, ds.Gen, d, key)
+		if err != nil || r == nil {
+			return nil, err
+		}
+		acc := v.NewStates()
+		block := tiling.AlignDown(life, v.Span())
+		for i := range r.Tiles {
+			if t := &r.Tiles[i]; t.Start > block || (t.Start == block && life == block) {
+				tiling.MergeStates(acc, t.States)
+			}
+		}
+		if block != life {
+			if only, single := r.SingleTile(block); single {
+				if only >= life {
+					for i := range r.Tiles {
+						if r.Tiles[i].Start == block {
+							tiling.MergeStates(acc, r.Tiles[i].States)
+						}
+					}
+				}
+			} else {
+				st, err := h.store.DetailSuffix(v, ds.Gen, d, key, block, life)
+				if err != nil {
+					return nil, err
+				}
+				if st != nil {
+					tiling.MergeStates(acc, st)
+				}
+			}
+		}
+		return acc, nil
+	}
 	addBase := func(states []tiling.State) {
 		if states == nil {
 			return
@@ -633,7 +684,7 @@ func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals
 		addBase(old.Base)
 		for _, d := range spans {
 			if d >= old.FirstDay && d < firstDay {
-				t, err := total(d)
+				t, err := lifeTotal(d)
 				if err != nil {
 					return nil, err
 				}
@@ -643,7 +694,7 @@ func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals
 	} else {
 		for _, d := range spans {
 			if d < firstDay {
-				t, err := total(d)
+				t, err := lifeTotal(d)
 				if err != nil {
 					return nil, err
 				}
@@ -829,8 +880,16 @@ func (h *Healer) collect(v *tiling.View, force bool) error {
 			b.DeleteDay(v.Name, d.Gen, d.Day)
 		}
 		if g.StreamBefore != tiling.MinTime {
+			// Only below a key's own watermark: a key without a head (no
+			// batch data yet) keeps its stream records, late ones included,
+			// until a heal covers it.
 			if err := h.store.ScanStreamKeys(v.Name, func(key string) error {
-				b.DeleteStreamBefore(v.Name, key, g.StreamBefore)
+				hd, ok, err := h.store.Head(v, key)
+				if err != nil || !ok {
+					return err
+				}
+				before := min(g.StreamBefore, v.RecordStart(hd.Watermark))
+				b.DeleteStreamBefore(v.Name, key, before)
 				deleted++
 				return nil
 			}); err != nil {

@@ -147,6 +147,9 @@ func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, t int64
 				b.DayRecords[n.Day] = r
 				kd.RecordsRead++
 			}
+			if _, single := b.DayRecords[n.Day].SingleTile(n.Block); single {
+				continue // the day record has the block's one tile
+			}
 			if n.Block != tiling.MinTime {
 				st, err := s.DetailSuffix(v, n.Gen, n.Day, key, n.Block, n.Start)
 				if err != nil {

@@ -227,7 +227,16 @@ func (v *View) dayPart(acc []State, b *Batch, day, start int64) {
 		}
 	}
 	if block != start {
-		if st, ok := b.Suffixes[start]; ok {
+		if only, single := b.DayRecords[day].SingleTile(block); single {
+			// One tile in the block: its aggregate is the block's.
+			if only >= start {
+				for j := range b.DayRecords[day].Tiles {
+					if t := &b.DayRecords[day].Tiles[j]; t.Start == block {
+						MergeStates(acc, t.States)
+					}
+				}
+			}
+		} else if st, ok := b.Suffixes[start]; ok {
 			if st != nil {
 				MergeStates(acc, st)
 			}
@@ -396,13 +405,75 @@ func (v *View) DecodeSummary(b []byte) (*Summary, error) {
 
 // AppendDayRecord appends the encoding of a day record: tiles of one block
 // each, in the record encoding with the block span as the tile step.
+//
+// A day record with Only set starts with a marker byte (0xD2), uvarint n and
+// n uvarints — 0 for a block of several tiles, else 1 + the index of its
+// single tile within the block — before the tiles.
 func (v *View) AppendDayRecord(dst []byte, r *Record) []byte {
+	if r.Only != nil {
+		dst = append(dst, dayOnlyMarker)
+		dst = binary.AppendUvarint(dst, uint64(len(r.Only)))
+		for i, o := range r.Only {
+			if o == MinTime {
+				dst = append(dst, 0)
+				continue
+			}
+			dst = binary.AppendUvarint(dst, uint64((o-r.Tiles[i].Start)/v.Granularity)+1)
+		}
+	}
 	return appendTiles(dst, r, v.span)
 }
 
+const dayOnlyMarker = 0xD2
+
 // DecodeDayRecord decodes a day record starting at day.
 func (v *View) DecodeDayRecord(day int64, b []byte) (*Record, error) {
-	return v.decodeTiles(day, b, v.span, v.DaySpan()/v.span)
+	var only []uint64
+	if len(b) > 0 && b[0] == dayOnlyMarker {
+		b = b[1:]
+		n, m := binary.Uvarint(b)
+		if m <= 0 || n > uint64(len(b)) {
+			return nil, fmt.Errorf("day record: single-tile count: %w", ErrCorrupt)
+		}
+		b = b[m:]
+		only = make([]uint64, n)
+		for i := range only {
+			x, m := binary.Uvarint(b)
+			if m <= 0 || x > uint64(v.span/v.Granularity) {
+				return nil, fmt.Errorf("day record: single tile: %w", ErrCorrupt)
+			}
+			only[i], b = x, b[m:]
+		}
+	}
+	r, err := v.decodeTiles(day, b, v.span, v.DaySpan()/v.span)
+	if err != nil || only == nil {
+		return r, err
+	}
+	if len(only) != len(r.Tiles) {
+		return nil, fmt.Errorf("day record: %d single-tile entries for %d blocks: %w", len(only), len(r.Tiles), ErrCorrupt)
+	}
+	r.Only = make([]int64, len(only))
+	for i, x := range only {
+		r.Only[i] = MinTime
+		if x > 0 {
+			r.Only[i] = r.Tiles[i].Start + int64(x-1)*v.Granularity
+		}
+	}
+	return r, nil
+}
+
+// SingleTile reports, for the block starting at block in day record dr,
+// whether the block holds one tile and, if so, its start.
+func (dr *Record) SingleTile(block int64) (start int64, single bool) {
+	if dr == nil || dr.Only == nil {
+		return 0, false
+	}
+	for i := range dr.Tiles {
+		if dr.Tiles[i].Start == block {
+			return dr.Only[i], dr.Only[i] != MinTime
+		}
+	}
+	return 0, false
 }
 
 func appendTiles(dst []byte, r *Record, step int64) []byte {

@@ -35,6 +35,10 @@ type Record struct {
 	Start   int64
 	Offsets []PartOffset // sorted by partition
 	Tiles   []Tile       // sorted by Start, no empty tiles
+	// Only, in a day record, gives for each block aggregate (Tiles[i]) the
+	// start of its one tile when the block has a single tile — then no
+	// detail record is stored for it — and MinTime otherwise. Nil elsewhere.
+	Only []int64
 }
 
 // NewRecord returns the empty record of the span holding time ts.

@@ -323,6 +323,10 @@ func (v *View) Span() int64 { return v.span }
 func (v *View) Fingerprint() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "v1 g=%d span=%d", v.Granularity, v.span)
+	if v.LifetimeStart != MinTime {
+		// The batch layout's Base counts from it: moving it needs a rebuild.
+		fmt.Fprintf(&b, " life=%d", v.LifetimeStart)
+	}
 	for _, a := range v.aggs {
 		col := ""
 		if a.column >= 0 {

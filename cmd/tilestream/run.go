@@ -250,11 +250,18 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		// Views whose layout changed are rebuilt before the ingest starts:
 		// the rebuild writes their stream records from the archive, and the
 		// ingest's replay must find them.
+		// The rebuild runs before the consumer: its archive watermark comes
+		// from the stored archive progress (leftover roll intents were
+		// cleaned when the ingest was built), not from the ingest.
+		rb, err := newHealer(s, store, offline, nil, prometheus.NewRegistry(), log)
+		if err != nil {
+			return err
+		}
 		for _, v := range views {
 			if !rebuilding[v.Name].Load() {
 				continue
 			}
-			res, err := hl.Heal(gctx, v.Name, healer.Options{Full: true, Rebuild: true})
+			res, err := rb.Heal(gctx, v.Name, healer.Options{Full: true, Rebuild: true})
 			if err != nil {
 				return fmt.Errorf("rebuild view %s: %w (restart to resume)", v.Name, err)
 			}
