@@ -283,7 +283,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	// Resume an interrupted heal of the same kind: keep its target so the
 	// day records it wrote stay valid.
 	resume := st.Pending
-	if resume != nil && resume.Full == o.Full && resume.Target >= st.Watermark && resume.Gen > st.Gen {
+	if resume != nil && resume.Full == o.Full && resume.Target >= st.Watermark && resume.Target <= target && resume.Gen > st.Gen {
 		target = resume.Target
 	} else {
 		resume = nil
@@ -395,6 +395,9 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 			continue
 		}
 		b := newDayBuild(v, s)
+		// An interrupted attempt may have written part of this day under
+		// this generation: start it clean.
+		w.batch().DeleteDay(v.Name, gen, s)
 		for _, d := range spanFiles[s] {
 			rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
 				if ev.TS >= target {
