@@ -294,7 +294,13 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 				case replayed:
 					in.m.events.WithLabelValues(v.Name, "replayed").Inc()
 				case deferred:
-					in.m.events.WithLabelValues(v.Name, "deferred_to_heal").Inc()
+					// Already archived: a replay of an event counted (deferred)
+					// before the restart.
+					if b := in.mu.archive[archKey{vi, r.Partition}]; b != nil && b.next > r.Offset {
+						in.m.events.WithLabelValues(v.Name, "replayed").Inc()
+					} else {
+						in.m.events.WithLabelValues(v.Name, "deferred_to_heal").Inc()
+					}
 				}
 				any = true
 				if e.TS > maxTS {
