@@ -61,6 +61,8 @@ type fileKafka struct {
 	Group           string        `yaml:"group"`
 	ClientID        string        `yaml:"client_id"`
 	DeadLetterTopic string        `yaml:"dead_letter_topic"`
+	InstanceID      string        `yaml:"instance_id"`
+	SessionTimeout  string        `yaml:"session_timeout"`
 }
 
 type fileEmbedded struct {
@@ -141,6 +143,11 @@ type settings struct {
 		// Group is the consumer group, ClientID the Kafka client id;
 		// DeadLetterTopic, when not empty, also receives malformed events.
 		Group, ClientID, DeadLetterTopic string
+		// InstanceID, when set, makes this member static: after a crash it
+		// rejoins at once instead of waiting for the session to time out.
+		InstanceID string
+		// SessionTimeout is the group session timeout (default 45s).
+		SessionTimeout time.Duration
 	}
 	// StoreKind is "pebble"; StorePath its directory.
 	StoreKind, StorePath string
@@ -647,6 +654,11 @@ func (c *checker) kafka(f *fileKafka, s *settings) {
 	k.Group = or(f.Group, defaultGroup)
 	k.ClientID = or(f.ClientID, defaultClientID)
 	k.DeadLetterTopic = f.DeadLetterTopic
+	k.InstanceID = f.InstanceID
+	k.SessionTimeout = c.dur("kafka", "session_timeout", f.SessionTimeout, 45*time.Second)
+	if k.SessionTimeout < time.Second || k.SessionTimeout > 30*time.Minute {
+		c.addf("kafka", "session_timeout must be within 1s..30m, got %s", k.SessionTimeout)
+	}
 	if t := f.DeadLetterTopic; t != "" {
 		if err := checkTopic(t); err != nil {
 			c.addf(where, "dead_letter_topic %q: %v", t, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tilestream/tilestream/healer"
@@ -184,6 +185,10 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	icfg.Group = s.Kafka.Group
 	icfg.ClientID = s.Kafka.ClientID
 	icfg.DeadLetterTopic = s.Kafka.DeadLetterTopic
+	icfg.ClientOpts = append(icfg.ClientOpts, kgo.SessionTimeout(s.Kafka.SessionTimeout))
+	if s.Kafka.InstanceID != "" {
+		icfg.ClientOpts = append(icfg.ClientOpts, kgo.InstanceID(s.Kafka.InstanceID))
+	}
 	icfg.FlushInterval = s.Ingest.FlushInterval
 	icfg.FutureSkew = s.Ingest.FutureSkew
 	icfg.MaxEventBytes = s.Ingest.MaxEventBytes
