@@ -22,6 +22,12 @@ type featureJSON struct {
 	Function string `json:"function"`
 	Column   string `json:"column"`
 	Window   string `json:"window"`
+	// The function's options, when it has any.
+	N           int       `json:"n,omitempty"`
+	K           int       `json:"k,omitempty"`
+	Precision   int       `json:"precision,omitempty"`
+	Percentiles []float64 `json:"percentiles,omitempty"`
+	Accuracy    float64   `json:"accuracy,omitempty"`
 }
 
 // viewList builds the body of GET /v1/views; views never change while a
@@ -45,7 +51,8 @@ func viewList(views []*tiling.View) []byte {
 			if f.Window != tiling.Lifetime {
 				w = tiling.FormatDuration(f.Window)
 			}
-			vj.Features[i] = featureJSON{Name: f.Name, Function: string(f.Function), Column: f.Column, Window: w}
+			vj.Features[i] = featureJSON{Name: f.Name, Function: string(f.Function), Column: f.Column, Window: w,
+				N: f.N, K: f.K, Precision: f.Precision, Percentiles: f.Percentiles, Accuracy: f.Accuracy}
 		}
 		out.Views = append(out.Views, vj)
 	}
