@@ -83,6 +83,23 @@ func (s *Store) Summary(v *tiling.View, gen uint64, key string) (*tiling.Summary
 	return sum, nil
 }
 
+// summaryForRead returns the key's summary at gen with only the day suffixes
+// a read at t needs decoded, or nil.
+func (s *Store) summaryForRead(v *tiling.View, gen uint64, key string, t int64) (*tiling.Summary, error) {
+	val, err := s.get(summaryKey(nil, v.Name, gen, key))
+	if err != nil || val == nil {
+		return nil, err
+	}
+	sum, err := v.DecodeSummaryForRead(val)
+	if err == nil {
+		err = v.PrepareSummary(sum, t)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("summary %s/%q@%d: %w", v.Name, key, gen, err)
+	}
+	return sum, nil
+}
+
 // DayRecord returns the key's day record of day at gen, or nil.
 func (s *Store) DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error) {
 	val, err := s.get(dayKey(nil, v.Name, gen, day, key))
@@ -128,7 +145,7 @@ func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, t int64
 	}
 	kd.RecordsRead++
 	if ok {
-		sum, err := s.Summary(v, h.Gen, key)
+		sum, err := s.summaryForRead(v, h.Gen, key, t)
 		if err != nil {
 			return kd, err
 		}

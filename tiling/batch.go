@@ -41,6 +41,82 @@ type Summary struct {
 	Base []State
 	// Days are the non-empty days in [FirstDay, W_b), ascending.
 	Days []SummaryDay
+
+	// suffixRaw[j] is the encoded merge of Days[j…] (the suffix a window
+	// starting before Days[j] needs); suffix[j] caches it decoded. A summary
+	// decoded for a read (DecodeSummaryForRead) leaves Total nil and decodes
+	// only the suffixes its windows need (PrepareSummary).
+	suffixRaw [][]byte
+	suffix    [][]State
+	totalRaw  [][]byte
+}
+
+// suffixStates returns the merge of Days[j…]: the decoded suffix when
+// PrepareSummary loaded it, else the merge of the totals.
+func (s *Summary) suffixStates(v *View, j int) []State {
+	if j < len(s.suffix) && s.suffix[j] != nil {
+		return s.suffix[j]
+	}
+	acc := v.newStates()
+	for i := j; i < len(s.Days); i++ {
+		if s.Days[i].Total != nil {
+			MergeStates(acc, s.Days[i].Total)
+		}
+	}
+	return acc
+}
+
+// PrepareSummary decodes the day suffixes that the windows of a read at t
+// need, so EvaluateBatch merges one suffix per window instead of every day.
+func (v *View) PrepareSummary(s *Summary, t int64) error {
+	if s.suffixRaw == nil {
+		return nil
+	}
+	if s.suffix == nil {
+		s.suffix = make([][]State, len(s.Days))
+	}
+	load := func(j int) error {
+		if j >= len(s.Days) || s.suffix[j] != nil {
+			return nil
+		}
+		st, rest, err := v.decodeStates(s.suffixRaw[j], nil)
+		if err != nil {
+			return fmt.Errorf("summary suffix %d: %w", j, err)
+		}
+		if len(rest) != 0 {
+			return fmt.Errorf("summary suffix %d: trailing bytes: %w", j, ErrCorrupt)
+		}
+		s.suffix[j] = st
+		return nil
+	}
+	for _, w := range v.windows {
+		start := v.WindowStart(w, t)
+		if start >= s.Watermark {
+			continue
+		}
+		if start < s.FirstDay {
+			if err := load(0); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := load(s.suffixIndex(v, start)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// suffixIndex is the first day a window starting at start takes whole: its
+// own day when it starts at the day's beginning, else the day after.
+func (s *Summary) suffixIndex(v *View, start int64) int {
+	day := AlignDown(start, v.DaySpan())
+	return sort.Search(len(s.Days), func(i int) bool {
+		if start == day {
+			return s.Days[i].Start >= day
+		}
+		return s.Days[i].Start > day
+	})
 }
 
 // SummaryDay is one day's aggregate and the heal generation whose day and
@@ -175,38 +251,27 @@ func (v *View) EvaluateBatch(t int64, b *Batch, records []*Record) []any {
 	for ; next < len(wins) && wins[next].start >= wb; next++ {
 		finish(wins[next].idx, acc)
 	}
-	di := len(s.Days) - 1 // the latest day not yet in acc
-	base := false
+	// Windows reaching before W_b: the stream part (all of acc) plus one
+	// suffix of whole days plus, for a start inside a day, that day's part.
 	for ; next < len(wins); next++ {
 		start := wins[next].start
-		if start < s.FirstDay { // lifetime: everything
-			for ; di >= 0; di-- {
-				MergeStates(acc, s.Days[di].Total)
+		w := v.newStates()
+		MergeStates(w, acc)
+		if start < s.FirstDay { // lifetime: every day, and Base
+			if len(s.Days) > 0 {
+				MergeStates(w, s.suffixStates(v, 0))
 			}
-			if !base && s.Base != nil {
-				MergeStates(acc, s.Base)
-				base = true
+			if s.Base != nil {
+				MergeStates(w, s.Base)
 			}
-			finish(wins[next].idx, acc)
+			finish(wins[next].idx, w)
 			continue
+		}
+		if j := s.suffixIndex(v, start); j < len(s.Days) {
+			MergeStates(w, s.suffixStates(v, j))
 		}
 		day := AlignDown(start, v.DaySpan())
-		for ; di >= 0 && s.Days[di].Start > day; di-- {
-			MergeStates(acc, s.Days[di].Total)
-		}
-		has := di >= 0 && s.Days[di].Start == day
-		if start == day { // the whole day
-			if has {
-				MergeStates(acc, s.Days[di].Total)
-				di--
-			}
-			finish(wins[next].idx, acc)
-			continue
-		}
-		w := acc
-		if has {
-			w = v.newStates()
-			MergeStates(w, acc)
+		if start != day && s.Day(day) != nil {
 			v.dayPart(w, b, day, start)
 		}
 		finish(wins[next].idx, w)
@@ -296,7 +361,10 @@ func (v *View) Rollup(r *Record, step int64) []Tile {
 	return out
 }
 
-const summaryVersion = 1
+const (
+	summaryVersion1 = 1
+	summaryVersion  = 2
+)
 
 // AppendSummary appends the encoding of s:
 //
@@ -314,11 +382,25 @@ func (v *View) AppendSummary(dst []byte, s *Summary) []byte {
 		dst = append(dst, 1)
 		dst = appendStates(dst, s.Base)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(s.Days)))
-	for _, d := range s.Days {
+	n := len(s.Days)
+	totals := make([][]byte, n)
+	suffixes := make([][]byte, n)
+	acc := v.newStates()
+	for i := n - 1; i >= 0; i-- {
+		totals[i] = appendStates(nil, s.Days[i].Total)
+		MergeStates(acc, s.Days[i].Total)
+		suffixes[i] = appendStates(nil, acc)
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for i, d := range s.Days {
 		dst = binary.AppendVarint(dst, d.Start)
 		dst = binary.AppendUvarint(dst, d.Gen)
-		dst = appendStates(dst, d.Total)
+		dst = binary.AppendUvarint(dst, uint64(len(totals[i])))
+		dst = binary.AppendUvarint(dst, uint64(len(suffixes[i])))
+	}
+	for i := range s.Days {
+		dst = append(dst, totals[i]...)
+		dst = append(dst, suffixes[i]...)
 	}
 	return dst
 }
@@ -342,15 +424,28 @@ func (v *View) decodeStates(b []byte, ar *stateArena) ([]State, []byte, error) {
 	return out, b, nil
 }
 
-// DecodeSummary decodes what AppendSummary wrote.
-func (v *View) DecodeSummary(b []byte) (*Summary, error) {
+// DecodeSummary decodes what AppendSummary wrote, every day's total
+// included (what the healer needs).
+func (v *View) DecodeSummary(b []byte) (*Summary, error) { return v.decodeSummary(b, true) }
+
+// DecodeSummaryForRead decodes a summary without its day totals: a read
+// needs only the suffixes of its windows (PrepareSummary). The summary keeps
+// referring to b, which the caller must not change afterwards.
+func (v *View) DecodeSummaryForRead(b []byte) (*Summary, error) { return v.decodeSummary(b, false) }
+
+func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("summary: empty: %w", ErrCorrupt)
 	}
-	if b[0] != summaryVersion {
+	version := b[0]
+	if version != summaryVersion && version != summaryVersion1 {
 		return nil, fmt.Errorf("summary: version %d: %w", b[0], ErrVersion)
 	}
-	b = append([]byte(nil), b[1:]...)
+	if totals {
+		b = append([]byte(nil), b[1:]...)
+	} else {
+		b = b[1:]
+	}
 	s := &Summary{}
 	var m int
 	if s.Watermark, m = binary.Varint(b); m <= 0 {
@@ -379,6 +474,32 @@ func (v *View) DecodeSummary(b []byte) (*Summary, error) {
 	b = b[m:]
 	ar := newStateArena(v.aggs, int(n))
 	s.Days = make([]SummaryDay, 0, n)
+	if version == summaryVersion1 {
+		for i := uint64(0); i < n; i++ {
+			var d SummaryDay
+			if d.Start, m = binary.Varint(b); m <= 0 {
+				return nil, fmt.Errorf("summary: day: %w", ErrCorrupt)
+			}
+			b = b[m:]
+			if d.Gen, m = binary.Uvarint(b); m <= 0 {
+				return nil, fmt.Errorf("summary: gen: %w", ErrCorrupt)
+			}
+			b = b[m:]
+			if i > 0 && d.Start <= s.Days[i-1].Start {
+				return nil, fmt.Errorf("summary: days out of order: %w", ErrCorrupt)
+			}
+			if d.Total, b, err = v.decodeStates(b, ar); err != nil {
+				return nil, fmt.Errorf("summary day %d: %w", d.Start, err)
+			}
+			s.Days = append(s.Days, d)
+		}
+		if len(b) != 0 {
+			return nil, fmt.Errorf("summary: %d trailing bytes: %w", len(b), ErrCorrupt)
+		}
+		return s, nil
+	}
+	lens := make([][2]uint64, n)
+	var sum uint64
 	for i := uint64(0); i < n; i++ {
 		var d SummaryDay
 		if d.Start, m = binary.Varint(b); m <= 0 {
@@ -389,16 +510,36 @@ func (v *View) DecodeSummary(b []byte) (*Summary, error) {
 			return nil, fmt.Errorf("summary: gen: %w", ErrCorrupt)
 		}
 		b = b[m:]
+		for k := 0; k < 2; k++ {
+			l, m := binary.Uvarint(b)
+			if m <= 0 || l > uint64(len(b)) {
+				return nil, fmt.Errorf("summary: length: %w", ErrCorrupt)
+			}
+			lens[i][k], sum, b = l, sum+l, b[m:]
+		}
 		if i > 0 && d.Start <= s.Days[i-1].Start {
 			return nil, fmt.Errorf("summary: days out of order: %w", ErrCorrupt)
 		}
-		if d.Total, b, err = v.decodeStates(b, ar); err != nil {
-			return nil, fmt.Errorf("summary day %d: %w", d.Start, err)
-		}
 		s.Days = append(s.Days, d)
 	}
-	if len(b) != 0 {
-		return nil, fmt.Errorf("summary: %d trailing bytes: %w", len(b), ErrCorrupt)
+	if sum != uint64(len(b)) {
+		return nil, fmt.Errorf("summary: %d bytes for %d: %w", len(b), sum, ErrCorrupt)
+	}
+	s.suffixRaw = make([][]byte, n)
+	s.totalRaw = make([][]byte, n)
+	for i := range s.Days {
+		s.totalRaw[i], b = b[:lens[i][0]], b[lens[i][0]:]
+		s.suffixRaw[i], b = b[:lens[i][1]], b[lens[i][1]:]
+		if !totals {
+			continue
+		}
+		var rest []byte
+		if s.Days[i].Total, rest, err = v.decodeStates(s.totalRaw[i], ar); err != nil {
+			return nil, fmt.Errorf("summary day %d: %w", s.Days[i].Start, err)
+		}
+		if len(rest) != 0 {
+			return nil, fmt.Errorf("summary day %d: trailing bytes: %w", s.Days[i].Start, ErrCorrupt)
+		}
 	}
 	return s, nil
 }

@@ -338,7 +338,10 @@ func BenchmarkServe30dBatch(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				start := time.Now()
-				sum, err := v.DecodeSummary(summary)
+				sum, err := v.DecodeSummaryForRead(summary)
+				if err == nil {
+					err = v.PrepareSummary(sum, at)
+				}
 				if err != nil {
 					b.Fatal(err)
 				}
