@@ -5,7 +5,7 @@ GOFLAGS  += -tags=$(TAGS)
 export GOFLAGS
 FUZZTIME ?= 10s
 
-.PHONY: run test vet unit race fuzz bench-smoke build clean
+.PHONY: run test vet race full fuzz bench-smoke build clean
 
 ## run: start the embedded default (in-process Kafka broker, Pebble under ./data, HTTP on 127.0.0.1:8080, demo producer)
 run:
@@ -16,7 +16,7 @@ build:
 	$(GO) build -o bin/tilestream ./cmd/tilestream
 
 ## test: everything CI runs
-test: vet race fuzz bench-smoke
+test: vet race full fuzz bench-smoke
 
 vet:
 	$(GO) vet ./...
@@ -24,6 +24,11 @@ vet:
 # The race detector on every package; the end-to-end tests run here too.
 race:
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+# The race detector makes some tiling tests cut their sizes (large sketch
+# cardinalities, trial counts): run them at full size without it.
+full:
+	$(GO) test -count=1 ./tiling
 
 # Short fuzz runs of every decoder (the seed corpora run in `race` already).
 fuzz:

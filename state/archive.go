@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -95,6 +94,5 @@ func (s *Store) scanViewPartitions(prefix byte, view string, fn func(p int32, va
 // file holding the events of one date (UTC midnight, ms) that a partition's
 // roll of offsets [first, last] wrote.
 func ArchivePath(view string, date int64, partition int32, first, last int64) string {
-	return fmt.Sprintf("%s/date=%s/p%d-%020d-%020d.parquet", view,
-		time.UnixMilli(date).UTC().Format("2006-01-02"), partition, first, last)
+	return view + "/" + dateDir(date) + "/" + archiveName(partition, first, last)
 }

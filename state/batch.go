@@ -70,19 +70,6 @@ func (s *Store) Head(v *tiling.View, key string) (h Head, ok bool, err error) {
 	return h, true, nil
 }
 
-// Summary returns the key's summary at gen, or nil.
-func (s *Store) Summary(v *tiling.View, gen uint64, key string) (*tiling.Summary, error) {
-	val, err := s.get(summaryKey(nil, v.Name, gen, key))
-	if err != nil || val == nil {
-		return nil, err
-	}
-	sum, err := v.DecodeSummary(val)
-	if err != nil {
-		return nil, fmt.Errorf("summary %s/%q@%d: %w", v.Name, key, gen, err)
-	}
-	return sum, nil
-}
-
 // summaryForRead returns the key's summary at gen with only the day suffixes
 // a read at t needs decoded, or nil.
 func (s *Store) summaryForRead(v *tiling.View, gen uint64, key string, t int64) (*tiling.Summary, error) {
@@ -190,12 +177,6 @@ func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, t int64
 	return kd, nil
 }
 
-// StreamRecords returns the stream records of (view, key) holding event times
-// in [from, to), ascending, ignoring any batch data.
-func (s *Store) StreamRecords(ctx context.Context, v *tiling.View, key string, from, to int64) ([]*tiling.Record, error) {
-	return s.streamRecords(ctx, v, key, from, to)
-}
-
 // PutHead switches a key to a heal's generation.
 func (b *Batch) PutHead(v *tiling.View, key string, h Head) {
 	_ = b.b.Set(headKey(nil, v.Name, key), encodeHead(h), nil)
@@ -246,7 +227,18 @@ func (b *Batch) DeleteStreamBefore(view, key string, start int64) {
 
 // ScanSummaries calls fn for every key's summary of generation gen, in key order.
 func (s *Store) ScanSummaries(v *tiling.View, gen uint64, fn func(key string, sum *tiling.Summary) error) error {
-	p := genPrefix(nil, prefixSummary, v.Name, gen)
+	return s.scanKeyed(genPrefix(nil, prefixSummary, v.Name, gen), func(key string, val []byte) error {
+		sum, err := v.DecodeSummary(val)
+		if err != nil {
+			return fmt.Errorf("summary %s/%q@%d: %w", v.Name, key, gen, err)
+		}
+		return fn(key, sum)
+	})
+}
+
+// scanKeyed calls fn for every record under prefix p whose key is p followed
+// by str(entity key) and nothing else, in key order.
+func (s *Store) scanKeyed(p []byte, fn func(key string, val []byte) error) error {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
 		return err
@@ -256,18 +248,13 @@ func (s *Store) ScanSummaries(v *tiling.View, gen uint64, fn func(key string, su
 		k := it.Key()[len(p):]
 		n, m := binary.Uvarint(k)
 		if m <= 0 || uint64(len(k)-m) != n {
-			return fmt.Errorf("scan summaries of %s: bad key", v.Name)
+			return fmt.Errorf("scan %x: bad key", p)
 		}
-		key := string(k[m:])
 		val, err := it.ValueAndErr()
 		if err != nil {
 			return err
 		}
-		sum, err := v.DecodeSummary(val)
-		if err != nil {
-			return fmt.Errorf("summary %s/%q@%d: %w", v.Name, key, gen, err)
-		}
-		if err := fn(key, sum); err != nil {
+		if err := fn(string(k[m:]), val); err != nil {
 			return err
 		}
 	}
@@ -310,30 +297,11 @@ func (b *Batch) PutMeta(view string, val []byte) {
 
 // ScanDayRecords calls fn for every key's day record of one day at gen.
 func (s *Store) ScanDayRecords(v *tiling.View, gen uint64, day int64, fn func(key string, r *tiling.Record) error) error {
-	p := dayPrefix(nil, prefixDay, v.Name, gen, day)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		k := it.Key()[len(p):]
-		n, m := binary.Uvarint(k)
-		if m <= 0 || uint64(len(k)-m) != n {
-			return fmt.Errorf("scan day records of %s: bad key", v.Name)
-		}
-		key := string(k[m:])
-		val, err := it.ValueAndErr()
-		if err != nil {
-			return err
-		}
+	return s.scanKeyed(dayPrefix(nil, prefixDay, v.Name, gen, day), func(key string, val []byte) error {
 		r, err := v.DecodeDayRecord(day, val)
 		if err != nil {
 			return fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, gen, day, err)
 		}
-		if err := fn(key, r); err != nil {
-			return err
-		}
-	}
-	return it.Error()
+		return fn(key, r)
+	})
 }

@@ -48,7 +48,6 @@ type Summary struct {
 	// only the suffixes its windows need (PrepareSummary).
 	suffixRaw [][]byte
 	suffix    [][]State
-	totalRaw  [][]byte
 }
 
 // suffixStates returns the merge of Days[j…]: the decoded suffix when
@@ -361,10 +360,8 @@ func (v *View) Rollup(r *Record, step int64) []Tile {
 	return out
 }
 
-const (
-	summaryVersion1 = 1
-	summaryVersion  = 2
-)
+// summaryVersion 1 (totals only) was never written outside tests.
+const summaryVersion = 2
 
 // AppendSummary appends the encoding of s:
 //
@@ -437,8 +434,7 @@ func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("summary: empty: %w", ErrCorrupt)
 	}
-	version := b[0]
-	if version != summaryVersion && version != summaryVersion1 {
+	if b[0] != summaryVersion {
 		return nil, fmt.Errorf("summary: version %d: %w", b[0], ErrVersion)
 	}
 	if totals {
@@ -474,30 +470,6 @@ func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 	b = b[m:]
 	ar := newStateArena(v.aggs, int(n))
 	s.Days = make([]SummaryDay, 0, n)
-	if version == summaryVersion1 {
-		for i := uint64(0); i < n; i++ {
-			var d SummaryDay
-			if d.Start, m = binary.Varint(b); m <= 0 {
-				return nil, fmt.Errorf("summary: day: %w", ErrCorrupt)
-			}
-			b = b[m:]
-			if d.Gen, m = binary.Uvarint(b); m <= 0 {
-				return nil, fmt.Errorf("summary: gen: %w", ErrCorrupt)
-			}
-			b = b[m:]
-			if i > 0 && d.Start <= s.Days[i-1].Start {
-				return nil, fmt.Errorf("summary: days out of order: %w", ErrCorrupt)
-			}
-			if d.Total, b, err = v.decodeStates(b, ar); err != nil {
-				return nil, fmt.Errorf("summary day %d: %w", d.Start, err)
-			}
-			s.Days = append(s.Days, d)
-		}
-		if len(b) != 0 {
-			return nil, fmt.Errorf("summary: %d trailing bytes: %w", len(b), ErrCorrupt)
-		}
-		return s, nil
-	}
 	lens := make([][2]uint64, n)
 	var sum uint64
 	for i := uint64(0); i < n; i++ {
@@ -526,15 +498,15 @@ func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 		return nil, fmt.Errorf("summary: %d bytes for %d: %w", len(b), sum, ErrCorrupt)
 	}
 	s.suffixRaw = make([][]byte, n)
-	s.totalRaw = make([][]byte, n)
 	for i := range s.Days {
-		s.totalRaw[i], b = b[:lens[i][0]], b[lens[i][0]:]
+		total := b[:lens[i][0]]
+		b = b[lens[i][0]:]
 		s.suffixRaw[i], b = b[:lens[i][1]], b[lens[i][1]:]
 		if !totals {
 			continue
 		}
 		var rest []byte
-		if s.Days[i].Total, rest, err = v.decodeStates(s.totalRaw[i], ar); err != nil {
+		if s.Days[i].Total, rest, err = v.decodeStates(total, ar); err != nil {
 			return nil, fmt.Errorf("summary day %d: %w", s.Days[i].Start, err)
 		}
 		if len(rest) != 0 {

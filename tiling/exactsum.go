@@ -214,15 +214,6 @@ func (s *ExactSum) IsZero() bool {
 	return true
 }
 
-// Reset makes s the empty sum, keeping its limbs for reuse.
-func (s *ExactSum) Reset() {
-	s.packed = nil
-	if s.l != nil {
-		*s.l = [sumLimbs]uint64{}
-		s.lo, s.hi = sumLimbs, 0
-	}
-}
-
 // negative reports the sign of an unpacked sum.
 func (s *ExactSum) negative() bool { return s.l != nil && s.l[sumLimbs-1]>>63 == 1 }
 

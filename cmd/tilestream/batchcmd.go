@@ -18,32 +18,33 @@ import (
 	"github.com/tilestream/tilestream/state"
 )
 
+// loadSettings reads a config file, or gives the built-in one for "".
+func loadSettings(path string) (*settings, error) {
+	if path == "" {
+		return demoConfig(), nil
+	}
+	return loadConfig(path)
+}
+
 // openStandalone opens the store and offline log of a config for a command
 // that runs without the service (the Pebble store admits one process).
-func openStandalone(path string, stderr io.Writer) (*settings, *state.Store, *healer.Healer, error) {
-	s := demoConfig()
-	if path != "" {
-		var err error
-		if s, err = loadConfig(path); err != nil {
-			return nil, nil, nil, err
-		}
-	}
+func openStandalone(s *settings, stderr io.Writer) (*state.Store, *healer.Healer, error) {
 	log := newLogger(s, stderr)
 	store, err := state.Open(state.Config{Path: s.StorePath}, log)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%w (is the service running? stop it first, or use POST /v1/heal)", err)
+		return nil, nil, fmt.Errorf("%w (is the service running? stop it first, or use POST /v1/heal)", err)
 	}
 	offline, err := state.OpenOfflineLog(s.OfflineLogPath)
 	if err != nil {
 		store.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	hl, err := newHealer(s, store, offline, nil, prometheus.NewRegistry(), log)
 	if err != nil {
 		store.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return s, store, hl, nil
+	return store, hl, nil
 }
 
 func parseDate(s string) (int64, error) {
@@ -82,7 +83,11 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	_, store, hl, err := openStandalone(*path, stderr)
+	s, err := loadSettings(*path)
+	if err != nil {
+		return err
+	}
+	store, hl, err := openStandalone(s, stderr)
 	if err != nil {
 		return err
 	}
@@ -144,7 +149,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *view == "" {
 		return errors.New("verify: --view is required")
 	}
-	_, store, hl, err := openStandalone(*path, stderr)
+	s, err := loadSettings(*path)
+	if err != nil {
+		return err
+	}
+	store, hl, err := openStandalone(s, stderr)
 	if err != nil {
 		return err
 	}

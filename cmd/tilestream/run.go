@@ -320,12 +320,9 @@ func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	s := demoConfig()
-	if *path != "" {
-		var err error
-		if s, err = loadConfig(*path); err != nil {
-			return err
-		}
+	s, err := loadSettings(*path)
+	if err != nil {
+		return err
 	}
 	body, _ := json.Marshal(map[string]any{"view": *view, "full": *full})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.HTTP.Listen+"/v1/heal", bytes.NewReader(body))
@@ -346,23 +343,13 @@ func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("heal through %s: %w", s.HTTP.Listen, err)
 	}
-	// No service: heal standalone. Without the ingest, E comes from nothing
-	// but the files: every archived event counts, and events still in Kafka
-	// wait for the service.
-	log := newLogger(s, stderr)
-	store, err := state.Open(state.Config{Path: s.StorePath}, log)
+	// No service: heal standalone. Without the ingest, E comes from the
+	// stored archive progress: events still in Kafka wait for the service.
+	store, hl, err := openStandalone(s, stderr)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	offline, err := state.OpenOfflineLog(s.OfflineLogPath)
-	if err != nil {
-		return err
-	}
-	hl, err := newHealer(s, store, offline, nil, prometheus.NewRegistry(), log)
-	if err != nil {
-		return err
-	}
 	names := hl.Views()
 	if *view != "" {
 		names = []string{*view}
