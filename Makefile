@@ -3,7 +3,13 @@ GO       ?= go
 TAGS     ?= pebblegozstd
 GOFLAGS  += -tags=$(TAGS)
 export GOFLAGS
-FUZZTIME ?= 10s
+# Fuzz budgets are execution counts, not durations: a duration-based
+# -fuzztime races Go 1.26's fuzz coordinator at the deadline and fails with a
+# bare "context deadline exceeded" on a loaded machine (go.dev/issue/75804,
+# fixed in Go 1.27). Each count is roughly 10 s here.
+FUZZN      ?= 300000x
+FUZZN_JSONL ?= 60000x
+FUZZN_PARQUET ?= 3000x
 
 .PHONY: run test vet race full fuzz bench-smoke build clean
 
@@ -32,13 +38,13 @@ full:
 
 # Short fuzz runs of every decoder (the seed corpora run in `race` already).
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./tiling
-	$(GO) test -run '^$$' -fuzz '^FuzzExactSumDecode$$' -fuzztime $(FUZZTIME) ./tiling
-	$(GO) test -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZTIME) ./tiling
-	$(GO) test -run '^$$' -fuzz '^FuzzJSONEvent$$' -fuzztime $(FUZZTIME) ./tiling
-	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalValue$$' -fuzztime $(FUZZTIME) ./tiling
-	$(GO) test -run '^$$' -fuzz '^FuzzReadJSONL$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./state
-	$(GO) test -run '^$$' -fuzz '^FuzzReadParquetFile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./state
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZN) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzExactSumDecode$$' -fuzztime $(FUZZN) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZN) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzJSONEvent$$' -fuzztime $(FUZZN) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalValue$$' -fuzztime $(FUZZN) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzReadJSONL$$' -fuzztime $(FUZZN_JSONL) -fuzzminimizetime 200x ./state
+	$(GO) test -run '^$$' -fuzz '^FuzzReadParquetFile$$' -fuzztime $(FUZZN_PARQUET) -fuzzminimizetime 200x ./state
 
 # Every benchmark once with tiny sizes (-short), so they keep compiling and
 # working; figures come from the commands in benchmarks/README.md.
