@@ -30,11 +30,11 @@ func loadSettings(path string) (*settings, error) {
 // that runs without the service (the Pebble store admits one process).
 func openStandalone(s *settings, stderr io.Writer) (*state.Store, *healer.Healer, error) {
 	log := newLogger(s, stderr)
-	store, err := state.Open(state.Config{Path: s.StorePath}, log)
+	store, err := openStore(s, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is the service running? stop it first, or use POST /v1/heal)", err)
 	}
-	offline, err := state.OpenOfflineLog(s.OfflineLogPath)
+	offline, err := openOfflineLog(s)
 	if err != nil {
 		store.Close()
 		return nil, nil, err

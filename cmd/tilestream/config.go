@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -53,16 +52,19 @@ type fileConfig struct {
 
 type fileHealer struct {
 	Grace string `yaml:"grace"`
+	Lease string `yaml:"lease"`
 }
 
 type fileKafka struct {
-	Brokers         []string      `yaml:"brokers"`
-	Embedded        *fileEmbedded `yaml:"embedded"`
-	Group           string        `yaml:"group"`
-	ClientID        string        `yaml:"client_id"`
-	DeadLetterTopic string        `yaml:"dead_letter_topic"`
-	InstanceID      string        `yaml:"instance_id"`
-	SessionTimeout  string        `yaml:"session_timeout"`
+	Brokers         []string       `yaml:"brokers"`
+	Embedded        *fileEmbedded  `yaml:"embedded"`
+	Group           string         `yaml:"group"`
+	ClientID        string         `yaml:"client_id"`
+	DeadLetterTopic string         `yaml:"dead_letter_topic"`
+	InstanceID      string         `yaml:"instance_id"`
+	SessionTimeout  string         `yaml:"session_timeout"`
+	TLS             *fileKafkaTLS  `yaml:"tls"`
+	SASL            *fileKafkaSASL `yaml:"sasl"`
 }
 
 type fileEmbedded struct {
@@ -71,14 +73,17 @@ type fileEmbedded struct {
 }
 
 type fileStore struct {
-	Kind string `yaml:"kind"`
-	Path string `yaml:"path"`
+	Kind     string      `yaml:"kind"`
+	Path     string      `yaml:"path"`
+	DynamoDB *fileDynamo `yaml:"dynamodb"`
+	Cache    *fileCache  `yaml:"cache"`
 }
 
 type fileOfflineLog struct {
-	Path         string `yaml:"path"`
-	RollInterval string `yaml:"roll_interval"`
-	RollEvents   *int   `yaml:"roll_events"`
+	Path         string  `yaml:"path"`
+	RollInterval string  `yaml:"roll_interval"`
+	RollEvents   *int    `yaml:"roll_events"`
+	S3           *fileS3 `yaml:"s3"`
 }
 
 type fileHTTP struct {
@@ -148,11 +153,22 @@ type settings struct {
 		InstanceID string
 		// SessionTimeout is the group session timeout (default 45s).
 		SessionTimeout time.Duration
+		// TLS and SASL, when not nil, secure the connections to Brokers.
+		TLS  *tlsSettings
+		SASL *saslSettings
 	}
-	// StoreKind is "pebble"; StorePath its directory.
+	// StoreKind is "pebble" or "dynamodb"; StorePath the Pebble directory
+	// (the store itself, or DynamoDB's local cache).
 	StoreKind, StorePath string
-	// OfflineLogPath is the directory of the offline log.
+	Dynamo               dynamoSettings // kind dynamodb
+	Cache                cacheSettings  // kind dynamodb
+	// OfflineLogPath is the directory of the offline log, or its s3:// URL
+	// (then OfflineS3 has the bucket and prefix).
 	OfflineLogPath string
+	OfflineS3      s3Settings
+	// HealerLease is how long a healer's claim on a view lasts without
+	// renewal when several instances share a DynamoDB store.
+	HealerLease time.Duration
 	// OfflineLogRollInterval and OfflineLogRollEvents bound how long and how
 	// many consumed events wait in memory before an archive file is written
 	// (offsets are committed only once archived).
@@ -607,6 +623,8 @@ func (c *checker) check(f *fileConfig) *settings {
 	c.store(f, s)
 	c.http(&f.HTTP, s)
 	c.ingest(&f.Ingest, s)
+	c.storeProd(f, s)
+	c.kafkaSecurity(&f.Kafka, s)
 	c.log(&f.Log, s)
 	c.views(f.Views, s)
 	if t := s.Kafka.DeadLetterTopic; t != "" {
@@ -671,15 +689,11 @@ func (c *checker) store(f *fileConfig, s *settings) {
 	switch s.StoreKind {
 	case "pebble":
 	case "dynamodb":
-		c.addf("store", "kind dynamodb is not supported yet; use pebble")
 	default:
-		c.addf("store", "kind %q is unknown; use pebble", s.StoreKind)
+		c.addf("store", "kind %q is unknown; use pebble or dynamodb", s.StoreKind)
 	}
 	s.StorePath = or(f.Store.Path, defaultStorePath)
 	s.OfflineLogPath = or(f.OfflineLog.Path, defaultOfflineLogPath)
-	if filepath.Clean(s.StorePath) == filepath.Clean(s.OfflineLogPath) {
-		c.addf("offline_log", "path %q is also store.path; give each its own directory", s.OfflineLogPath)
-	}
 	s.OfflineLogRollInterval = c.dur("offline_log", "roll_interval", f.OfflineLog.RollInterval, time.Minute)
 	if s.OfflineLogRollInterval <= 0 {
 		c.addf("offline_log", "roll_interval must be positive, got %s", f.OfflineLog.RollInterval)

@@ -63,7 +63,7 @@ func TestFullFileParses(t *testing.T) {
 	want.StoreKind = "pebble"
 	want.StorePath = "/var/lib/tilestream/online"
 	want.OfflineLogPath = "/var/lib/tilestream/offline"
-	want.OfflineLogRollInterval, want.OfflineLogRollEvents, want.HealerGrace = time.Minute, 200_000, time.Minute
+	want.OfflineLogRollInterval, want.OfflineLogRollEvents, want.HealerGrace, want.HealerLease = time.Minute, 200_000, time.Minute, time.Minute
 	want.Kafka.SessionTimeout = 45 * time.Second
 	want.HTTP.Listen = "0.0.0.0:8080"
 	want.HTTP.MaxBatch = 100
@@ -337,7 +337,7 @@ kafka:
   embedded: {partitions: 0}
   grup: x
 http: {max_batch: abc, request_timeout: 0s}
-store: {kind: dynamodb}
+store: {kind: dynamodb, cache: {staleness: 1m}}
 log: {level: verbose}
 ingest: {flush_interval: 2m, max_key_bytes: 4096}
 views:
@@ -368,7 +368,8 @@ views:
 		`kafka: brokers and embedded are both set`,
 		`kafka: brokers[0] "a:b:c": want host:port`,
 		`kafka.embedded: partitions must be within 1..1024, got 0`,
-		`store: kind dynamodb is not supported yet; use pebble`,
+		`store.cache: staleness 1m0s must be under half of healer.grace (1m0s)`,
+		`ingest: max_key_bytes 4096 is over what a DynamoDB key holds`,
 		`http: request_timeout must be positive, got 0s`,
 		`ingest: flush_interval must be > 0 and ≤ 1m, got 2m`,
 		`ingest: max_key_bytes must be within 1..2048, got 4096`,
@@ -437,8 +438,18 @@ func TestBadInput(t *testing.T) {
 		{"a dead letter topic with a bad name is rejected", "kafka: {brokers: [k], dead_letter_topic: \"dead letters\"}\n" + okViews, []string{`kafka: dead_letter_topic "dead letters": a Kafka topic name holds only`}},
 
 		// store and offline_log.
-		{"a DynamoDB store is not supported yet", okKafka + okViews + "store: {kind: dynamodb}\n", []string{"store: kind dynamodb is not supported yet; use pebble"}},
-		{"an unknown store kind is rejected", okKafka + okViews + "store: {kind: redis}\n", []string{`store: kind "redis" is unknown; use pebble`}},
+		{"a DynamoDB store with bad settings is rejected", okKafka + okViews + "store: {kind: dynamodb, dynamodb: {table: x, endpoint: \"localhost:8000\", ttl: -1h}, cache: {max_bytes: 10}}\n", []string{
+			`store.dynamodb: table "x": want 3 to 255`, `store.dynamodb: endpoint "localhost:8000": want an http:// or https:// URL`, `store.dynamodb: ttl: bad duration "-1h"`, `store.cache: max_bytes must be at least 1048576`}},
+		{"DynamoDB settings on a Pebble store are rejected", okKafka + okViews + "store: {dynamodb: {table: abc}, cache: {}}\n", []string{`store: dynamodb is set but kind is "pebble"`, `store: cache applies to kind dynamodb only`}},
+		{"an s3 offline log needs a bucket", okKafka + okViews + "offline_log: {path: \"s3:///x\"}\n", []string{`offline_log: path "s3:///x": want s3://bucket/prefix`}},
+		{"s3 options on a local offline log are rejected", okKafka + okViews + "offline_log: {path: ./o, s3: {region: x}}\n", []string{`offline_log: s3 is set but path "./o" is not an s3:// URL`}},
+		{"another URL scheme for the offline log is rejected", okKafka + okViews + "offline_log: {path: \"gs://b/p\"}\n", []string{`offline_log: path "gs://b/p": want a directory or s3://bucket/prefix`}},
+		{"a bad healer lease is rejected", okKafka + okViews + "healer: {lease: 10ms}\n", []string{`healer: lease must be at least 1s`}},
+		{"SASL without a mechanism or password is rejected", "kafka: {brokers: [k], sasl: {username: u}}\n" + okViews, []string{`kafka.sasl: mechanism is required`, `kafka.sasl: password_file or password_env is required`}},
+		{"SASL with an unknown mechanism and unset variables is rejected", "kafka: {brokers: [k], sasl: {mechanism: GSSAPI, username_env: TS_NO_SUCH_USER, password_env: TS_NO_SUCH_PASSWORD}}\n" + okViews, []string{`kafka.sasl: mechanism "GSSAPI" is unknown`, `kafka.sasl: username_env: environment variable TS_NO_SUCH_USER is not set`, `kafka.sasl: password_env: environment variable TS_NO_SUCH_PASSWORD is not set`}},
+		{"TLS with missing files is rejected", "kafka: {brokers: [k], tls: {ca_file: /no/such/ca.pem, cert_file: /no/such/c.pem}}\n" + okViews, []string{`kafka.tls: ca_file: stat /no/such/ca.pem`, `kafka.tls: cert_file: stat /no/such/c.pem`, `kafka.tls: cert_file and key_file go together`}},
+		{"TLS on the embedded broker is rejected", "kafka: {embedded: {}, tls: {}}\n" + okViews, []string{`kafka: tls and sasl apply to external brokers`}},
+		{"an unknown store kind is rejected", okKafka + okViews + "store: {kind: redis}\n", []string{`store: kind "redis" is unknown; use pebble or dynamodb`}},
 		{"the store and offline log in one directory are rejected", okKafka + okViews + "store: {path: d}\noffline_log: {path: ./d/}\n", []string{`offline_log: path "./d/" is also store.path`}},
 
 		// http.

@@ -154,7 +154,7 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		log.Info("embedded Kafka broker listening", "addr", brokers)
 	}
 
-	store, err := state.Open(state.Config{Path: s.StorePath}, log)
+	store, err := openStore(s, log)
 	if err != nil {
 		return err
 	}
@@ -172,7 +172,7 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 				"view", v.Name, "layout", v.Fingerprint())
 		}
 	}
-	offline, err := state.OpenOfflineLog(s.OfflineLogPath)
+	offline, err := openOfflineLog(s)
 	if err != nil {
 		return err
 	}
@@ -186,6 +186,11 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	icfg.ClientID = s.Kafka.ClientID
 	icfg.DeadLetterTopic = s.Kafka.DeadLetterTopic
 	icfg.ClientOpts = append(icfg.ClientOpts, kgo.SessionTimeout(s.Kafka.SessionTimeout))
+	sec, err := kafkaSecurityOpts(s)
+	if err != nil {
+		return err
+	}
+	icfg.ClientOpts = append(icfg.ClientOpts, sec...)
 	if s.Kafka.InstanceID != "" {
 		icfg.ClientOpts = append(icfg.ClientOpts, kgo.InstanceID(s.Kafka.InstanceID))
 	}
