@@ -11,7 +11,7 @@ FUZZN      ?= 300000x
 FUZZN_JSONL ?= 60000x
 FUZZN_PARQUET ?= 3000x
 
-.PHONY: run test vet race full fuzz bench-smoke build clean
+.PHONY: run test deps vet race full fuzz bench-smoke build clean
 
 ## run: start the embedded default (in-process Kafka broker, Pebble under ./data, HTTP on 127.0.0.1:8080, demo producer)
 run:
@@ -22,13 +22,21 @@ build:
 	$(GO) build -o bin/tilestream ./cmd/tilestream
 
 ## test: everything CI runs
-test: vet race full fuzz bench-smoke
+test: deps vet race full fuzz bench-smoke
+
+## deps: the test servers from package-lock.json (dynalite, a DynamoDB API
+## server the DynamoDB tests start on 127.0.0.1); npm ci again only when the
+## lock file changes
+deps: node_modules/.package-lock.json
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
 
 vet:
 	$(GO) vet ./...
 
 # The race detector on every package; the end-to-end tests run here too.
-race:
+race: deps
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 # The race detector makes some tiling tests cut their sizes (large sketch
