@@ -1,7 +1,7 @@
 package state
 
 // The offline log: the durable record of every event, as files under a local
-// directory, one tree per view:
+// directory or an S3 key prefix (offline_s3.go), one tree per view:
 //
 //	<root>/<view>/date=YYYY-MM-DD/<file>
 //
@@ -18,8 +18,8 @@ package state
 //     on the Kafka topic.
 //
 // Names starting with '.' or '_' (temp files, markers such as _SUCCESS) and
-// every other name are ignored. Files are replaced only by rename, so a
-// reader sees a file whole or not at all.
+// every other name are ignored. Files are replaced whole (a rename locally,
+// one PutObject in S3), so a reader sees a file whole or not at all.
 //
 // A day is read as a set: ReadDay deduplicates its events by identity and
 // reports malformed rows and unreadable files without failing. The healer
@@ -27,12 +27,12 @@ package state
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
-	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -41,15 +41,19 @@ import (
 	"github.com/tilestream/tilestream/tiling"
 )
 
-// OfflineLog is the offline log under a local directory. It is safe for
-// concurrent use by one writer per (view, partition) and any number of
-// readers.
+// OfflineLog is the offline log under a local directory or an S3 key
+// prefix. It is safe for concurrent use by one writer per (view, partition)
+// and any number of readers, in one process or several sharing the
+// directory or bucket.
 type OfflineLog struct {
-	root string
+	root  string // the directory, or s3://bucket/prefix
+	store offlineStorage
+	// ahead is how many files a day read opens beyond the one it decodes.
+	ahead int
 }
 
-// OpenOfflineLog opens the offline log rooted at root, creating the directory
-// if needed.
+// OpenOfflineLog opens the offline log rooted at the local directory root,
+// creating the directory if needed.
 func OpenOfflineLog(root string) (*OfflineLog, error) {
 	if root == "" {
 		return nil, errors.New("offline log: path is required")
@@ -57,10 +61,10 @@ func OpenOfflineLog(root string) (*OfflineLog, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("open offline log: %w", err)
 	}
-	return &OfflineLog{root: root}, nil
+	return &OfflineLog{root: root, store: &dirStorage{root: root}}, nil
 }
 
-// Root returns the directory of the log.
+// Root returns the directory of the log, or its s3://bucket/prefix URL.
 func (l *OfflineLog) Root() string { return l.root }
 
 // ArchiveRow is one consumed event to archive.
@@ -80,7 +84,11 @@ type ArchiveRow struct {
 type FileInfo struct {
 	Name    string
 	Size    int64
-	ModTime int64 // Unix nanoseconds
+	ModTime int64 // Unix nanoseconds (S3: the object's Last-Modified)
+	// ETag is the S3 object's entity tag, which changes when the object is
+	// replaced by other bytes even within the second of Last-Modified; ""
+	// for local files.
+	ETag string `json:",omitempty"`
 }
 
 // DayFiles lists one date directory of a view.
@@ -91,8 +99,10 @@ type DayFiles struct {
 	Files []FileInfo
 }
 
-// Fingerprint hashes the day's file names, sizes and modification times, so
-// it changes when a file is added, removed, resized or rewritten. A healer
+// Fingerprint hashes the day's file names, sizes, modification times and
+// (S3) entity tags, so it changes when a file is added, removed, resized or
+// rewritten. Local files hash as they did before S3 existed, so an upgrade
+// re-heals nothing. A healer
 // should keep the fingerprint it took from Days before it read the day: a
 // file changed during the read then shows as a changed day next time.
 func (d DayFiles) Fingerprint() uint64 {
@@ -106,6 +116,10 @@ func (d DayFiles) Fingerprint() uint64 {
 		b = strconv.AppendInt(b, f.Size, 10)
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, f.ModTime, 10)
+		if f.ETag != "" {
+			b = append(b, ' ')
+			b = append(b, f.ETag...)
+		}
 	}
 	h.Write(b)
 	return h.Sum64()
@@ -320,99 +334,65 @@ func checkViewName(name string) error {
 }
 
 // Days lists the date directories of a view, ascending, with their files
-// (ignored names excluded). A view without a directory has no days.
+// (ignored names excluded). A view without a directory has no days. In S3
+// it is one listing of the view's prefix (a page per 1,000 objects).
 func (l *OfflineLog) Days(view string) ([]DayFiles, error) {
 	if err := checkViewName(view); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(l.root, view)
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	tree, err := l.store.listTree(context.Background(), view, func(sub string) bool {
+		_, ok := parseDateDir(sub)
+		return ok
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list offline log of %s: %w", view, err)
 	}
-	var days []DayFiles
-	for _, e := range ents {
-		date, ok := parseDateDir(e.Name())
-		if !ok || !e.IsDir() {
-			continue
-		}
-		files, err := listDay(filepath.Join(dir, e.Name()))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // removed since the listing
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list offline log of %s: %w", view, err)
-		}
-		days = append(days, DayFiles{Date: date, Files: files})
+	days := make([]DayFiles, 0, len(tree))
+	for sub, files := range tree {
+		date, _ := parseDateDir(sub)
+		days = append(days, DayFiles{Date: date, Files: logFiles(files)})
+	}
+	if len(days) == 0 {
+		return nil, nil
 	}
 	slices.SortFunc(days, func(a, b DayFiles) int { return cmp.Compare(a.Date, b.Date) })
 	return days, nil
 }
 
-// listDay lists the offline-log files of one date directory, by name.
-func listDay(dir string) ([]FileInfo, error) {
-	ents, err := os.ReadDir(dir)
+// logFiles keeps the offline-log files of a directory listing (by name).
+func logFiles(files []FileInfo) []FileInfo {
+	var out []FileInfo
+	for _, f := range files {
+		if classify(f.Name) != fileIgnored {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// listDay lists the offline-log files of one date directory, by name; an
+// error wrapping fs.ErrNotExist when the directory does not exist.
+func (l *OfflineLog) listDay(ctx context.Context, dir string) ([]FileInfo, error) {
+	files, err := l.store.listDir(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
-	var files []FileInfo
-	for _, e := range ents {
-		if classify(e.Name()) == fileIgnored || !e.Type().IsRegular() {
-			continue
-		}
-		info, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, FileInfo{Name: e.Name(), Size: info.Size(), ModTime: info.ModTime().UnixNano()})
-	}
-	return files, nil // os.ReadDir sorts by name
+	return logFiles(files), nil
 }
 
 // Remove deletes files given by paths relative to the root (as WriteArchive
-// returns them); missing files are not an error. The directories that held
-// them are synced.
+// returns them); missing files are not an error. Locally the directories
+// that held them are synced.
 func (l *OfflineLog) Remove(paths []string) error {
-	dirs := map[string]bool{}
+	rels := make([]string, 0, len(paths))
 	for _, p := range paths {
 		if !filepath.IsLocal(p) {
 			return fmt.Errorf("offline log: remove %q: not a path inside the log", p)
 		}
-		full := filepath.Join(l.root, p)
-		if err := os.Remove(full); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			return fmt.Errorf("offline log: remove %s: %w", p, err)
-		}
-		dirs[filepath.Dir(full)] = true
+		rels = append(rels, path.Clean(filepath.ToSlash(p)))
 	}
-	for _, d := range slices.Sorted(maps.Keys(dirs)) {
-		if err := syncDir(d); err != nil {
-			return fmt.Errorf("offline log: remove: %w", err)
-		}
-	}
-	return nil
-}
-
-// syncDir fsyncs a directory so that renames and removals in it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
+	if err := l.store.remove(context.Background(), rels); err != nil {
+		return fmt.Errorf("offline log: remove: %w", err)
 	}
 	return nil
 }

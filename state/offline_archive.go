@@ -3,12 +3,10 @@ package state
 import (
 	"bufio"
 	"cmp"
-	"errors"
+	"context"
 	"fmt"
-	"io/fs"
+	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,11 +135,12 @@ func (lay archiveLayout) jsonColumns() string {
 
 // WriteArchive writes rows — events of one partition handled in offsets
 // [first, last] — into one archive file per event date,
-// <view>/date=…/p<partition>-<first>-<last>.parquet. Each file is written to
-// a temp file in the same directory, fsynced, renamed into place, and the
-// directory fsynced. Writing the same rows again (in any order) produces
-// byte-identical files with the same names, so a retry after a crash
-// overwrites and never duplicates. It returns the paths written, relative to
+// <view>/date=…/p<partition>-<first>-<last>.parquet. Locally each file is
+// written to a temp file in the same directory, fsynced, renamed into place,
+// and the directory fsynced; in S3 it is one PutObject of the whole file.
+// Writing the same rows again (in any order) produces byte-identical files
+// with the same names, so a retry after a crash overwrites and never
+// duplicates. It returns the paths written, relative to
 // the root, by date. Rows must belong to partition, lie in [first, last] and
 // have distinct offsets; no rows write nothing.
 func (l *OfflineLog) WriteArchive(v *tiling.View, eventIDField string, partition int32, first, last int64, rows []ArchiveRow) ([]string, error) {
@@ -181,8 +180,8 @@ func (l *OfflineLog) WriteArchive(v *tiling.View, eventIDField string, partition
 		for n < len(order) && dayOf(rows[order[n]].Event.TS) == date {
 			n++
 		}
-		rel := filepath.Join(v.Name, dateDir(date), name)
-		if err := l.writeFile(rel, func(f *os.File) error { return w.write(f, rows, order[:n]) }); err != nil {
+		rel := v.Name + "/" + dateDir(date) + "/" + name
+		if err := l.store.write(context.Background(), rel, func(f io.Writer) error { return w.write(f, rows, order[:n]) }); err != nil {
 			return paths, fmt.Errorf("offline log: write %s: %w", rel, err)
 		}
 		paths = append(paths, rel)
@@ -239,58 +238,6 @@ func checkArchiveRows(v *tiling.View, partition int32, first, last int64, rows [
 	return nil
 }
 
-// writeFile writes rel through a temp file beside it: write, fsync, rename,
-// fsync the directory. A new date (or view) directory is synced into its
-// parent too.
-func (l *OfflineLog) writeFile(rel string, write func(*os.File) error) error {
-	full := filepath.Join(l.root, rel)
-	dir := filepath.Dir(full)
-	if err := l.mkdirs(dir); err != nil {
-		return err
-	}
-	// One writer per (view, partition) owns this name, so the temp name can
-	// be fixed: a retry after a crash overwrites the leftover.
-	tmp := filepath.Join(dir, "."+filepath.Base(full)+".tmp")
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	err = write(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, full)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-// mkdirs creates dir and the missing directories above it (up to the
-// root), syncing each new one into its parent.
-func (l *OfflineLog) mkdirs(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if filepath.Clean(dir) != filepath.Clean(l.root) {
-		if err := l.mkdirs(filepath.Dir(dir)); err != nil {
-			return err
-		}
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return syncDir(filepath.Dir(dir))
-}
-
 // archiveWriter turns ArchiveRows into Parquet rows of one layout.
 type archiveWriter struct {
 	v      *tiling.View
@@ -336,7 +283,7 @@ func newArchiveWriter(v *tiling.View, lay archiveLayout) *archiveWriter {
 const archiveWriteBatch = 256
 
 // write writes rows[order…] as one Parquet file to f.
-func (w *archiveWriter) write(f *os.File, rows []ArchiveRow, order []int32) error {
+func (w *archiveWriter) write(f io.Writer, rows []ArchiveRow, order []int32) error {
 	bw := bufio.NewWriterSize(f, 1<<20)
 	pw := parquet.NewWriter(bw, w.meta...)
 	ncol := len(w.schema.Columns())

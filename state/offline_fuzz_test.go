@@ -21,7 +21,7 @@ func checkRead(t *testing.T, v *tiling.View, idField, name string, data []byte) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newDayReader(v, lay, idField, day0, "", func(e *tiling.Event) error {
+	r := newDayReader(v, lay, idField, day0, func(e *tiling.Event) error {
 		if dayOf(e.TS) != day0 || e.Key == "" || len(e.Inputs) != len(v.Columns()) {
 			t.Fatalf("bad event %+v", e)
 		}

@@ -33,16 +33,6 @@ func (r *dayReader) decoder() *tiling.Decoder {
 	return r.dec
 }
 
-func (r *dayReader) readJSONL(name string) error {
-	fc := newFileCtx(name)
-	f, _, ok := r.open(fc)
-	if !ok {
-		return nil
-	}
-	defer f.Close()
-	return r.readLines(fc, f)
-}
-
 // readLines decodes the lines of src; only fn's error is returned.
 func (r *dayReader) readLines(fc *fileCtx, src io.Reader) error {
 	br := bufio.NewReaderSize(src, 64<<10)
@@ -50,16 +40,17 @@ func (r *dayReader) readLines(fc *fileCtx, src io.Reader) error {
 	now := time.Now().UnixMilli()
 	for line := int64(0); ; line++ {
 		b, oversized, err := r.readLine(br)
+		if err != nil && err != io.EOF {
+			// The line was cut by the error: report the file, not the line.
+			r.badFile(fc, "read: "+err.Error())
+			return nil
+		}
 		if len(b) > 0 || oversized {
 			if rerr := r.jsonLine(fc, dec, line, b, oversized, now); rerr != nil {
 				return rerr
 			}
 		}
 		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			r.badFile(fc, "read: "+err.Error())
 			return nil
 		}
 	}

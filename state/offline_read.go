@@ -1,14 +1,13 @@
 package state
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
 	"io/fs"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -92,10 +91,10 @@ func (l *OfflineLog) readDay(v *tiling.View, eventIDField string, date int64, on
 	if err != nil {
 		return ReadStats{}, err
 	}
-	dir := filepath.Join(l.root, v.Name, dateDir(date))
+	dir := v.Name + "/" + dateDir(date)
 	files := only
 	if files == nil {
-		files, err = listDay(dir)
+		files, err = l.listDay(context.Background(), dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			return ReadStats{}, nil
 		}
@@ -106,16 +105,25 @@ func (l *OfflineLog) readDay(v *tiling.View, eventIDField string, date int64, on
 		files = append([]FileInfo(nil), files...)
 		sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	}
-	r := newDayReader(v, lay, eventIDField, date, dir, fn, bad)
+	r := newDayReader(v, lay, eventIDField, date, fn, bad)
 	r.dd.plan(files)
+	next, stop := openAhead(l.store, dir, files, l.ahead)
+	defer stop()
 	for _, f := range files {
+		fc := newFileCtx(f.Name)
+		o := next()
+		src, ok := r.opened(fc, o)
+		if !ok {
+			continue
+		}
 		var err error
 		switch classify(f.Name) {
 		case fileParquet:
-			err = r.readParquet(f.Name)
+			err = r.readParquetFrom(fc, src, src.Size())
 		case fileJSONL:
-			err = r.readJSONL(f.Name)
+			err = r.readLines(fc, io.NewSectionReader(src, 0, src.Size()))
 		}
+		src.Close()
 		if err != nil {
 			return r.stats, err
 		}
@@ -129,7 +137,6 @@ type dayReader struct {
 	lay     archiveLayout
 	idField string
 	date    int64
-	dir     string
 	fn      func(*tiling.Event) error
 	bad     func(string, int64, string)
 	stats   ReadStats
@@ -156,11 +163,11 @@ type dayReader struct {
 	line    []byte
 }
 
-func newDayReader(v *tiling.View, lay archiveLayout, idField string, date int64, dir string, fn func(*tiling.Event) error, bad func(string, int64, string)) *dayReader {
+func newDayReader(v *tiling.View, lay archiveLayout, idField string, date int64, fn func(*tiling.Event) error, bad func(string, int64, string)) *dayReader {
 	if bad == nil {
 		bad = func(string, int64, string) {}
 	}
-	r := &dayReader{v: v, lay: lay, idField: idField, date: date, dir: dir, fn: fn, bad: bad}
+	r := &dayReader{v: v, lay: lay, idField: idField, date: date, fn: fn, bad: bad}
 	r.ev.Inputs = make([]tiling.Input, len(v.Columns()))
 	r.scratch = make([][]byte, len(v.Columns()))
 	return r
@@ -195,36 +202,20 @@ func (r *dayReader) badRow(fc *fileCtx, row int64, reason string) {
 	r.bad(fc.name, row, reason)
 }
 
-// open opens a file of the day, counting it; ok is false when it vanished
-// since the listing (a file removed then was not in the day).
-func (r *dayReader) open(fc *fileCtx) (f *os.File, size int64, ok bool) {
-	f, err := os.Open(filepath.Join(r.dir, fc.name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, 0, false
+// opened takes the result of opening a file of the day, counting it; ok is
+// false when it vanished since the listing (a file removed then was not in
+// the day) or could not be opened (reported).
+func (r *dayReader) opened(fc *fileCtx, o openedFile) (offlineFile, bool) {
+	if errors.Is(o.err, fs.ErrNotExist) {
+		return nil, false
 	}
 	r.stats.Files++
-	if err != nil {
-		r.badFile(fc, "open: "+err.Error())
-		return nil, 0, false
+	if o.err != nil {
+		r.badFile(fc, "open: "+o.err.Error())
+		return nil, false
 	}
-	info, err := f.Stat()
-	if err != nil {
-		f.Close()
-		r.badFile(fc, "stat: "+err.Error())
-		return nil, 0, false
-	}
-	r.stats.Bytes += info.Size()
-	return f, info.Size(), true
-}
-
-func (r *dayReader) readParquet(name string) error {
-	fc := newFileCtx(name)
-	f, size, ok := r.open(fc)
-	if !ok {
-		return nil
-	}
-	defer f.Close()
-	return r.readParquetFrom(fc, f, size)
+	r.stats.Bytes += o.f.Size()
+	return o.f, true
 }
 
 func newFileCtx(name string) *fileCtx {
