@@ -11,7 +11,7 @@ FUZZN      ?= 300000x
 FUZZN_JSONL ?= 60000x
 FUZZN_PARQUET ?= 3000x
 
-.PHONY: run test deps vet race full fuzz bench-smoke build clean
+.PHONY: run test deps vet race full fuzz bench-smoke build clean bench bench-full bench-deps
 
 ## run: start the embedded default (in-process Kafka broker, Pebble under ./data, HTTP on 127.0.0.1:8080, demo producer)
 run:
@@ -58,6 +58,22 @@ fuzz:
 # working; figures come from the commands in benchmarks/README.md.
 bench-smoke:
 	$(GO) test -short -run '^$$' -bench . -benchtime 1x ./...
+
+## bench-deps: install what the peer benchmarks need besides Go (Debian's redis-server, DuckDB's npm package)
+bench-deps:
+	scripts/bench-deps
+
+# The peer comparison (benchmarks/README.md): tilestream against Redis raw
+# events, Redis minute buckets, a naive Pebble scan and DuckDB, on one
+# workload. Writes benchmarks/results/<date>.md and .svg (<date>-full for
+# bench-full).
+## bench: the peer comparison at 10², 10⁴ and 10⁶ events per key (under 10 minutes)
+bench: bench-deps
+	$(GO) test -run '^$$' -bench '^BenchmarkPeers$$' -benchtime 1x -timeout 30m ./benchmarks -args -peers.scale=short -peers.report=results
+
+## bench-full: the same up to 10⁷ events per key, 20,000 requests a cell (p999)
+bench-full: bench-deps
+	$(GO) test -run '^$$' -bench '^BenchmarkPeers$$' -benchtime 1x -timeout 180m ./benchmarks -args -peers.scale=full -peers.report=results
 
 clean:
 	rm -rf bin data
