@@ -159,6 +159,9 @@ func OpenS3OfflineLog(ctx context.Context, cfg S3Config) (*OfflineLog, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		o.UsePathStyle = cfg.PathStyle
+		// Objects that users upload without a checksum are read all the
+		// time: not worth a log line each.
+		o.DisableLogOutputChecksumValidationSkipped = true
 	})
 	st := &s3Storage{api: client, cfg: cfg}
 	hctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
