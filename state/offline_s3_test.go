@@ -39,6 +39,7 @@ type fakeS3 struct {
 		sync.Mutex
 		requests  []fakeRequest
 		beforeGet func(key string, r *http.Request)
+		latency   time.Duration // added to every request (benchmarks)
 	}
 }
 
@@ -60,8 +61,9 @@ func newFakeS3(t testing.TB) *fakeS3 {
 		bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 		f.mu.Lock()
 		f.mu.requests = append(f.mu.requests, fakeRequest{r.Method, key, r.URL.Query(), r.Header.Get("Range")})
-		hook := f.mu.beforeGet
+		hook, latency := f.mu.beforeGet, f.mu.latency
 		f.mu.Unlock()
+		time.Sleep(latency)
 		if hook != nil && r.Method == http.MethodGet && bucket == f.bucket && key != "" {
 			hook(key, r)
 		}
@@ -94,6 +96,14 @@ func (f *fakeS3) requests() []fakeRequest {
 	r := f.mu.requests
 	f.mu.requests = nil
 	return r
+}
+
+// setLatency delays every later request by d, as a round trip to a
+// remote store would.
+func (f *fakeS3) setLatency(d time.Duration) {
+	f.mu.Lock()
+	f.mu.latency = d
+	f.mu.Unlock()
 }
 
 func (f *fakeS3) setBeforeGet(fn func(key string, r *http.Request)) {
