@@ -82,11 +82,6 @@ func (h *history) countTiles() {
 // add adds one event of key at ts: partition by key hash, the next offset
 // of that partition, an amount in cents and one of 50 merchants.
 func (h *history) add(key string, ts int64, r *rand.Rand) {
-	f := fnv.New32a()
-	f.Write([]byte(key))
-	p := int32(f.Sum32() % uint32(h.parts))
-	off := h.offsets[p]
-	h.offsets[p]++
 	in := make([]tiling.Input, len(h.v.Columns()))
 	if h.amount >= 0 {
 		in[h.amount] = tiling.Input{Kind: tiling.Number, Num: float64(r.IntN(100_000)) / 100}
@@ -94,6 +89,27 @@ func (h *history) add(key string, ts int64, r *rand.Rand) {
 	if h.merchant >= 0 {
 		in[h.merchant] = tiling.Input{Kind: tiling.Other, Raw: h.merchants[r.IntN(len(h.merchants))]}
 	}
+	h.addInputs(key, ts, in)
+}
+
+// addAmount adds one event of key at ts with the given amount (and no
+// merchant): the peer comparison feeds every system the same values.
+func (h *history) addAmount(key string, ts int64, amount float64) {
+	in := make([]tiling.Input, len(h.v.Columns()))
+	if h.amount >= 0 {
+		in[h.amount] = tiling.Input{Kind: tiling.Number, Num: amount}
+	}
+	h.addInputs(key, ts, in)
+}
+
+// addInputs adds one event of key at ts with inputs in View.Columns()
+// order, partitioned by key hash at that partition's next offset.
+func (h *history) addInputs(key string, ts int64, in []tiling.Input) {
+	f := fnv.New32a()
+	f.Write([]byte(key))
+	p := int32(f.Sum32() % uint32(h.parts))
+	off := h.offsets[p]
+	h.offsets[p]++
 	e := tiling.Event{Key: key, TS: ts, Pos: tiling.Pos{Partition: p, Offset: off}, Inputs: in}
 	h.events++
 	if h.tiles != nil {
