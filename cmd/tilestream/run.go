@@ -255,6 +255,7 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	log.Info("serving HTTP", "addr", ln.Addr().String())
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return checkKafkaAccess(gctx, s, brokers, icfg.ClientOpts, log) })
 	g.Go(func() error { return srv.Run(gctx, ln) })
 	g.Go(func() error {
 		// Views whose layout changed are rebuilt before the ingest starts:
