@@ -44,8 +44,9 @@ const offlineMaxKeyBytes = 2048
 // are reported with row −1 and a message, and a corrupt row group of an
 // otherwise readable file likewise (its rows before the damage may have been
 // read). Neither fails the read; bad may be nil. Only an I/O error listing the
-// date directory, or fn's error, is returned. A date without a directory is
-// empty.
+// date directory, a failure of the storage itself (S3 unreachable, a server
+// error, throttling: retry later; the events read before it were passed to
+// fn), or fn's error, is returned. A date without a directory is empty.
 //
 // The events are exactly what ingest's decoder gives for the same events,
 // bit for bit: archive rows come back as they were archived. Rows of user
@@ -112,10 +113,15 @@ func (l *OfflineLog) readDay(v *tiling.View, eventIDField string, date int64, on
 	for _, f := range files {
 		fc := newFileCtx(f.Name)
 		o := next()
-		src, ok := r.opened(fc, o)
+		if err := unavailable(o.err); err != nil {
+			return r.stats, fmt.Errorf("offline log: read %s/%s: %w", dir, f.Name, err)
+		}
+		of, ok := r.opened(fc, o)
 		if !ok {
 			continue
 		}
+		src := &trackedFile{offlineFile: of}
+		r.cur = src
 		var err error
 		switch classify(f.Name) {
 		case fileParquet:
@@ -126,6 +132,9 @@ func (l *OfflineLog) readDay(v *tiling.View, eventIDField string, date int64, on
 		src.Close()
 		if err != nil {
 			return r.stats, err
+		}
+		if src.failed != nil {
+			return r.stats, fmt.Errorf("offline log: read %s/%s: %w", dir, f.Name, src.failed)
 		}
 	}
 	return r.stats, nil
@@ -141,6 +150,7 @@ type dayReader struct {
 	bad     func(string, int64, string)
 	stats   ReadStats
 	dd      dedup
+	cur     *trackedFile // the file being read
 	// requireCRC refuses Parquet pages without a checksum in user files
 	// too. Fuzzing sets it: it keeps the search on this package's code, away
 	// from parquet-go's decoders, which trust lengths inside damaged pages.
@@ -190,6 +200,9 @@ type fileCtx struct {
 }
 
 func (r *dayReader) badFile(fc *fileCtx, msg string) {
+	if r.cur != nil && r.cur.failed != nil {
+		return // not the file's fault: the read fails with the storage's error
+	}
 	if !fc.badFile {
 		fc.badFile = true
 		r.stats.BadFiles++

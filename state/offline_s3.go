@@ -24,6 +24,12 @@ package state
 // is read fails that read — reported as an unreadable file, like any other —
 // and its new entity tag changes the day's fingerprint, so the next heal
 // reads it again.
+//
+// Failures: a 404 is a file removed since the listing (skipped, as locally);
+// another 4xx (403 on one object, say) makes the file unreadable (reported
+// and skipped); a failure of the storage itself — 5xx, throttling, a
+// timeout, a connection cut mid-body — after the SDK's retries fails the
+// whole read, so a heal is retried rather than installed without the file.
 
 import (
 	"bytes"
@@ -69,6 +75,10 @@ type S3Config struct {
 	Credentials aws.CredentialsProvider
 	// HTTPClient sends the requests. Default nil: the SDK's.
 	HTTPClient *http.Client
+	// MaxAttempts is the number of attempts of a request that fails for
+	// the storage's sake (5xx, throttling, network errors), with the SDK's
+	// jittered exponential backoff between them. Default 0: the SDK's (3).
+	MaxAttempts int
 	// RequestTimeout bounds each request (one page of a listing, one GET,
 	// one PutObject). Default 2m.
 	RequestTimeout time.Duration
@@ -123,6 +133,9 @@ func (c S3Config) Validate() error {
 	if c.RangeBlocks < 1 {
 		add("range blocks must be at least 1, got %d", c.RangeBlocks)
 	}
+	if c.MaxAttempts < 0 {
+		add("max attempts must not be negative, got %d", c.MaxAttempts)
+	}
 	if c.ReadAhead < 0 {
 		add("read-ahead must not be negative, got %d", c.ReadAhead)
 	}
@@ -146,6 +159,9 @@ func OpenS3OfflineLog(ctx context.Context, cfg S3Config) (*OfflineLog, error) {
 	}
 	if cfg.HTTPClient != nil {
 		opts = append(opts, awsconfig.WithHTTPClient(cfg.HTTPClient))
+	}
+	if cfg.MaxAttempts > 0 {
+		opts = append(opts, awsconfig.WithRetryMaxAttempts(cfg.MaxAttempts))
 	}
 	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
@@ -203,6 +219,26 @@ func (s *s3Storage) key(path string) string {
 func notFound(err error) bool {
 	var re *smithyhttp.ResponseError
 	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound
+}
+
+// readError classifies an error reading the object at key: missing (an
+// fs.ErrNotExist; errChanged when pinned to an entity tag), replaced
+// (errChanged), refused for the object's sake (a 4xx such as 403: the file
+// is reported unreadable), or else a failure of the storage (5xx,
+// throttling, timeouts, network errors), which fails the read.
+func (s *s3Storage) readError(key string, err error, pinned bool) error {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		switch c := re.HTTPStatusCode(); {
+		case c == http.StatusNotFound && !pinned:
+			return fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, fs.ErrNotExist)
+		case c == http.StatusNotFound || c == http.StatusPreconditionFailed:
+			return fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, errChanged)
+		case c >= 400 && c < 500 && c != http.StatusRequestTimeout && c != http.StatusTooManyRequests:
+			return fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, err)
+		}
+	}
+	return &unavailableError{fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, err)}
 }
 
 // list pages through the objects under prefix (a key ending in "/"),
@@ -313,11 +349,8 @@ func (s *s3Storage) download(ctx context.Context, key string) (offlineFile, erro
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	out, err := s.api.GetObject(rctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
-	if notFound(err) {
-		return nil, fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, fs.ErrNotExist)
-	}
 	if err != nil {
-		return nil, err
+		return nil, s.readError(key, err, false)
 	}
 	defer out.Body.Close()
 	n := aws.ToInt64(out.ContentLength)
@@ -327,12 +360,14 @@ func (s *s3Storage) download(ctx context.Context, key string) (offlineFile, erro
 	var b []byte
 	if n > 0 {
 		b = make([]byte, n)
-		if _, err := io.ReadFull(out.Body, b); err != nil {
-			return nil, fmt.Errorf("get: %w", err)
-		}
-	} else if b, err = io.ReadAll(io.LimitReader(out.Body, s.cfg.WholeObjectBytes+1)); err != nil {
-		return nil, fmt.Errorf("get: %w", err)
-	} else if int64(len(b)) > s.cfg.WholeObjectBytes {
+		_, err = io.ReadFull(out.Body, b)
+	} else {
+		b, err = io.ReadAll(io.LimitReader(out.Body, s.cfg.WholeObjectBytes+1))
+	}
+	if err != nil { // the connection failed in the middle of the body
+		return nil, &unavailableError{fmt.Errorf("get s3://%s/%s: %w", s.cfg.Bucket, key, err)}
+	}
+	if int64(len(b)) > s.cfg.WholeObjectBytes {
 		return nil, errTooBig
 	}
 	return memFile{bytes.NewReader(b)}, nil
@@ -349,11 +384,8 @@ func (s *s3Storage) openRanged(ctx context.Context, key string) (offlineFile, er
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	h, err := s.api.HeadObject(rctx, &s3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
-	if notFound(err) {
-		return nil, fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, fs.ErrNotExist)
-	}
 	if err != nil {
-		return nil, err
+		return nil, s.readError(key, err, false)
 	}
 	return &rangeFile{s: s, key: key, etag: aws.ToString(h.ETag), size: aws.ToInt64(h.ContentLength)}, nil
 }
@@ -426,11 +458,7 @@ func (f *rangeFile) block(i int64) ([]byte, error) {
 	}
 	out, err := f.s.api.GetObject(ctx, in)
 	if err != nil {
-		var re *smithyhttp.ResponseError
-		if errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusPreconditionFailed || re.HTTPStatusCode() == http.StatusNotFound) {
-			return nil, fmt.Errorf("s3://%s/%s: %w", f.s.cfg.Bucket, f.key, errChanged)
-		}
-		return nil, fmt.Errorf("get s3://%s/%s %s: %w", f.s.cfg.Bucket, f.key, *in.Range, err)
+		return nil, f.s.readError(f.key, err, true)
 	}
 	defer out.Body.Close()
 	if et := aws.ToString(out.ETag); et != "" && f.etag != "" && et != f.etag {
@@ -438,7 +466,7 @@ func (f *rangeFile) block(i int64) ([]byte, error) {
 	}
 	data := make([]byte, end-start+1)
 	if _, err := io.ReadFull(out.Body, data); err != nil {
-		return nil, fmt.Errorf("get s3://%s/%s %s: %w", f.s.cfg.Bucket, f.key, *in.Range, err)
+		return nil, &unavailableError{fmt.Errorf("get s3://%s/%s %s: %w", f.s.cfg.Bucket, f.key, *in.Range, err)}
 	}
 	if len(f.mu.blocks) >= f.s.cfg.RangeBlocks {
 		f.mu.blocks = slices.Delete(f.mu.blocks, 0, 1)

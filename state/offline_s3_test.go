@@ -29,7 +29,8 @@ import (
 // memory, behind httptest) with one bucket, path-style addressing and a
 // clock that stands still (Last-Modified never moves: a replaced object
 // shows only by its entity tag). It records the requests it serves, and
-// beforeGet, when set, runs before each object GET is served.
+// beforeGet, when set, runs before each object GET is served, and answers
+// it instead when it returns true.
 type fakeS3 struct {
 	url, bucket string
 	backend     *s3mem.Backend
@@ -38,7 +39,7 @@ type fakeS3 struct {
 	mu struct {
 		sync.Mutex
 		requests  []fakeRequest
-		beforeGet func(key string, r *http.Request)
+		beforeGet func(key string, w http.ResponseWriter, r *http.Request) bool
 		latency   time.Duration // added to every request (benchmarks)
 	}
 }
@@ -64,8 +65,8 @@ func newFakeS3(t testing.TB) *fakeS3 {
 		hook, latency := f.mu.beforeGet, f.mu.latency
 		f.mu.Unlock()
 		time.Sleep(latency)
-		if hook != nil && r.Method == http.MethodGet && bucket == f.bucket && key != "" {
-			hook(key, r)
+		if hook != nil && r.Method == http.MethodGet && bucket == f.bucket && key != "" && hook(key, w, r) {
+			return
 		}
 		h.ServeHTTP(w, r)
 	}))
@@ -106,7 +107,7 @@ func (f *fakeS3) setLatency(d time.Duration) {
 	f.mu.Unlock()
 }
 
-func (f *fakeS3) setBeforeGet(fn func(key string, r *http.Request)) {
+func (f *fakeS3) setBeforeGet(fn func(key string, w http.ResponseWriter, r *http.Request) bool) {
 	f.mu.Lock()
 	f.mu.beforeGet = fn
 	f.mu.Unlock()
@@ -391,10 +392,11 @@ func TestS3ObjectReplacedWhileReadIsReportedAndChangesTheFingerprint(t *testing.
 	// Same size, other bytes: only the entity tag tells (the clock stands still).
 	replaced := strings.ReplaceAll(strings.Join(b, "\n"), `"amount":2`, `"amount":3`)
 	var once sync.Once
-	f.setBeforeGet(func(key string, r *http.Request) {
+	f.setBeforeGet(func(key string, _ http.ResponseWriter, r *http.Request) bool {
 		if strings.HasSuffix(key, "/b.jsonl") && strings.HasPrefix(r.Header.Get("Range"), "bytes=2048-") {
 			once.Do(func() { f.put(t, key, []byte(replaced)) })
 		}
+		return false
 	})
 	var bad []string
 	sum := 0.0
@@ -536,5 +538,119 @@ func TestS3StorageMissingObjects(t *testing.T) {
 	}
 	if err := l.Remove([]string{"txn/" + dateDir(day0) + "/gone.parquet"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// s3Error answers a request as S3 does when it fails.
+func s3Error(w http.ResponseWriter, status int, code string) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>injected</Message></Error>`, code)
+}
+
+// TestS3FailuresOfTheStorageFailTheRead: a failure of the storage (a 5xx,
+// throttling, a connection cut in the middle of a body, on a whole or a
+// ranged read) fails ReadDay with an error to retry on, and reports no
+// file as unreadable (a skipped file would stay out of the batch data);
+// the SDK's retries ride out a single failure; a refusal of one object
+// (403) makes that file unreadable, reported and skipped, like a local
+// file without read permission.
+func TestS3FailuresOfTheStorageFailTheRead(t *testing.T) {
+	v := offlineTestView(t)
+	f := newFakeS3(t)
+	seed := openS3TestLog(t, f, "fail")
+	dir := "txn/" + dateDir(day0) + "/"
+	for _, n := range []string{"a", "b", "c"} {
+		var lines []string
+		for i := range 200 {
+			lines = append(lines, fmt.Sprintf(`{"user_id":%q,"ts":%d,"amount":1}`, n, day0+int64(i)))
+		}
+		seed.putString(dir+n+".jsonl", strings.Join(lines, "\n"))
+	}
+	type answer func(w http.ResponseWriter, r *http.Request) bool
+	cut := func(w http.ResponseWriter, r *http.Request) bool {
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return true
+		}
+		head := "HTTP/1.1 200 OK\r\nETag: \"x\"\r\nContent-Length: 5000\r\n"
+		if etag := r.Header.Get("If-Match"); etag != "" { // the pinned block of a ranged read
+			head = "HTTP/1.1 206 Partial Content\r\nETag: " + etag + "\r\nContent-Length: 2048\r\n"
+		}
+		buf.WriteString(head + "\r\n{\"user_id\":")
+		buf.Flush()
+		conn.Close()
+		return true
+	}
+	status := func(code int, s3code string) answer {
+		return func(w http.ResponseWriter, r *http.Request) bool {
+			s3Error(w, code, s3code)
+			return true
+		}
+	}
+	cases := []struct {
+		name     string
+		attempts int
+		ranged   bool
+		failures int // answers replaced, then the server's own
+		answer   answer
+		fails    bool // the read fails; else b is reported unreadable
+	}{
+		{"a server error", 1, false, 1 << 30, status(http.StatusInternalServerError, "InternalError"), true},
+		{"throttling", 1, false, 1 << 30, status(http.StatusServiceUnavailable, "SlowDown"), true},
+		{"a connection cut mid-body", 1, false, 1 << 30, cut, true},
+		{"a server error on a ranged read", 1, true, 1 << 30, status(http.StatusInternalServerError, "InternalError"), true},
+		{"a connection cut mid-range", 1, true, 1 << 30, cut, true},
+		{"one server error, retried", 2, false, 1, status(http.StatusInternalServerError, "InternalError"), false},
+		{"an object refused", 1, false, 1 << 30, status(http.StatusForbidden, "AccessDenied"), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := openS3TestLog(t, f, "fail", func(cfg *S3Config) {
+				cfg.MaxAttempts = c.attempts
+				if c.ranged {
+					cfg.WholeObjectBytes, cfg.RangeBytes = 1<<10, 2<<10
+				}
+			})
+			var mu sync.Mutex
+			left := c.failures
+			f.setBeforeGet(func(key string, w http.ResponseWriter, r *http.Request) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				// A ranged read fails after its first block.
+				if !strings.HasSuffix(key, "/b.jsonl") || left == 0 || (c.ranged && strings.HasPrefix(r.Header.Get("Range"), "bytes=0-")) {
+					return false
+				}
+				left--
+				return c.answer(w, r)
+			})
+			defer f.setBeforeGet(nil)
+			var bad []string
+			keys := map[string]int{}
+			st, err := l.ReadDay(v, "", day0, func(e *tiling.Event) error {
+				keys[e.Key]++
+				return nil
+			}, func(file string, row int64, reason string) {
+				bad = append(bad, fmt.Sprintf("%s:%d:%s", file, row, reason))
+			})
+			switch {
+			case c.fails:
+				if err == nil || unavailable(err) == nil || !strings.Contains(err.Error(), "b.jsonl") {
+					t.Fatalf("err %v; want the storage's failure reading b.jsonl", err)
+				}
+				if len(bad) > 0 || keys["c"] != 0 || keys["a"] != 200 {
+					t.Fatalf("bad %q, events %v before the failure", bad, keys)
+				}
+			case c.failures == 1:
+				if err != nil || len(bad) > 0 || st.Events != 600 {
+					t.Fatalf("%+v %v %q: want every event after a retry", st, err, bad)
+				}
+			default:
+				if err != nil || len(bad) != 1 || !strings.HasPrefix(bad[0], "b.jsonl:-1:open:") || st.Events != 400 || st.BadFiles != 1 {
+					t.Fatalf("%+v %v %q: want b.jsonl reported and skipped", st, err, bad)
+				}
+			}
+		})
 	}
 }

@@ -46,6 +46,40 @@ type offlineStorage interface {
 	remove(ctx context.Context, paths []string) error
 }
 
+// unavailableError marks a failure of the storage itself (a network error,
+// a server error, throttling, a timeout), not of the file: a day read that
+// meets one fails, to be retried later, rather than skip the file as
+// unreadable — a skipped file would stay out of the batch data until the
+// day changes again.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return "storage unavailable: " + e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }
+
+// unavailable returns the storage failure in err, or nil.
+func unavailable(err error) error {
+	var u *unavailableError
+	if errors.As(err, &u) {
+		return u
+	}
+	return nil
+}
+
+// trackedFile remembers the first storage failure of a file's reads, which
+// the Parquet reader would otherwise report as a damaged file.
+type trackedFile struct {
+	offlineFile
+	failed error
+}
+
+func (f *trackedFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := f.offlineFile.ReadAt(p, off)
+	if err != nil && f.failed == nil {
+		f.failed = unavailable(err)
+	}
+	return n, err
+}
+
 // offlineFile is an open file of the log.
 type offlineFile interface {
 	io.ReaderAt
