@@ -115,18 +115,29 @@ func (c *checker) kafkaSecurity(f *fileKafka, s *settings) {
 	k := &s.Kafka
 	if t := f.TLS; t != nil {
 		const where = "kafka.tls"
+		filesOK := true
 		for _, p := range []struct{ field, path string }{{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
 			if p.path == "" {
 				continue
 			}
 			if _, err := os.Stat(p.path); err != nil {
 				c.addf(where, "%s: %v", p.field, err)
+				filesOK = false
 			}
 		}
-		if (t.CertFile == "") != (t.KeyFile == "") {
+		pairOK := (t.CertFile == "") == (t.KeyFile == "")
+		if !pairOK {
 			c.addf(where, "cert_file and key_file go together; set both or neither")
 		}
 		k.TLS = &tlsSettings{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+		if pairOK && filesOK {
+			// The files are there: parse them now, so that `tilestream
+			// check` reports a file holding no certificate, or a key that
+			// is not the certificate's.
+			if _, err := kafkaTLSConfig(k.TLS); err != nil {
+				c.addf(where, "%s", strings.TrimPrefix(err.Error(), where+": "))
+			}
+		}
 	}
 	if a := f.SASL; a != nil {
 		const where = "kafka.sasl"
@@ -166,10 +177,14 @@ func (c *checker) kafkaSecurity(f *fileKafka, s *settings) {
 			ss.Password = secret{a.Password}
 		case a.PasswordFile != "":
 			b, err := os.ReadFile(a.PasswordFile)
-			if err != nil {
+			pw := strings.TrimRight(string(b), "\r\n")
+			switch {
+			case err != nil:
 				c.addf(where, "password_file: %v", err)
+			case pw == "":
+				c.addf(where, "password_file %s is empty", a.PasswordFile)
 			}
-			ss.Password = secret{strings.TrimRight(string(b), "\r\n")}
+			ss.Password = secret{pw}
 		case a.PasswordEnv != "":
 			v, ok := os.LookupEnv(a.PasswordEnv)
 			if !ok || v == "" {
@@ -294,3 +309,4 @@ func (s *settings) describeStore() string {
 	}
 	return store + ", offline log " + off
 }
+

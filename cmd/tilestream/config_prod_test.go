@@ -84,3 +84,24 @@ func TestSecretIsNeverPrinted(t *testing.T) {
 		t.Fatalf("no placeholder printed:\n%s", b.String())
 	}
 }
+
+// `tilestream check` parses the TLS files and rejects an empty password file.
+func TestKafkaSecurityFilesAreChecked(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	empty := filepath.Join(dir, "password")
+	for _, f := range []string{notPEM, empty} {
+		if err := os.WriteFile(f, []byte("\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := parseConfig([]byte("kafka: {brokers: [k], tls: {ca_file: " + notPEM + "}, sasl: {mechanism: PLAIN, username: u, password_file: " + empty + "}}\n" + okViews))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"kafka.tls: ca_file " + notPEM + ": no PEM certificate in it", "kafka.sasl: password_file " + empty + " is empty"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
