@@ -309,4 +309,3 @@ func (s *settings) describeStore() string {
 	}
 	return store + ", offline log " + off
 }
-
