@@ -88,7 +88,7 @@ type FileInfo struct {
 	// ETag is the S3 object's entity tag, which changes when the object is
 	// replaced by other bytes even within the second of Last-Modified; ""
 	// for local files.
-	ETag string `json:",omitempty"`
+	ETag string
 }
 
 // DayFiles lists one date directory of a view.
