@@ -28,6 +28,7 @@ type peerReport struct {
 	ingest     []ingestRow
 	heal       []healRow
 	healData   healData
+	flat       []flatRow
 
 	redisVersion, duckVersion string
 }
@@ -215,6 +216,25 @@ func (r *peerReport) markdown(svg string) []byte {
 	}
 	p("")
 
+	if len(r.flat) > 0 {
+		p("### Flat latency, interleaved")
+		p("")
+		p("One tilestream server per healed data set, one client sending one request to each in turn (%d rounds), so that every data set meets the same machine load at the same moments. The sequential cells above each met the load of their own seconds.", r.scale.flatRounds)
+		p("")
+		p("| events/key × keys | p50 | p99 | p999 | max | p50 ÷ first | p99 ÷ first |")
+		p("|---|---|---|---|---|---|---|")
+		for _, f := range r.flat {
+			p999 := "—"
+			if f.Stats.N >= 1000 {
+				p999 = fmtDur(f.Stats.P999)
+			}
+			first := r.flat[0].Stats
+			p("| %s × %d | %s | %s | %s | %s | %s | %s |", levelName(f.Level.events), f.Level.keys, fmtDur(f.Stats.P50), fmtDur(f.Stats.P99), p999, fmtDur(f.Stats.Max),
+				fmtRatio(float64(f.Stats.P50)/float64(first.P50)), fmtRatio(float64(f.Stats.P99)/float64(first.P99)))
+		}
+		p("")
+	}
+
 	p("## Serving, every cell")
 	p("")
 	p("Closed loop: each client sends its next request when the last one answered. A cell stops after %d requests or %s (a request in flight then still counts); p999 is given from 1,000 requests on. Server CPU is the serving process's CPU time (redis-server, the tilestream server; for the embedded naive scan the whole process) per request.",
@@ -352,11 +372,25 @@ func (r *peerReport) targets() []targetRow {
 	missing := func(name string) targetRow { return targetRow{name, "not measured in this run", "—", "—"} }
 
 	name := fmt.Sprintf("flat latency: p99 at %s events/key ≤ 1.5× p99 at %s (tilestream, healed)", levelName(lv), levelName(small))
-	hi, ok1 := r.cell(sysTS, lv, 1, 1)
-	lo, ok2 := r.cell(sysTS, small, 1, 1)
+	var hi, lo cellStats
+	var ok1, ok2 bool
+	for _, f := range r.flat {
+		switch f.Level.events {
+		case lv:
+			hi, ok1 = f.Stats, true
+		case small:
+			lo, ok2 = f.Stats, true
+		}
+	}
+	how := "interleaved (serve/flat)"
+	if !ok1 || !ok2 {
+		hi, ok1 = r.cell(sysTS, lv, 1, 1)
+		lo, ok2 = r.cell(sysTS, small, 1, 1)
+		how = "sequential cells"
+	}
 	if ok1 && ok2 {
 		x := float64(hi.P99) / float64(lo.P99)
-		out = append(out, targetRow{name, fmt.Sprintf("%s vs %s (p50 %s vs %s)", fmtDur(hi.P99), fmtDur(lo.P99), fmtDur(hi.P50), fmtDur(lo.P50)), fmtRatio(x), yesNo(x <= 1.5)})
+		out = append(out, targetRow{name, fmt.Sprintf("%s vs %s, %s; p50 %s vs %s", fmtDur(hi.P99), fmtDur(lo.P99), how, fmtDur(hi.P50), fmtDur(lo.P50)), fmtRatio(x), yesNo(x <= 1.5)})
 	} else {
 		out = append(out, missing(name))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -31,6 +32,8 @@ type peerScale struct {
 	// comes first.
 	requests int
 	budget   time.Duration
+	// serve/flat: rounds of one request to each healed data set.
+	flatRounds int
 	// Ingest: events over keys keys, stamped within the last hour.
 	ingestEvents, ingestKeys int
 	// Heal: events over keys keys and 30 days; tilestream heal runs and
@@ -50,15 +53,15 @@ func currentScale(tb testing.TB) peerScale {
 	switch name {
 	case "smoke":
 		return peerScale{name: name, levels: []peerLevel{{100, 100}, {2_000, 1}},
-			requests: 5, budget: time.Second, ingestEvents: 5_000, ingestKeys: 100,
+			requests: 5, budget: time.Second, flatRounds: 5, ingestEvents: 5_000, ingestKeys: 100,
 			healEvents: 20_000, healKeys: 100, healRuns: 1, duckRuns: 1}
 	case "short":
 		return peerScale{name: name, levels: []peerLevel{{100, 100}, {10_000, 100}, {1_000_000, 1}},
-			requests: 2_000, budget: 5 * time.Second, ingestEvents: 300_000, ingestKeys: 10_000,
+			requests: 2_000, budget: 5 * time.Second, flatRounds: 5_000, ingestEvents: 300_000, ingestKeys: 10_000,
 			healEvents: 2_000_000, healKeys: 10_000, healRuns: 1, duckRuns: 3}
 	case "full":
 		return peerScale{name: name, levels: []peerLevel{{100, 100}, {10_000, 100}, {1_000_000, 1}, {10_000_000, 1}},
-			requests: 20_000, budget: 40 * time.Second, ingestEvents: 1_000_000, ingestKeys: 10_000,
+			requests: 20_000, budget: 40 * time.Second, flatRounds: 20_000, ingestEvents: 1_000_000, ingestKeys: 10_000,
 			healEvents: 5_000_000, healKeys: 10_000, healRuns: 3, duckRuns: 5}
 	}
 	tb.Fatalf("-peers.scale=%q: want smoke, short or full", name)
@@ -89,10 +92,23 @@ func BenchmarkPeers(b *testing.B) {
 	requirePeers(b)
 	sc := currentScale(b)
 	rep := newPeerReport(sc)
+	// The healed tilestream stores outlive their level, for serve/flat.
+	keep, err := os.MkdirTemp("", "tilestream-peers-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(keep) })
+	var healed []healedStore
 	b.Run("serve", func(b *testing.B) {
 		for _, lvl := range sc.levels {
-			b.Run("events="+levelName(lvl.events), func(b *testing.B) { benchPeerLevel(b, sc, lvl, rep) })
+			b.Run("events="+levelName(lvl.events), func(b *testing.B) {
+				dir := filepath.Join(keep, "tilestream-"+levelName(lvl.events))
+				if at := benchPeerLevel(b, sc, lvl, rep, dir); at != 0 {
+					healed = append(healed, healedStore{lvl, dir, at})
+				}
+			})
 		}
+		b.Run("flat", func(b *testing.B) { benchPeerFlat(b, sc, healed, rep) })
 	})
 	b.Run("ingest", func(b *testing.B) { benchPeerIngest(b, sc, rep) })
 	b.Run("heal", func(b *testing.B) { benchPeerHeal(b, sc, rep) })
@@ -121,6 +137,8 @@ func requirePeers(b *testing.B) {
 	if os.Getenv("CI") == "true" {
 		b.Fatal(msg)
 	}
+	// b.Skip's message shows only with -v: say it where make test shows it.
+	fmt.Fprintln(os.Stderr, "BenchmarkPeers skipped:", msg)
 	b.Skip(msg)
 }
 
@@ -171,8 +189,9 @@ func (sc peerScale) cells(lvl peerLevel) []cellSpec {
 func cellName(c cellSpec) string { return fmt.Sprintf("clients=%d/keys=%d", c.Clients, c.Keys) }
 
 // benchPeerLevel loads one data set into every system and measures each in
-// turn, so only one system works at a time.
-func benchPeerLevel(b *testing.B, sc peerScale, lvl peerLevel, rep *peerReport) {
+// turn, so only one system works at a time. tilestream's store is put in
+// tsDir; it returns the query time once that store is healed, else 0.
+func benchPeerLevel(b *testing.B, sc peerScale, lvl peerLevel, rep *peerReport, tsDir string) (healedAt int64) {
 	v := mustPeerView(b)
 	at := time.Now().UnixMilli()
 	keys := lvl.keyNames()
@@ -186,7 +205,6 @@ func benchPeerLevel(b *testing.B, sc peerScale, lvl peerLevel, rep *peerReport) 
 	// Load: tilestream's stream records and archive files (as its ingest
 	// writes them), both Redis designs, the naive scan's Pebble.
 	loadStart := time.Now()
-	tsDir := b.TempDir()
 	store, err := state.Open(state.Config{Path: tsDir}, quiet())
 	if err != nil {
 		b.Fatal(err)
@@ -325,6 +343,7 @@ func benchPeerLevel(b *testing.B, sc peerScale, lvl peerLevel, rep *peerReport) 
 		res, ps := runChildOnce(b, childSpec{Mode: "heal", Store: tsDir, Offline: off.Root(), At: at})
 		rep.addRSS(sysTS, "heal", lvl, ps.PeakRSS)
 		rep.levelHeals = append(rep.levelHeals, levelHeal{lvl, res.Heal.Records, res.HealWall, res.Heal.Watermark})
+		healedAt = at
 		serveTS(b, sysTS)
 	})
 	b.Run("system="+sysTSEmbedded, func(b *testing.B) {
@@ -334,6 +353,68 @@ func benchPeerLevel(b *testing.B, sc peerScale, lvl peerLevel, rep *peerReport) 
 	})
 	files, bytes := archiveFiles(b, off.Root())
 	rep.addStorage("offline log", lvl, bytes, fmt.Sprintf("disk (Parquet, %d files)", files))
+	return healedAt
+}
+
+// healedStore is a level's healed tilestream store.
+type healedStore struct {
+	lvl peerLevel
+	dir string
+	at  int64
+}
+
+// benchPeerFlat checks flat latency on a shared machine: one tilestream
+// server per healed data set, and one client sending a request to each in
+// turn (round robin over each data set's keys), so every data set sees the
+// same load over the same seconds; the sequential cells see whatever load
+// their own seconds had.
+func benchPeerFlat(b *testing.B, sc peerScale, healed []healedStore, rep *peerReport) {
+	if len(healed) < 2 {
+		b.Skip("needs two healed data sets")
+	}
+	ctx := context.Background()
+	clients := make([]*tsClient, len(healed))
+	keys := make([][]string, len(healed))
+	for i, h := range healed {
+		clients[i] = newTSClient(startServeChild(b, h.dir, h.at).url)
+		keys[i] = h.lvl.keyNames()
+	}
+	round := func(r int, lat [][]time.Duration) {
+		for i, c := range clients {
+			t0 := time.Now()
+			if _, err := c.read(ctx, []string{keys[i][r%len(keys[i])]}); err != nil {
+				b.Fatal(err)
+			}
+			if lat != nil {
+				lat[i] = append(lat[i], time.Since(t0))
+			}
+		}
+	}
+	for r := range 100 {
+		round(r, nil)
+	}
+	var lat [][]time.Duration
+	var wall time.Duration
+	for b.Loop() {
+		lat = make([][]time.Duration, len(healed))
+		start := time.Now()
+		for r := range sc.flatRounds {
+			round(r, lat)
+		}
+		wall = time.Since(start)
+	}
+	rep.flat = nil
+	for i, h := range healed {
+		st := latencyStats(lat[i], wall)
+		rep.flat = append(rep.flat, flatRow{h.lvl, st})
+		b.ReportMetric(float64(st.P99.Microseconds()), levelName(h.lvl.events)+"-p99-µs")
+	}
+}
+
+// flatRow is one data set's latency in serve/flat.
+type flatRow struct {
+	Level peerLevel
+	Stats cellStats
 }
 
 func reportCell(b *testing.B, st cellStats) {
