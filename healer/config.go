@@ -19,11 +19,17 @@ type Config struct {
 	// VerifySample keys are checked against the offline log after each
 	// scheduled heal (0 disables). Default 20.
 	VerifySample int
+	// Lease is how long a view's healing lease lasts without renewal (it is
+	// renewed every third of it while held). Default 1m.
+	Lease time.Duration
+	// Owner names this healer in leases; instances sharing a store need
+	// distinct owners. Default: host name, process id and a random suffix.
+	Owner string
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Grace: time.Minute, RetryMin: time.Second, RetryMax: 5 * time.Minute, HaltAfter: 5, VerifySample: 20}
+	return Config{Grace: time.Minute, RetryMin: time.Second, RetryMax: 5 * time.Minute, HaltAfter: 5, VerifySample: 20, Lease: time.Minute}
 }
 
 // Validate reports every problem at once.
@@ -40,6 +46,9 @@ func (c Config) Validate() error {
 	}
 	if c.HaltAfter <= 0 {
 		errs = append(errs, errors.New("healer: halt_after must be positive"))
+	}
+	if c.Lease < 0 || (c.Lease > 0 && c.Lease < 30*time.Millisecond) {
+		errs = append(errs, errors.New("healer: lease must be at least 30ms"))
 	}
 	return errors.Join(errs...)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -23,14 +25,17 @@ type Store interface {
 	NewBatch() *state.Batch
 	Commit(b *state.Batch) error
 	CommitNoSync(b *state.Batch) error
-	Meta(view string) ([]byte, error)
+	Meta(view string) ([]byte, int64, error)
 	ScanSummaries(v *tiling.View, gen uint64, fn func(key string, s *tiling.Summary) error) error
+	ScanKeys(view string, gen uint64, fn func(key string) error) error
 	DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error)
 	ScanDayRecords(v *tiling.View, gen uint64, day int64, fn func(key string, r *tiling.Record) error) error
 	DetailSuffix(v *tiling.View, gen uint64, day int64, key string, block, from int64) ([]tiling.State, error)
-	Head(v *tiling.View, key string) (state.Head, bool, error)
-	ScanStreamKeys(view string, fn func(key string) error) error
+	CollectKeys(v *tiling.View, gen uint64, fn func(key string) error) error
 	ArchiveProgress(view string) (map[int32]state.Progress, error)
+	StreamLayout() state.StreamLayout
+	AcquireLease(view, owner string, now time.Time, d time.Duration) error
+	ReleaseLease(view, owner string) error
 }
 
 // OfflineLog is the offline log as the healer reads it.
@@ -88,6 +93,12 @@ func New(cfg Config, views []ViewConfig, store Store, offline OfflineLog, archiv
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultConfig().Lease
+	}
+	if cfg.Owner == "" {
+		cfg.Owner = defaultOwner()
+	}
 	h := &Healer{cfg: cfg, views: map[string]ViewConfig{}, store: store, offline: offline,
 		archive: archive, m: m, log: log, now: time.Now, locks: map[string]*sync.Mutex{},
 		logBad: rate.Sometimes{First: 10, Interval: time.Second}}
@@ -97,6 +108,13 @@ func New(cfg Config, views []ViewConfig, store Store, offline OfflineLog, archiv
 		h.locks[vc.View.Name] = &sync.Mutex{}
 	}
 	return h, nil
+}
+
+// defaultOwner names this process: host, pid and a random suffix (a
+// restarted process is a new owner).
+func defaultOwner() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32())
 }
 
 // Views returns the names of the views the healer heals.
@@ -120,6 +138,14 @@ type viewState struct {
 	// Pending is a heal that wrote day records but was interrupted before
 	// it installed: the next heal with the same target resumes it.
 	Pending *pending `json:"pending,omitempty"`
+	// Next is the state an install in progress leads to: written before the
+	// first head switches, it lets the next heal finish an install a crash
+	// interrupted (switch the remaining heads) instead of touching a
+	// generation some heads already name (rollForward).
+	Next *viewState `json:"next,omitempty"`
+
+	// ver is the stored version this state was read at (Store.Meta).
+	ver int64
 }
 
 type pending struct {
@@ -153,11 +179,11 @@ type dayGen struct {
 }
 
 func (h *Healer) loadState(v *tiling.View) (*viewState, error) {
-	val, err := h.store.Meta(v.Name)
+	val, ver, err := h.store.Meta(v.Name)
 	if err != nil {
 		return nil, err
 	}
-	st := &viewState{Watermark: tiling.MinTime, Days: map[int64]dayState{}, Fingerprint: v.Fingerprint()}
+	st := &viewState{Watermark: tiling.MinTime, Days: map[int64]dayState{}, Fingerprint: v.Fingerprint(), ver: ver}
 	if val == nil {
 		return st, nil
 	}
@@ -210,6 +236,9 @@ type Options struct {
 	// ingest's replay from its committed offsets skips them. The ingest
 	// must not run during a rebuild.
 	Rebuild bool
+	// Wait, while another instance holds the view's healing lease, waits
+	// for it (until ctx ends) instead of failing with ErrBusy.
+	Wait bool
 }
 
 // Progress reports a running heal.
@@ -223,6 +252,12 @@ type Progress struct {
 // ErrUnknownView is returned for a view the healer does not know.
 var ErrUnknownView = errors.New("healer: unknown view")
 
+// ErrBusy is returned when another instance holds the view's healing lease.
+var ErrBusy = errors.New("healer: another instance is healing the view")
+
+// ErrLeaseLost is returned by a heal that lost its lease before installing.
+var ErrLeaseLost = errors.New("healer: lease lost during the heal")
+
 // Heal heals one view now and returns when the result is installed.
 func (h *Healer) Heal(ctx context.Context, view string, o Options) (Result, error) {
 	vc, ok := h.views[view]
@@ -232,8 +267,14 @@ func (h *Healer) Heal(ctx context.Context, view string, o Options) (Result, erro
 	mu := h.locks[view]
 	mu.Lock()
 	defer mu.Unlock()
+	l, err := h.lease(ctx, view, o.Wait)
+	if err != nil {
+		return Result{View: view}, err
+	}
+	defer l.release()
+	ctx = l.ctx
 	start := time.Now()
-	res, err := h.heal(ctx, vc, o)
+	res, err := h.heal(ctx, vc, o, l)
 	res.View, res.Seconds = view, time.Since(start).Seconds()
 	outcome := "installed"
 	switch {
@@ -253,11 +294,14 @@ func (h *Healer) Heal(ctx context.Context, view string, o Options) (Result, erro
 	return res, nil
 }
 
-func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, error) {
+func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (Result, error) {
 	v := vc.View
 	var res Result
 	st, err := h.loadState(v)
 	if err != nil {
+		return res, err
+	}
+	if st, err = h.rollForward(v, st, l); err != nil {
 		return res, err
 	}
 	if st.Fingerprint != v.Fingerprint() {
@@ -348,6 +392,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	}
 
 	gen := st.Gen + 1
+	resumed := resume != nil
 	if resume != nil {
 		gen = resume.Gen
 		h.log.Info("resuming an interrupted heal", "view", v.Name, "generation", gen, "days_done", len(resume.Done))
@@ -361,11 +406,20 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 		resume = &pending{Gen: gen, Target: target, Full: o.Full, Done: map[int64]uint64{}}
 	}
 	st.Pending = resume
+	// Claim the generation before writing any of its records: the state's
+	// conditional write fails if another instance changed it since it was
+	// read, so no two heals ever write one generation.
+	w := h.newWriter()
+	if err := h.putState(w, v, st); err != nil {
+		return res, err
+	}
+	if err := w.flush(); err != nil {
+		return res, err
+	}
 	res.Generation = gen
 	totals := map[string]map[int64][]tiling.State{} // key → day → total
 	recomputed := map[int64]bool{}
 	var stats state.ReadStats
-	w := h.newWriter()
 	prog := Progress{DaysTotal: len(todo)}
 	for _, s := range todo {
 		for _, d := range spanFiles[s] {
@@ -395,9 +449,11 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 			continue
 		}
 		b := newDayBuild(v, s)
-		// An interrupted attempt may have written part of this day under
-		// this generation: start it clean.
-		w.batch().DeleteDay(v.Name, gen, s)
+		if resumed {
+			// An interrupted attempt may have written part of this day
+			// under this generation: start it clean.
+			w.batch().DeleteDay(v.Name, gen, s)
+		}
 		for _, d := range spanFiles[s] {
 			rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
 				if ev.TS >= target {
@@ -525,16 +581,6 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	if err := w.flush(); err != nil {
 		return res, err
 	}
-	// Install: switch every key's head to the new generation, together with
-	// the healer's state, in one atomic batch (Pebble batches are not bound
-	// to a size). Everything the heads point to is durable already, and a
-	// crash leaves either every head on the old generation or every head on
-	// the new one, so the garbage of either is never still in use.
-	hb := w.batch()
-	for _, key := range keys {
-		hb.PutHead(v, key, state.Head{Watermark: target, Gen: gen})
-		w.records++
-	}
 	// The superseded records become garbage once no read can still use
 	// them: after the grace period.
 	g := garbage{Due: h.now().Add(h.cfg.Grace).UnixMilli(), StreamBefore: v.RecordStart(target)}
@@ -549,12 +595,29 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options) (Result, er
 	newState := &viewState{Gen: gen, Watermark: target, FirstDay: firstDay, Days: newDays,
 		Garbage: append(st.Garbage, g), Fingerprint: v.Fingerprint(), HealedAt: h.now().UnixMilli()}
 	res.Events = stats.Events
-	val, err := json.Marshal(newState)
-	if err != nil {
+	// Install. First the state records the install it is about to make
+	// (Next); then every key's head switches to the new generation and the
+	// state becomes the new one. On Pebble the heads and the state are one
+	// atomic batch; on DynamoDB each head is its own conditional write and
+	// the state comes last, so a crash can leave some heads switched: the
+	// next heal then finds Next and finishes the install (rollForward)
+	// before anything else, never rewriting a generation a head names.
+	// Everything the heads point to is durable already.
+	if err := l.check(); err != nil {
 		return res, err
 	}
-	w.batch().PutMeta(v.Name, val)
+	st.Next = newState
+	if err := h.putState(w, v, st); err != nil {
+		return res, err
+	}
 	if err := w.flush(); err != nil {
+		return res, err
+	}
+	newState.ver = st.ver
+	if err := l.check(); err != nil {
+		return res, err
+	}
+	if err := h.install(v, newState, keys, w); err != nil {
 		return res, err
 	}
 	res.Installed, res.DaysHealed, res.Keys, res.Records = true, len(todo), len(keys), w.records
@@ -724,9 +787,13 @@ func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals
 // after target. Events from users' files are not stream events: like any
 // offline-only event, a later heal counts them once it covers their time.
 func (h *Healer) rebuildStream(v *tiling.View, target int64, spanFiles map[int64][]state.DayFiles, w *writer) (int, error) {
+	// A unit per record span with every partition's events on Pebble; per
+	// tile and partition on DynamoDB (state.StreamLayout).
+	lay := h.store.StreamLayout()
 	type rid struct {
 		key   string
 		start int64
+		part  int32
 	}
 	recs := map[rid]*tiling.Record{}
 	maxOff := map[rid]map[int32]int64{}
@@ -739,10 +806,13 @@ func (h *Healer) rebuildStream(v *tiling.View, target int64, spanFiles map[int64
 				if e.TS < target || e.Pos.Partition < 0 {
 					return nil
 				}
-				id := rid{strings.Clone(e.Key), v.RecordStart(e.TS)}
+				id := rid{strings.Clone(e.Key), lay.UnitStart(v, e.TS), -1}
+				if lay.PerPartition {
+					id.part = e.Pos.Partition
+				}
 				r := recs[id]
 				if r == nil {
-					r = &tiling.Record{Start: id.start}
+					r = &tiling.Record{Start: v.RecordStart(e.TS)}
 					recs[id] = r
 					maxOff[id] = map[int32]int64{}
 				}
@@ -760,7 +830,7 @@ func (h *Healer) rebuildStream(v *tiling.View, target int64, spanFiles map[int64
 		for p, o := range maxOff[id] {
 			r.MarkApplied(tiling.Pos{Partition: p, Offset: o})
 		}
-		w.batch().PutRecord(v, id.key, r)
+		w.batch().PutRecordIf(v, id.key, id.start, id.part, r, state.Unconditional)
 		if err := w.wrote(1); err != nil {
 			return 0, err
 		}
@@ -789,14 +859,63 @@ func sampled(days []state.DayFiles, prog map[int32]state.Progress) []state.DayFi
 	return out
 }
 
-// putState adds the view's healer state to w's batch.
+// putState adds the view's healer state to w's batch, replacing the version
+// st was read at; st then names the version written (if the batch commits;
+// if it does not, the heal fails).
 func (h *Healer) putState(w *writer, v *tiling.View, st *viewState) error {
 	val, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	w.batch().PutMeta(v.Name, val)
+	w.batch().PutMeta(v.Name, val, st.ver)
+	st.ver++
 	return nil
+}
+
+// install switches the heads of keys to ns's generation and watermark and
+// makes ns the view's state, in one batch: atomic on Pebble; heads first and
+// the state last on DynamoDB.
+func (h *Healer) install(v *tiling.View, ns *viewState, keys []string, w *writer) error {
+	hb := w.batch()
+	for _, key := range keys {
+		hb.PutHead(v, key, state.Head{Watermark: ns.Watermark, Gen: ns.Gen})
+		w.records++
+	}
+	if err := h.putState(w, v, ns); err != nil {
+		return err
+	}
+	return w.flush()
+}
+
+// rollForward finishes an install that a crash interrupted (st.Next set):
+// it switches every key of the new generation's summaries to it (heads
+// already switched are left alone) and makes st.Next the state. It returns
+// the state to go on from.
+func (h *Healer) rollForward(v *tiling.View, st *viewState, l *lease) (*viewState, error) {
+	next := st.Next
+	if next == nil {
+		return st, nil
+	}
+	h.log.Info("finishing an interrupted install", "view", v.Name, "generation", next.Gen,
+		"batch_watermark", time.UnixMilli(next.Watermark).UTC())
+	var keys []string
+	if err := h.store.ScanKeys(v.Name, next.Gen, func(k string) error {
+		keys = append(keys, k)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("keys of generation %d: %w", next.Gen, err)
+	}
+	if err := l.check(); err != nil {
+		return nil, err
+	}
+	next.ver = st.ver
+	if err := h.install(v, next, keys, h.newWriter()); err != nil {
+		return nil, err
+	}
+	if h.OnInstall != nil {
+		h.OnInstall(v.Name)
+	}
+	return next, nil
 }
 
 // pendingGarbage is the garbage an abandoned pending heal left: its day
@@ -861,11 +980,14 @@ func (w *writer) flush() error {
 }
 
 // collect deletes the garbage whose grace period is over (all of it when
-// force is set).
+// force is set). The caller holds the view's lease.
 func (h *Healer) collect(v *tiling.View, force bool) error {
 	st, err := h.loadState(v)
 	if err != nil {
 		return err
+	}
+	if st.Next != nil {
+		return nil // an install to finish first: the next heal does
 	}
 	now := h.now().UnixMilli()
 	var keep []garbage
@@ -882,16 +1004,13 @@ func (h *Healer) collect(v *tiling.View, force bool) error {
 		for _, d := range g.Days {
 			b.DeleteDay(v.Name, d.Gen, d.Day)
 		}
-		if g.StreamBefore != tiling.MinTime {
+		if g.StreamBefore != tiling.MinTime && st.Gen > 0 {
 			// Only below a key's own watermark: a key without a head (no
 			// batch data yet) keeps its stream records, late ones included,
-			// until a heal covers it.
-			if err := h.store.ScanStreamKeys(v.Name, func(key string) error {
-				hd, ok, err := h.store.Head(v, key)
-				if err != nil || !ok {
-					return err
-				}
-				before := min(g.StreamBefore, v.RecordStart(hd.Watermark))
+			// until a heal covers it. Every key with a head is on the
+			// current generation, at the state's watermark.
+			before := min(g.StreamBefore, v.RecordStart(st.Watermark))
+			if err := h.store.CollectKeys(v, st.Gen, func(key string) error {
 				b.DeleteStreamBefore(v.Name, key, before)
 				deleted++
 				return nil
@@ -908,7 +1027,7 @@ func (h *Healer) collect(v *tiling.View, force bool) error {
 	if err != nil {
 		return err
 	}
-	b.PutMeta(v.Name, val)
+	b.PutMeta(v.Name, val, st.ver)
 	if err := h.store.Commit(b); err != nil {
 		return err
 	}

@@ -11,13 +11,16 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tilestream/tilestream/internal/dynalite"
 	"github.com/tilestream/tilestream/oracle"
 	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/state/dynamo"
 	"github.com/tilestream/tilestream/tiling"
 )
 
@@ -46,12 +49,48 @@ type world struct {
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newWorld(t *testing.T, v *tiling.View, lateness int64) *world {
+	return newWorldOn(t, "pebble", v, lateness)
+}
+
+// eachStore runs a test on Pebble and on DynamoDB (dynalite).
+func eachStore(t *testing.T, fn func(t *testing.T, kind string)) {
+	for _, kind := range []string{"pebble", "dynamodb"} {
+		t.Run(kind, func(t *testing.T) { fn(t, kind) })
+	}
+}
+
+var dynTables atomic.Int64
+
+// openStore opens an empty online store of a kind.
+func openStore(t *testing.T, kind string) *state.Store {
 	t.Helper()
-	store, err := state.Open(state.Config{Path: t.TempDir()}, quiet())
+	var store *state.Store
+	var err error
+	switch kind {
+	case "pebble":
+		store, err = state.Open(state.Config{Path: t.TempDir()}, quiet())
+	case "dynamodb":
+		srv := dynalite.Shared(t)
+		cfg := state.DynamoConfig{CreateTable: true, Table: dynamo.DefaultConfig()}
+		cfg.Table.Table = fmt.Sprintf("healer-%d", dynTables.Add(1))
+		cfg.Table.Endpoint, cfg.Table.Region = srv.Endpoint, "us-east-1"
+		store, err = state.OpenDynamo(context.Background(), cfg, quiet())
+	default:
+		t.Fatalf("store kind %q", kind)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+func newWorldOn(t *testing.T, kind string, v *tiling.View, lateness int64) *world {
+	t.Helper()
+	store := openStore(t, kind)
+	if _, err := store.CheckLayout(v); err != nil {
+		t.Fatal(err)
+	}
 	off, err := state.OpenOfflineLog(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +170,17 @@ func (w *world) consume(evs []tiling.Event, oes []oracle.Event, dropped func(i i
 			w.t.Fatal(err)
 		}
 	}
-	recs := map[[2]any]*tiling.Record{}
+	// Units as the ingest keeps them (state.StreamLayout): per record span,
+	// or per tile and partition, each written on the version it was read at.
+	lay := w.store.StreamLayout()
+	type unit struct {
+		key   string
+		start int64
+		part  int32
+	}
+	recs := map[unit]*tiling.Record{}
+	vers := map[unit]int64{}
+	heads := map[string]int64{}
 	for i := range evs {
 		e := &evs[i]
 		if oes != nil {
@@ -140,29 +189,42 @@ func (w *world) consume(evs []tiling.Event, oes []oracle.Event, dropped func(i i
 		if dropped != nil && dropped(i) {
 			continue
 		}
-		h, ok, err := w.store.Head(w.v, e.Key)
-		if err != nil {
-			w.t.Fatal(err)
+		wb, known := heads[e.Key]
+		if !known {
+			h, ok, err := w.store.Head(w.v, e.Key)
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			wb = tiling.MinTime
+			if ok {
+				wb = h.Watermark
+			}
+			heads[e.Key] = wb
 		}
-		if ok && e.TS < h.Watermark {
+		if e.TS < wb {
 			continue // deferred to the next heal
 		}
-		id := [2]any{e.Key, w.v.RecordStart(e.TS)}
+		var err error
+		id := unit{e.Key, lay.UnitStart(w.v, e.TS), -1}
+		if lay.PerPartition {
+			id.part = e.Pos.Partition
+		}
 		r := recs[id]
 		if r == nil {
-			if r, err = w.store.GetRecord(w.v, e.Key, w.v.RecordStart(e.TS)); err != nil {
+			var ver int64
+			if r, ver, err = w.store.LoadRecord(w.v, e.Key, id.start, id.part); err != nil {
 				w.t.Fatal(err)
 			}
 			if r == nil {
 				r = w.v.NewRecord(e.TS)
 			}
-			recs[id] = r
+			recs[id], vers[id] = r, ver
 		}
 		w.v.Add(r, e)
 	}
 	b := w.store.NewBatch()
 	for id, r := range recs {
-		b.PutRecord(w.v, id[0].(string), r)
+		b.PutRecordIf(w.v, id.key, id.start, id.part, r, vers[id])
 	}
 	if err := w.store.Commit(b); err != nil {
 		w.t.Fatal(err)
@@ -239,9 +301,17 @@ func (w *world) served(key string, t int64) (map[string]any, int) {
 	return out, kd.RecordsRead
 }
 
-// check compares every key with the oracle at the given times.
+// check compares every key with the oracle at the given times (a spread
+// of ten of them on DynamoDB: dynalite is slow, and Pebble checks them all).
 func (w *world) check(stage string, times []int64) {
 	w.t.Helper()
+	if w.store.Table() != nil && len(times) > 10 {
+		var some []int64
+		for i := range 10 {
+			some = append(some, times[i*len(times)/10])
+		}
+		times = some
+	}
 	byKey := map[string][]oracle.Event{}
 	for _, e := range w.events {
 		byKey[e.Key] = append(byKey[e.Key], e)
@@ -292,96 +362,103 @@ func queryTimes(v *tiling.View, wb, until int64, r *rand.Rand) []int64 {
 }
 
 func TestHealExactAgainstOracle(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		g       int64
-		windows []int64
-		life    int64
-	}{
-		{"minute tiles, hour to week windows and lifetime", tiling.Minute, []int64{tiling.Hour, tiling.Day, 7 * tiling.Day, tiling.Lifetime}, tiling.MinTime},
-		{"five-minute tiles, a 3-day window, lifetime from a start", 5 * tiling.Minute, []int64{90 * tiling.Minute, 3 * tiling.Day, tiling.Lifetime}, 0},
-		{"hour tiles, a 2-day window", tiling.Hour, []int64{2 * tiling.Day, tiling.Lifetime}, tiling.MinTime},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := rand.New(rand.NewPCG(5, uint64(tc.g)))
-			v := testView(t, tc.g, tc.windows, tc.life)
-			lateness := 5 * tiling.Minute
-			w := newWorld(t, v, lateness)
-			now := time.Date(2026, 3, 10, 13, 37, 12, 345e6, time.UTC).UnixMilli()
-			w.now, w.arch.e = now, now
-			keys := []string{"a", "b", "c", "d", "e", "f"}
-			gen := func(n int, from, to int64) ([]tiling.Event, []oracle.Event) {
-				var evs []tiling.Event
-				var oes []oracle.Event
-				for i := 0; i < n; i++ {
-					e, o := w.event(r, keys[r.IntN(len(keys))], from+r.Int64N(to-from), r.Int32N(4))
-					evs, oes = append(evs, e), append(oes, o)
+	eachStore(t, func(t *testing.T, kind string) {
+		for _, tc := range []struct {
+			name    string
+			g       int64
+			windows []int64
+			life    int64
+		}{
+			{"minute tiles, hour to week windows and lifetime", tiling.Minute, []int64{tiling.Hour, tiling.Day, 7 * tiling.Day, tiling.Lifetime}, tiling.MinTime},
+			{"five-minute tiles, a 3-day window, lifetime from a start", 5 * tiling.Minute, []int64{90 * tiling.Minute, 3 * tiling.Day, tiling.Lifetime}, 0},
+			{"hour tiles, a 2-day window", tiling.Hour, []int64{2 * tiling.Day, tiling.Lifetime}, tiling.MinTime},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := rand.New(rand.NewPCG(5, uint64(tc.g)))
+				v := testView(t, tc.g, tc.windows, tc.life)
+				lateness := 5 * tiling.Minute
+				w := newWorldOn(t, kind, v, lateness)
+				now := time.Date(2026, 3, 10, 13, 37, 12, 345e6, time.UTC).UnixMilli()
+				w.now, w.arch.e = now, now
+				keys := []string{"a", "b", "c", "d", "e", "f"}
+				gen := func(n int, from, to int64) ([]tiling.Event, []oracle.Event) {
+					var evs []tiling.Event
+					var oes []oracle.Event
+					for i := 0; i < n; i++ {
+						e, o := w.event(r, keys[r.IntN(len(keys))], from+r.Int64N(to-from), r.Int32N(4))
+						evs, oes = append(evs, e), append(oes, o)
+					}
+					return evs, oes
 				}
-				return evs, oes
-			}
-			// Ten days of history; one event in ten never reached the stream
-			// (lost), all are in the offline log.
-			evs, oes := gen(3000, now-10*tiling.Day, now)
-			w.consume(evs, oes, func(i int) bool { return i%10 == 0 && evs[i].TS < now-tiling.Day })
-			// Corrections that only the offline log has, dated days ago.
-			w.dropJSONL("corrections.jsonl", now-3*tiling.Day, []map[string]any{
-				{"user_id": "a", "ts": float64(tiling.AlignDown(now-3*tiling.Day, tiling.Day) + 5), "amount": 1000.25, "merchant": "fix"},
-				{"user_id": "z", "ts": float64(tiling.AlignDown(now-3*tiling.Day, tiling.Day) + tiling.Hour), "amount": -3.5},
-			})
-
-			res, err := w.h.Heal(context.Background(), v.Name, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			wb := tiling.AlignDown(now-lateness, tc.g)
-			if !res.Installed || res.Watermark.UnixMilli() != wb {
-				t.Fatalf("heal: %+v, want installed at %d", res, wb)
-			}
-			w.check("after the first heal", queryTimes(v, wb, now+tiling.Day+lateness, r))
-
-			// The same heal again changes nothing.
-			again, err := w.h.Heal(context.Background(), v.Name, Options{})
-			if err != nil || again.Installed {
-				t.Fatalf("second heal at the same time: %+v, %v; want nothing installed", again, err)
-			}
-
-			// A day later: new events, late ones among them, and a correction
-			// to a day already healed; an incremental heal, then a full one.
-			now2 := now + tiling.Day + 17*tiling.Minute
-			w.now, w.arch.e = now2, now2
-			evs2, oes2 := gen(1500, now-2*tiling.Day, now2)
-			w.consume(evs2, oes2, nil)
-			w.dropJSONL("late-fix.jsonl", now-6*tiling.Day, []map[string]any{
-				{"user_id": "b", "ts": float64(now - 6*tiling.Day), "amount": 0.01, "merchant": "late"},
-			})
-			if _, err := w.h.Heal(context.Background(), v.Name, Options{}); err != nil {
-				t.Fatal(err)
-			}
-			wb2 := tiling.AlignDown(now2-lateness, tc.g)
-			times := queryTimes(v, wb2, now2+tiling.Day, r)
-			w.check("after an incremental heal", times)
-			before := map[string]map[string]any{}
-			for _, k := range keys {
-				before[k], _ = w.served(k, now2)
-			}
-			if _, err := w.h.Heal(context.Background(), v.Name, Options{Full: true}); err != nil {
-				t.Fatal(err)
-			}
-			for _, k := range keys {
-				after, _ := w.served(k, now2)
-				if !reflect.DeepEqual(after, before[k]) {
-					t.Fatalf("key %s: a full heal changed the values of the incremental one:\n%v\n%v", k, before[k], after)
+				// Ten days of history; one event in ten never reached the stream
+				// (lost), all are in the offline log.
+				// Fewer on DynamoDB: dynalite answers a few thousand calls a second.
+				n := 3000
+				if kind == "dynamodb" {
+					n = 1000
 				}
-			}
-			w.check("after a full heal", times)
-			// Garbage collection keeps every value.
-			w.now += tiling.Hour
-			if err := w.h.collect(v, true); err != nil {
-				t.Fatal(err)
-			}
-			w.check("after garbage collection", times)
-		})
-	}
+				evs, oes := gen(n, now-10*tiling.Day, now)
+				w.consume(evs, oes, func(i int) bool { return i%10 == 0 && evs[i].TS < now-tiling.Day })
+				// Corrections that only the offline log has, dated days ago.
+				w.dropJSONL("corrections.jsonl", now-3*tiling.Day, []map[string]any{
+					{"user_id": "a", "ts": float64(tiling.AlignDown(now-3*tiling.Day, tiling.Day) + 5), "amount": 1000.25, "merchant": "fix"},
+					{"user_id": "z", "ts": float64(tiling.AlignDown(now-3*tiling.Day, tiling.Day) + tiling.Hour), "amount": -3.5},
+				})
+
+				res, err := w.h.Heal(context.Background(), v.Name, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				wb := tiling.AlignDown(now-lateness, tc.g)
+				if !res.Installed || res.Watermark.UnixMilli() != wb {
+					t.Fatalf("heal: %+v, want installed at %d", res, wb)
+				}
+				w.check("after the first heal", queryTimes(v, wb, now+tiling.Day+lateness, r))
+
+				// The same heal again changes nothing.
+				again, err := w.h.Heal(context.Background(), v.Name, Options{})
+				if err != nil || again.Installed {
+					t.Fatalf("second heal at the same time: %+v, %v; want nothing installed", again, err)
+				}
+
+				// A day later: new events, late ones among them, and a correction
+				// to a day already healed; an incremental heal, then a full one.
+				now2 := now + tiling.Day + 17*tiling.Minute
+				w.now, w.arch.e = now2, now2
+				evs2, oes2 := gen(n/2, now-2*tiling.Day, now2)
+				w.consume(evs2, oes2, nil)
+				w.dropJSONL("late-fix.jsonl", now-6*tiling.Day, []map[string]any{
+					{"user_id": "b", "ts": float64(now - 6*tiling.Day), "amount": 0.01, "merchant": "late"},
+				})
+				if _, err := w.h.Heal(context.Background(), v.Name, Options{}); err != nil {
+					t.Fatal(err)
+				}
+				wb2 := tiling.AlignDown(now2-lateness, tc.g)
+				times := queryTimes(v, wb2, now2+tiling.Day, r)
+				w.check("after an incremental heal", times)
+				before := map[string]map[string]any{}
+				for _, k := range keys {
+					before[k], _ = w.served(k, now2)
+				}
+				if _, err := w.h.Heal(context.Background(), v.Name, Options{Full: true}); err != nil {
+					t.Fatal(err)
+				}
+				for _, k := range keys {
+					after, _ := w.served(k, now2)
+					if !reflect.DeepEqual(after, before[k]) {
+						t.Fatalf("key %s: a full heal changed the values of the incremental one:\n%v\n%v", k, before[k], after)
+					}
+				}
+				w.check("after a full heal", times)
+				// Garbage collection keeps every value.
+				w.now += tiling.Hour
+				if err := w.h.collect(v, true); err != nil {
+					t.Fatal(err)
+				}
+				w.check("after garbage collection", times)
+			})
+		}
+	})
 }
 
 // TestReadBound: a key with a million events over 30 days at 1-minute tiles
@@ -438,83 +515,91 @@ func TestReadBound(t *testing.T) {
 // are written; the next heal resumes it without reading those days again and
 // serves the same values as an uninterrupted one.
 func TestInterruptedHealResumes(t *testing.T) {
-	v := testView(t, tiling.Minute, []int64{tiling.Hour, 7 * tiling.Day, tiling.Lifetime}, tiling.MinTime)
-	w := newWorld(t, v, 5*tiling.Minute)
-	now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
-	w.now, w.arch.e = now, now
-	r := rand.New(rand.NewPCG(9, 9))
-	var evs []tiling.Event
-	var oes []oracle.Event
-	for i := 0; i < 4000; i++ {
-		e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(30)), now-20*tiling.Day+r.Int64N(20*tiling.Day), r.Int32N(3))
-		evs, oes = append(evs, e), append(oes, o)
-	}
-	w.consume(evs, oes, nil)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var seen []Progress
-	_, err := w.h.Heal(ctx, v.Name, Options{Full: true, Progress: func(p Progress) {
-		seen = append(seen, p)
-		if p.Days == 5 {
-			cancel()
+	eachStore(t, func(t *testing.T, kind string) {
+		v := testView(t, tiling.Minute, []int64{tiling.Hour, 7 * tiling.Day, tiling.Lifetime}, tiling.MinTime)
+		w := newWorldOn(t, kind, v, 5*tiling.Minute)
+		now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+		w.now, w.arch.e = now, now
+		r := rand.New(rand.NewPCG(9, 9))
+		var evs []tiling.Event
+		var oes []oracle.Event
+		n := 4000
+		if kind == "dynamodb" {
+			n = 1500 // dynalite is slow
 		}
-	}})
-	if err == nil {
-		t.Fatal("the interrupted heal returned no error")
-	}
-	if len(seen) != 5 || seen[4].DaysTotal < 20 || seen[4].Events == 0 || seen[4].Bytes == 0 {
-		t.Fatalf("progress %+v", seen)
-	}
-	if _, ok, _ := w.store.Head(v, "k1"); ok {
-		t.Fatal("an interrupted heal switched heads")
-	}
-	res, err := w.h.Heal(context.Background(), v.Name, Options{Full: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.Installed || res.Events >= int64(len(evs)) {
-		t.Fatalf("resumed heal read %d events of %d: it should skip the days written before", res.Events, len(evs))
-	}
-	w.check("after a resumed heal", []int64{now, now + tiling.Hour})
-	if res.Tiles <= res.Records {
-		t.Logf("records %d, tiles %d", res.Records, res.Tiles)
-	}
+		for i := 0; i < n; i++ {
+			e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(30)), now-20*tiling.Day+r.Int64N(20*tiling.Day), r.Int32N(3))
+			evs, oes = append(evs, e), append(oes, o)
+		}
+		w.consume(evs, oes, nil)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		var seen []Progress
+		_, err := w.h.Heal(ctx, v.Name, Options{Full: true, Progress: func(p Progress) {
+			seen = append(seen, p)
+			if p.Days == 5 {
+				cancel()
+			}
+		}})
+		if err == nil {
+			t.Fatal("the interrupted heal returned no error")
+		}
+		if len(seen) != 5 || seen[4].DaysTotal < 20 || seen[4].Events == 0 || seen[4].Bytes == 0 {
+			t.Fatalf("progress %+v", seen)
+		}
+		if _, ok, _ := w.store.Head(v, "k1"); ok {
+			t.Fatal("an interrupted heal switched heads")
+		}
+		res, err := w.h.Heal(context.Background(), v.Name, Options{Full: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Installed || res.Events >= int64(len(evs)) {
+			t.Fatalf("resumed heal read %d events of %d: it should skip the days written before", res.Events, len(evs))
+		}
+		w.check("after a resumed heal", []int64{now, now + tiling.Hour})
+		if res.Tiles <= res.Records {
+			t.Logf("records %d, tiles %d", res.Records, res.Tiles)
+		}
+	})
 }
 
 // TestVerifyFindsTamperedBatchData: the consistency check passes on a healed
 // view and names the key and feature when the offline log disagrees.
 func TestVerifyFindsTamperedBatchData(t *testing.T) {
-	v := testView(t, tiling.Minute, []int64{tiling.Day, tiling.Lifetime}, tiling.MinTime)
-	w := newWorld(t, v, 5*tiling.Minute)
-	now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
-	w.now, w.arch.e = now, now
-	r := rand.New(rand.NewPCG(4, 4))
-	var evs []tiling.Event
-	var oes []oracle.Event
-	for i := 0; i < 500; i++ {
-		e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(10)), now-3*tiling.Day+r.Int64N(3*tiling.Day), r.Int32N(2))
-		evs, oes = append(evs, e), append(oes, o)
-	}
-	w.consume(evs, oes, nil)
-	if _, err := w.h.Heal(context.Background(), v.Name, Options{}); err != nil {
-		t.Fatal(err)
-	}
-	res, err := w.h.Verify(context.Background(), v.Name, 0, w.store)
-	if err != nil || res.Keys != 10 || len(res.Mismatches) != 0 {
-		t.Fatalf("verify after a heal: %+v, %v", res, err)
-	}
-	// An event that reaches the offline log after the heal: the served batch
-	// no longer matches it until the next heal, and verify says where.
-	w.dropJSONL("after.jsonl", now-2*tiling.Day, []map[string]any{
-		{"user_id": "k3", "ts": float64(now - 2*tiling.Day), "amount": 7.0},
+	eachStore(t, func(t *testing.T, kind string) {
+		v := testView(t, tiling.Minute, []int64{tiling.Day, tiling.Lifetime}, tiling.MinTime)
+		w := newWorldOn(t, kind, v, 5*tiling.Minute)
+		now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+		w.now, w.arch.e = now, now
+		r := rand.New(rand.NewPCG(4, 4))
+		var evs []tiling.Event
+		var oes []oracle.Event
+		for i := 0; i < 500; i++ {
+			e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(10)), now-3*tiling.Day+r.Int64N(3*tiling.Day), r.Int32N(2))
+			evs, oes = append(evs, e), append(oes, o)
+		}
+		w.consume(evs, oes, nil)
+		if _, err := w.h.Heal(context.Background(), v.Name, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := w.h.Verify(context.Background(), v.Name, 0, w.store)
+		if err != nil || res.Keys != 10 || len(res.Mismatches) != 0 {
+			t.Fatalf("verify after a heal: %+v, %v", res, err)
+		}
+		// An event that reaches the offline log after the heal: the served batch
+		// no longer matches it until the next heal, and verify says where.
+		w.dropJSONL("after.jsonl", now-2*tiling.Day, []map[string]any{
+			{"user_id": "k3", "ts": float64(now - 2*tiling.Day), "amount": 7.0},
+		})
+		res, err = w.h.Verify(context.Background(), v.Name, 0, w.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Mismatches) == 0 || res.Mismatches[0].Key != "k3" {
+			t.Fatalf("verify missed the difference: %+v", res)
+		}
 	})
-	res, err = w.h.Verify(context.Background(), v.Name, 0, w.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Mismatches) == 0 || res.Mismatches[0].Key != "k3" {
-		t.Fatalf("verify missed the difference: %+v", res)
-	}
 }
 
 // TestLayoutChangeRebuildsFromTheOfflineLog: a view whose granularity and
@@ -522,53 +607,61 @@ func TestVerifyFindsTamperedBatchData(t *testing.T) {
 // log — batch records and, from W_b on, stream records whose offsets make the
 // ingest's replay skip what they hold — and then equals the oracle.
 func TestLayoutChangeRebuildsFromTheOfflineLog(t *testing.T) {
-	old := testView(t, tiling.Minute, []int64{tiling.Hour, tiling.Lifetime}, tiling.MinTime)
-	w := newWorld(t, old, 5*tiling.Minute)
-	now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
-	w.now, w.arch.e = now, now
-	r := rand.New(rand.NewPCG(3, 3))
-	var evs []tiling.Event
-	var oes []oracle.Event
-	for i := 0; i < 2000; i++ {
-		e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(12)), now-5*tiling.Day+r.Int64N(5*tiling.Day), r.Int32N(3))
-		evs, oes = append(evs, e), append(oes, o)
-	}
-	w.consume(evs, oes, nil)
-	if _, err := w.store.CheckLayout(old); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.h.Heal(context.Background(), old.Name, Options{}); err != nil {
-		t.Fatal(err)
-	}
+	eachStore(t, func(t *testing.T, kind string) {
+		old := testView(t, tiling.Minute, []int64{tiling.Hour, tiling.Lifetime}, tiling.MinTime)
+		w := newWorldOn(t, kind, old, 5*tiling.Minute)
+		now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+		w.now, w.arch.e = now, now
+		r := rand.New(rand.NewPCG(3, 3))
+		var evs []tiling.Event
+		var oes []oracle.Event
+		for i := 0; i < 2000; i++ {
+			e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(12)), now-5*tiling.Day+r.Int64N(5*tiling.Day), r.Int32N(3))
+			evs, oes = append(evs, e), append(oes, o)
+		}
+		w.consume(evs, oes, nil)
+		if _, err := w.store.CheckLayout(old); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.h.Heal(context.Background(), old.Name, Options{}); err != nil {
+			t.Fatal(err)
+		}
 
-	// The new layout: five-minute tiles, other windows, same columns.
-	nv := testView(t, 5*tiling.Minute, []int64{2 * tiling.Hour, 3 * tiling.Day, tiling.Lifetime}, tiling.MinTime)
-	rebuild, err := w.store.CheckLayout(nv)
-	if err != nil || !rebuild {
-		t.Fatalf("CheckLayout of a changed view: rebuild %v, %v", rebuild, err)
-	}
-	if _, ok, _ := w.store.Head(nv, "k1"); ok {
-		t.Fatal("the old layout's heads survived the reset")
-	}
-	cfg := DefaultConfig()
-	h2, err := New(cfg, []ViewConfig{{View: nv, Lateness: 5 * tiling.Minute, HealEvery: tiling.Day}}, w.store, w.offline, w.arch, NewMetrics(prometheus.NewRegistry()), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2.now = w.h.now
-	w.v, w.h = nv, h2
-	if _, err := h2.Heal(context.Background(), nv.Name, Options{Full: true, Rebuild: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.store.FinishRebuild(nv); err != nil {
-		t.Fatal(err)
-	}
-	if again, err := w.store.CheckLayout(nv); err != nil || again {
-		t.Fatalf("after the rebuild: rebuild %v, %v", again, err)
-	}
-	w.check("after a rebuild for a new layout", []int64{now, now + tiling.Hour})
-	// The ingest's replay of the archived events changes nothing: every
-	// stream record notes the offsets it holds.
-	w.consume(evs, nil, nil)
-	w.check("after the ingest replays the archived events", []int64{now, now + tiling.Hour})
+		// The new layout: five-minute tiles, other windows, same columns.
+		nv := testView(t, 5*tiling.Minute, []int64{2 * tiling.Hour, 3 * tiling.Day, tiling.Lifetime}, tiling.MinTime)
+		rebuild, err := w.store.CheckLayout(nv)
+		if err != nil || !rebuild {
+			t.Fatalf("CheckLayout of a changed view: rebuild %v, %v", rebuild, err)
+		}
+		if _, ok, _ := w.store.Head(nv, "k1"); ok {
+			t.Fatal("the old layout's heads survived the reset")
+		}
+		cfg := DefaultConfig()
+		h2, err := New(cfg, []ViewConfig{{View: nv, Lateness: 5 * tiling.Minute, HealEvery: tiling.Day}}, w.store, w.offline, w.arch, NewMetrics(prometheus.NewRegistry()), quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2.now = w.h.now
+		w.v, w.h = nv, h2
+		if _, err := h2.Heal(context.Background(), nv.Name, Options{Full: true, Rebuild: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.store.FinishRebuild(nv); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := w.store.CheckLayout(nv); err != nil || again {
+			t.Fatalf("after the rebuild: rebuild %v, %v", again, err)
+		}
+		w.check("after a rebuild for a new layout", []int64{now, now + tiling.Hour})
+		// The ingest's replay of the archived events changes nothing: every
+		// stream record notes the offsets it holds.
+		w.consume(evs, nil, nil)
+		w.check("after the ingest replays the archived events", []int64{now, now + tiling.Hour})
+	})
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dynalite.CloseShared()
+	os.Exit(code)
 }

@@ -2,6 +2,7 @@ package healer
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -47,18 +48,27 @@ func (h *Healer) loop(ctx context.Context, vc ViewConfig) {
 		case <-t.C:
 		}
 		h.updateStaleness(v)
-		mu := h.locks[v.Name]
-		mu.Lock()
-		if err := h.collect(v, false); err != nil {
-			h.log.Warn("garbage collection", "view", v.Name, "err", err)
-		}
-		mu.Unlock()
+		h.collectLeased(ctx, v)
 		if h.now().Before(next) {
 			continue
+		}
+		// Another instance sharing the store may have healed the view
+		// since: its heal counts as this period's.
+		if st, err := h.loadState(v); err == nil && st.HealedAt > 0 {
+			if due := time.UnixMilli(st.HealedAt).Add(every); h.now().Before(due) {
+				next = due
+				continue
+			}
 		}
 		_, err := h.Heal(ctx, v.Name, Options{})
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, ErrBusy) {
+			// Another instance is healing the view: its heal is this
+			// period's.
+			next = h.now().Add(every)
+			continue
 		}
 		if err == nil {
 			failures = 0
@@ -82,6 +92,25 @@ func (h *Healer) loop(ctx context.Context, vc ViewConfig) {
 			h.log.Warn("heal failed; retrying", "view", v.Name, "in", backoff, "err", err)
 		}
 		next = h.now().Add(backoff)
+	}
+}
+
+// collectLeased deletes the view's garbage that is due, under its lease
+// (skipped while another instance holds it: that one collects).
+func (h *Healer) collectLeased(ctx context.Context, v *tiling.View) {
+	mu := h.locks[v.Name]
+	mu.Lock()
+	defer mu.Unlock()
+	l, err := h.lease(ctx, v.Name, false)
+	if err != nil {
+		if !errors.Is(err, ErrBusy) {
+			h.log.Warn("garbage collection", "view", v.Name, "err", err)
+		}
+		return
+	}
+	defer l.release()
+	if err := h.collect(v, false); err != nil {
+		h.log.Warn("garbage collection", "view", v.Name, "err", err)
 	}
 }
 

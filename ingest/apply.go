@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/tilestream/tilestream/state"
@@ -9,21 +10,33 @@ import (
 
 // recordStore is what the applier needs from the online store.
 type recordStore interface {
-	GetRecord(v *tiling.View, key string, start int64) (*tiling.Record, error)
+	StreamLayout() state.StreamLayout
+	LoadRecord(v *tiling.View, key string, start int64, part int32) (*tiling.Record, int64, error)
 	Head(v *tiling.View, key string) (state.Head, bool, error)
 	NewBatch() *state.Batch
 	Commit(b *state.Batch) error
 }
 
+// recID names a stored stream unit: a record span (Pebble) or a tile
+// (DynamoDB), of one partition when units are per partition (part -1
+// otherwise).
 type recID struct {
 	view  int
 	key   string
 	start int64
+	part  int32
 }
 
 type cached struct {
 	rec   *tiling.Record
 	dirty bool
+	// ver is the stored version the next write is conditioned on (-1:
+	// absent), and since the events applied on top of it: when another
+	// writer changed the unit meanwhile, the write fails, the unit is
+	// reloaded and since applied again (those already in it are skipped by
+	// their offsets). Both are kept only for per-partition units.
+	ver   int64
+	since []tiling.Event
 }
 
 // topicPartition names a partition.
@@ -47,6 +60,7 @@ type partProgress struct {
 // callback while the loop is blocked).
 type applier struct {
 	store   recordStore
+	layout  state.StreamLayout
 	views   []*tiling.View
 	limit   int
 	records map[recID]*cached
@@ -58,6 +72,9 @@ type applier struct {
 	durable map[topicPartition]int64
 	// heads caches each key's batch watermark (tiling.MinTime: none).
 	heads map[headID]int64
+	// conflicts counts stream writes that found their unit changed, and
+	// rebased the events applied again on top of the stored unit.
+	conflicts, rebased int
 }
 
 type headID struct {
@@ -77,6 +94,7 @@ const (
 func newApplier(store recordStore, views []*tiling.View, limit int, durable map[topicPartition]int64) *applier {
 	return &applier{
 		store:   store,
+		layout:  store.StreamLayout(),
 		views:   views,
 		limit:   limit,
 		records: make(map[recID]*cached),
@@ -119,21 +137,27 @@ func (a *applier) apply(vi int, e *tiling.Event) (outcome, error) {
 	if e.TS < wb {
 		return deferred, nil
 	}
-	id := recID{vi, e.Key, v.RecordStart(e.TS)}
+	id := recID{vi, e.Key, a.layout.UnitStart(v, e.TS), -1}
+	if a.layout.PerPartition {
+		id.part = e.Pos.Partition
+	}
 	c := a.records[id]
 	if c == nil {
-		r, err := a.store.GetRecord(v, e.Key, id.start)
+		r, ver, err := a.store.LoadRecord(v, e.Key, id.start, id.part)
 		if err != nil {
 			return 0, err
 		}
 		if r == nil {
 			r = v.NewRecord(e.TS)
 		}
-		c = &cached{rec: r}
+		c = &cached{rec: r, ver: ver}
 		a.records[id] = c
 	}
 	if !v.Add(c.rec, e) {
 		return replayed, nil
+	}
+	if a.layout.PerPartition {
+		c.since = append(c.since, *e)
 	}
 	if !c.dirty {
 		c.dirty = true
@@ -160,35 +184,109 @@ func (a *applier) handled(tp topicPartition, offset int64, epoch int32, ts int64
 	p.dirty, p.unsynced = true, true
 }
 
-// flush writes every dirty record and every changed partition progress in one
-// atomic batch. It returns how many records it wrote.
+// errConflicting is returned when units kept conflicting over several
+// attempts of one flush (two live writers of a partition, until the group
+// settles): the flush is retried later like an unavailable store.
+var errConflicting = errors.New("ingest: stream units kept changing under this writer")
+
+// flush writes every dirty record and every changed partition progress: in
+// one atomic batch on Pebble; on DynamoDB the records first (each a
+// conditional write) and the progress after, only once every record is
+// written. A record whose unit another writer changed is rebased (reloaded,
+// its events applied again) and written again, a few times at most. It
+// returns how many records it wrote.
 func (a *applier) flush() (int, error) {
 	if len(a.dirty) == 0 && !a.anyPartDirty() {
 		return 0, nil
 	}
-	b := a.store.NewBatch()
-	for _, id := range a.dirty {
-		c := a.records[id]
-		b.PutRecord(a.views[id.view], id.key, c.rec)
-	}
-	for tp, p := range a.parts {
-		if p.dirty {
-			b.SetProgress(tp.topic, tp.partition, state.Progress{Next: p.next, MaxEventTime: p.maxTS})
+	written := 0
+	for attempt := 1; ; attempt++ {
+		b := a.store.NewBatch()
+		for _, id := range a.dirty {
+			c := a.records[id]
+			b.PutRecordIf(a.views[id.view], id.key, id.start, id.part, c.rec, c.ver)
+		}
+		for tp, p := range a.parts {
+			if p.dirty {
+				b.SetProgress(tp.topic, tp.partition, state.Progress{Next: p.next, MaxEventTime: p.maxTS})
+			}
+		}
+		n := len(a.dirty)
+		err := a.store.Commit(b)
+		if err == nil {
+			for _, id := range a.dirty {
+				a.clean(id, a.records[id])
+			}
+			a.dirty = a.dirty[:0]
+			for _, p := range a.parts {
+				p.dirty = false
+			}
+			a.evict()
+			return written + n, nil
+		}
+		var we *state.WriteError
+		if !errors.As(err, &we) || len(we.Records) != n {
+			return written, fmt.Errorf("flush: %w", err)
+		}
+		var still []recID
+		for i, id := range a.dirty {
+			c, rw := a.records[id], we.Records[i]
+			switch {
+			case rw.Written:
+				a.clean(id, c)
+				written++
+			case rw.Conflict:
+				a.conflicts++
+				if a.rebase(id, c, rw.Current, rw.CurrentVersion) {
+					still = append(still, id)
+				}
+			default:
+				still = append(still, id)
+			}
+		}
+		a.dirty = append(a.dirty[:0], still...)
+		if we.Err != nil {
+			return written, fmt.Errorf("flush: %w", we.Err)
+		}
+		if attempt == 5 {
+			return written, fmt.Errorf("flush: %w", errConflicting)
 		}
 	}
-	n := b.Len()
-	if err := a.store.Commit(b); err != nil {
-		return 0, fmt.Errorf("flush: %w", err)
+}
+
+// clean marks a unit written: its version is now its own offset.
+func (a *applier) clean(id recID, c *cached) {
+	c.dirty, c.since = false, nil
+	if id.part >= 0 {
+		c.ver = -1
+		for _, o := range c.rec.Offsets {
+			if o.Partition == id.part {
+				c.ver = o.Offset
+			}
+		}
 	}
-	for _, id := range a.dirty {
-		a.records[id].dirty = false
+}
+
+// rebase replaces a unit by the stored one (cur, at version ver; nil when
+// absent) and applies again the events applied since the version it had:
+// those the stored unit holds already are skipped by their offsets. It
+// reports whether any was applied (the unit must be written again).
+func (a *applier) rebase(id recID, c *cached, cur *tiling.Record, ver int64) bool {
+	v := a.views[id.view]
+	if cur == nil {
+		cur = &tiling.Record{Start: c.rec.Start}
 	}
-	a.dirty = a.dirty[:0]
-	for _, p := range a.parts {
-		p.dirty = false
+	c.rec, c.ver = cur, ver
+	kept := c.since[:0]
+	for i := range c.since {
+		if v.Add(c.rec, &c.since[i]) {
+			kept = append(kept, c.since[i])
+		}
 	}
-	a.evict()
-	return n, nil
+	c.since = kept
+	a.rebased += len(kept)
+	c.dirty = len(kept) > 0
+	return c.dirty
 }
 
 func (a *applier) anyPartDirty() bool {
@@ -218,11 +316,29 @@ func (a *applier) evict() {
 }
 
 // forget drops every clean cached record; used when partitions move, so that
-// nothing cached outlives ownership.
-func (a *applier) forget() {
+// nothing cached outlives ownership. With per-partition units, the dirty
+// units of the partitions in gone are dropped too: their next owner replays
+// their events from the committed offset, and no write of this member
+// follows the move.
+func (a *applier) forget(gone map[topicPartition]bool) {
+	dropped := false
 	for id, c := range a.records {
 		if !c.dirty {
 			delete(a.records, id)
+			continue
 		}
+		if id.part >= 0 && gone[topicPartition{a.views[id.view].Topic, id.part}] {
+			delete(a.records, id)
+			dropped = true
+		}
+	}
+	if dropped {
+		kept := a.dirty[:0]
+		for _, id := range a.dirty {
+			if _, ok := a.records[id]; ok {
+				kept = append(kept, id)
+			}
+		}
+		a.dirty = kept
 	}
 }

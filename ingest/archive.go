@@ -26,6 +26,7 @@ type Archiver interface {
 // archiveStore is what archiving needs from the online store.
 type archiveStore interface {
 	ArchiveProgress(view string) (map[int32]state.Progress, error)
+	ArchivePending(view string) (map[int32]int64, error)
 	Intents(view string) (map[int32]state.ArchiveIntent, error)
 	NewBatch() *state.Batch
 	Commit(b *state.Batch) error
@@ -46,6 +47,9 @@ type archBuf struct {
 	last   int64
 	rows   []state.ArchiveRow
 	opened time.Time
+	// minTS is the smallest event time of rows; published the value last
+	// written to a shared store (math.MaxInt64: none), see publishPending.
+	minTS, published int64
 }
 
 func (b *archBuf) pending() bool { return b.last >= b.first }
@@ -91,7 +95,8 @@ func (in *Ingester) loadArchive() error {
 			return fmt.Errorf("ingest: archive progress of %s: %w", v.Name, err)
 		}
 		for p, pr := range prog {
-			in.mu.archive[archKey{vi, p}] = &archBuf{next: pr.Next, maxTS: pr.MaxEventTime, first: pr.Next, last: pr.Next - 1}
+			in.mu.archive[archKey{vi, p}] = &archBuf{next: pr.Next, maxTS: pr.MaxEventTime, first: pr.Next, last: pr.Next - 1,
+				minTS: math.MaxInt64, published: math.MaxInt64}
 		}
 	}
 	return nil
@@ -106,11 +111,14 @@ func (in *Ingester) archiveEvent(vi int, partition int32, offset int64, e *tilin
 	k := archKey{vi, partition}
 	b := in.mu.archive[k]
 	if b == nil {
-		b = &archBuf{next: -1, maxTS: tiling.MinTime, first: offset, last: offset - 1}
+		b = &archBuf{next: -1, maxTS: tiling.MinTime, first: offset, last: offset - 1, minTS: math.MaxInt64, published: math.MaxInt64}
 		in.mu.archive[k] = b
 	}
 	if b.next >= 0 && offset < b.next {
 		return // archived before a restart; this is the replay
+	}
+	if b.pending() && offset <= b.last {
+		return // buffered by an attempt of this poll that failed later
 	}
 	if !b.pending() {
 		b.first, b.opened = offset, time.Now()
@@ -121,7 +129,41 @@ func (in *Ingester) archiveEvent(vi int, partition int32, offset int64, e *tilin
 	b.last = offset
 	if e != nil {
 		b.rows = append(b.rows, state.ArchiveRow{Event: *e, EventID: e.ID})
+		b.minTS = min(b.minTS, e.TS)
 	}
+}
+
+// publishPending writes, for every buffer holding events older than what it
+// last published, the smallest event time it holds, before the flush makes
+// those events durable in stream records. Instances sharing a store
+// (DynamoDB) read it when they heal: an event consumed by another instance
+// and not yet in the offline log holds their archive watermark E back, so a
+// heal never moves W_b over it (SyncArchive). mu is held.
+func (in *Ingester) publishPending() error {
+	if in.arch == nil || !in.store.StreamLayout().PerPartition {
+		return nil
+	}
+	var changed []archKey
+	for k, b := range in.mu.archive {
+		if b.minTS < b.published {
+			changed = append(changed, k)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	pb := in.archStore.NewBatch()
+	for _, k := range changed {
+		pb.SetArchivePending(in.views[k.view].Name, k.partition, in.mu.archive[k].minTS)
+	}
+	if err := in.archStore.Commit(pb); err != nil {
+		return fmt.Errorf("archive pending events: %w", err)
+	}
+	for _, k := range changed {
+		b := in.mu.archive[k]
+		b.published = b.minTS
+	}
+	return nil
 }
 
 // rollDue rolls every buffer that is full or old enough, or all of them when
@@ -177,6 +219,8 @@ func (in *Ingester) roll(k archKey, b *archBuf) error {
 	in.m.archiveRolls.Observe(time.Since(start).Seconds())
 	b.next, b.maxTS = b.last+1, maxTS
 	b.first, b.rows = b.next, b.rows[:0:0]
+	// The progress write cleared the published pending time.
+	b.minTS, b.published = math.MaxInt64, math.MaxInt64
 	return nil
 }
 
@@ -241,6 +285,19 @@ func (in *Ingester) SyncArchive(ctx context.Context, view string) (int64, error)
 	if err := in.rollDue(true, func(k archKey) bool { return k.view == vi }); err != nil {
 		return 0, err
 	}
+	// Partitions this instance does not own are archived by other
+	// instances sharing the store: their progress, and the oldest event
+	// they hold unarchived, come from the store.
+	var shared map[int32]state.Progress
+	var pending map[int32]int64
+	if in.store.StreamLayout().PerPartition {
+		if shared, err = in.archStore.ArchiveProgress(view); err == nil {
+			pending, err = in.archStore.ArchivePending(view)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("ingest: archive progress of %s: %w", view, err)
+		}
+	}
 	e := now
 	var lerr error
 	ends.Each(func(o kadm.ListedOffset) {
@@ -250,6 +307,20 @@ func (in *Ingester) SyncArchive(ctx context.Context, view string) (int64, error)
 		}
 		if o.Offset <= 0 {
 			return // empty partition: nothing to archive
+		}
+		if shared != nil && !in.mu.owned[topicPartition{topic, o.Partition}] {
+			pr, ok := shared[o.Partition]
+			switch {
+			case !ok:
+				e = tiling.MinTime
+			case pr.Next >= o.Offset:
+			default:
+				e = min(e, pr.MaxEventTime)
+			}
+			if pm, ok := pending[o.Partition]; ok {
+				e = min(e, pm)
+			}
+			return
 		}
 		b := in.mu.archive[archKey{vi, o.Partition}]
 		switch {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,7 @@ type Ingester struct {
 		durable map[topicPartition]int64 // durable max event time per partition
 		parts   map[string]int32         // partitions per topic, from metadata
 		archive map[archKey]*archBuf     // events waiting for the offline log
+		owned   map[topicPartition]bool  // partitions assigned to this member
 	}
 }
 
@@ -92,6 +94,7 @@ func New(cfg Config, views []*tiling.View, store Store, arch Archiver, m *Metric
 	in.mu.ap = newApplier(store, views, cfg.RecordCache, in.mu.durable)
 	in.mu.parts = map[string]int32{}
 	in.mu.archive = map[archKey]*archBuf{}
+	in.mu.owned = map[topicPartition]bool{}
 	if err := in.loadArchive(); err != nil {
 		return nil, err
 	}
@@ -204,8 +207,15 @@ func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
 			}
 			in.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		})
-		in.mu.Lock()
-		err := in.process(fetches)
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if _, ok := in.topics[p.Topic]; ok && len(p.Records) > 0 {
+				in.m.consumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
+			}
+		})
+		// Rebalances wait (BlockRebalanceOnPoll) until the poll is applied
+		// and, when due, flushed: a store outage stalls both, retried with
+		// backoff, without handling any new record.
+		err := in.retrying(ctx, "apply", func() error { return in.process(fetches) })
 		done := ctx.Err() != nil
 		if err == nil && (done || !time.Now().Before(nextFlush)) {
 			fctx := ctx
@@ -214,18 +224,67 @@ func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
 				fctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 			}
-			err = in.flushAndCommit(fctx, cl)
+			err = in.retrying(fctx, "flush", func() error { return in.flushAndCommit(fctx, cl) })
 			nextFlush = time.Now().Add(in.cfg.FlushInterval)
 		}
-		in.mu.Unlock()
 		cl.AllowRebalance()
 		if err != nil {
+			if done && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+				in.log.Error("stopping with records not made durable: the store did not answer; they are consumed again from the committed offsets", "err", err)
+				return nil
+			}
 			return err
 		}
 		if done {
 			return nil
 		}
 	}
+}
+
+// retrying runs fn with mu held; while it fails with an error worth
+// retrying (the store throttles or is unavailable), it waits with a capped,
+// jittered backoff (mu released, so metrics and serving go on) and runs it
+// again, with the stalled gauge up, until it succeeds, fails otherwise, or
+// ctx ends. fn must be idempotent.
+func (in *Ingester) retrying(ctx context.Context, op string, fn func() error) error {
+	in.mu.Lock()
+	err := fn()
+	in.mu.Unlock()
+	stalled := false
+	for attempt := 1; err != nil && retryable(err); attempt++ {
+		reason := state.ErrorReason(err)
+		if errors.Is(err, errConflicting) {
+			reason = "conflicting"
+		}
+		in.m.storeErrors.WithLabelValues(op, reason).Inc()
+		if !stalled {
+			stalled = true
+			in.m.stalled.Set(1)
+			in.log.Warn("the online store fails; ingest stalls (nothing is committed) and retries", "op", op, "reason", reason, "err", err)
+		}
+		d := min(50*time.Millisecond<<min(attempt-1, 10), 5*time.Second)
+		d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+		in.mu.Lock()
+		err = fn()
+		in.mu.Unlock()
+	}
+	if stalled {
+		in.m.stalled.Set(0)
+		if err == nil {
+			in.log.Info("the online store answers again; ingest resumes", "op", op)
+		}
+	}
+	return err
+}
+
+// retryable reports whether a store failure is worth retrying later.
+func retryable(err error) bool {
+	return errors.Is(err, errConflicting) || state.Retryable(err)
 }
 
 // partWork is one partition's records of a poll and their decoding.
@@ -249,7 +308,6 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 			return
 		}
 		work = append(work, &partWork{topic: p.Topic, views: vi, recs: p.Records})
-		in.m.consumed.WithLabelValues(p.Topic).Add(float64(len(p.Records)))
 	})
 	if len(work) == 0 {
 		return nil
@@ -273,6 +331,9 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 	for _, w := range work {
 		for i, r := range w.recs {
 			tp := topicPartition{r.Topic, r.Partition}
+			if p := ap.parts[tp]; p != nil && r.Offset < p.next {
+				continue // handled by an attempt of this poll that failed later
+			}
 			d := &w.out[i]
 			maxTS, any := tiling.MinTime, false
 			for j, vi := range w.views {
@@ -362,7 +423,13 @@ func (in *Ingester) reject(view, reason string, r *kgo.Record) {
 func (in *Ingester) flushAndCommit(ctx context.Context, cl *kgo.Client) error {
 	start := time.Now()
 	ap := in.mu.ap
+	if err := in.publishPending(); err != nil {
+		return err
+	}
+	conflicts, rebased := ap.conflicts, ap.rebased
 	n, err := ap.flush()
+	in.m.conflicts.Add(float64(ap.conflicts - conflicts))
+	in.m.rebased.Add(float64(ap.rebased - rebased))
 	if err != nil {
 		return err
 	}
@@ -454,6 +521,13 @@ func (in *Ingester) ForgetHeads(view string) {
 
 func (in *Ingester) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	in.log.Info("partitions assigned", "partitions", assigned)
+	in.mu.Lock()
+	for t, ps := range assigned {
+		for _, p := range ps {
+			in.mu.owned[topicPartition{t, p}] = true
+		}
+	}
+	in.mu.Unlock()
 	in.ready.Store(true)
 }
 
@@ -494,8 +568,11 @@ func (in *Ingester) onLost(_ context.Context, _ *kgo.Client, lost map[string][]i
 }
 
 func (in *Ingester) dropPartitions(ps map[string][]int32) {
+	gone := map[topicPartition]bool{}
 	for topic, parts := range ps {
 		for _, p := range parts {
+			gone[topicPartition{topic, p}] = true
+			delete(in.mu.owned, topicPartition{topic, p})
 			delete(in.mu.ap.parts, topicPartition{topic, p})
 			// Unrolled events are dropped: the next owner replays them
 			// from the committed offset, which is at most the durable
@@ -509,5 +586,5 @@ func (in *Ingester) dropPartitions(ps map[string][]int32) {
 			}
 		}
 	}
-	in.mu.ap.forget()
+	in.mu.ap.forget(gone)
 }

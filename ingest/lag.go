@@ -8,6 +8,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/tiling"
 )
 
 // lagLoop measures the group's lag per partition and learns the topics'
@@ -37,10 +40,28 @@ func (in *Ingester) measure(ctx context.Context, adm *kadm.Client, topics []stri
 		}
 		return
 	}
+	// Other instances sharing the store (DynamoDB) make other partitions
+	// durable: their progress moves the stream watermark too.
+	stored := map[string]map[int32]state.Progress{}
+	for _, t := range topics {
+		if prog, err := in.store.Progress(t); err == nil {
+			stored[t] = prog
+		} else {
+			in.log.Debug("read stored progress", "topic", t, "err", err)
+		}
+	}
 	in.mu.Lock()
 	for _, td := range details {
 		if td.Err == nil {
 			in.mu.parts[td.Topic] = int32(len(td.Partitions))
+		}
+	}
+	for t, prog := range stored {
+		for p, pr := range prog {
+			tp := topicPartition{t, p}
+			if cur, ok := in.mu.durable[tp]; pr.MaxEventTime != tiling.MinTime && (!ok || pr.MaxEventTime > cur) {
+				in.mu.durable[tp] = pr.MaxEventTime
+			}
 		}
 	}
 	in.publishWatermarks()

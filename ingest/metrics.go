@@ -19,6 +19,11 @@ type Metrics struct {
 	archived     *prometheus.CounterVec // by view
 	archiveRolls prometheus.Histogram
 	archiveLag   *prometheus.GaugeVec // by view
+
+	storeErrors *prometheus.CounterVec // by op, reason
+	stalled     prometheus.Gauge
+	conflicts   prometheus.Counter
+	rebased     prometheus.Counter
 }
 
 // NewMetrics registers the ingest metrics with reg.
@@ -84,7 +89,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tilestream_ingest_archive_lag_events",
 		Help: "Consumed events not yet durable in the offline log, by view (they hold back offset commits until rolled).",
 	}, []string{"view"})
-	reg.MustRegister(m.archiveLag, m.archived, m.archiveRolls, m.consumed, m.events, m.rejected, m.flushDur, m.flushRecs, m.commitErrs,
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tilestream_ingest_store_errors_total",
+		Help: "Failed attempts to apply a poll or flush to the online store that ingest retries, by op (apply, flush) and reason (throttled, unavailable, conflicting).",
+	}, []string{"op", "reason"})
+	m.stalled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tilestream_ingest_stalled",
+		Help: "1 while ingest waits for the online store (throttled or unavailable): nothing is committed and the consumer lag grows; tilestream_ingest_store_errors_total says why.",
+	})
+	m.conflicts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tilestream_ingest_stream_conflicts_total",
+		Help: "Stream units whose conditional write found them changed by another writer (a partition's previous owner) or by an earlier attempt of the same write; each is reloaded and its events applied again.",
+	})
+	m.rebased = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tilestream_ingest_events_rebased_total",
+		Help: "Events applied again on top of a reloaded stream unit after a conflict (events it already held are skipped by their offsets).",
+	})
+	reg.MustRegister(m.storeErrors, m.stalled, m.conflicts, m.rebased, m.archiveLag, m.archived, m.archiveRolls, m.consumed, m.events, m.rejected, m.flushDur, m.flushRecs, m.commitErrs,
 		m.deadLetter, m.lag, m.lagErrs, m.cached, m.watermark)
 	return m
 }

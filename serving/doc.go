@@ -55,7 +55,10 @@
 //	413  a body over Config.MaxBodyBytes or more than Config.MaxBatch keys
 //	500  a store failure (logged once, with its cause; the answer carries
 //	     none of it) or a panic (recovered and logged with its stack)
-//	503  a feature route or /readyz before Options.Ready reports true
+//	503  a feature route or /readyz before Options.Ready reports true; a
+//	     read the online store cannot serve for now (DynamoDB throttles or
+//	     does not answer, and the local cache has no snapshot of the key
+//	     within its staleness bound), with Retry-After: 1
 //	504  the read outlasted Config.RequestTimeout
 //
 // A POST is checked whole before any read, and fails whole: a store error on

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/tilestream/tilestream/state"
 )
 
 // statusClientClosed is the status recorded when the client went away before
@@ -26,6 +28,9 @@ func errorf(status int, format string, args ...any) *apiError {
 	return &apiError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
+// errUnavailable answers reads the online store cannot serve for now.
+var errUnavailable = &apiError{http.StatusServiceUnavailable, "the online store is unavailable (throttled or not answering) and no cached value is within its staleness bound; retry shortly"}
+
 // errNotReady answers feature requests before Options.Ready reports true.
 var errNotReady = &apiError{http.StatusServiceUnavailable, "not ready: tilestream is still starting (opening the store, catching up); retry later"}
 
@@ -45,6 +50,9 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
+	if e.status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "1")
+	}
 	w.WriteHeader(e.status)
 	w.Write(b) //nolint:errcheck // the client is gone; nothing to do
 }
@@ -59,6 +67,11 @@ func readFailed(ctx context.Context, err error) *apiError {
 		return errorf(http.StatusGatewayTimeout, "request timed out: the online store did not answer in time")
 	case ctx.Err() != nil:
 		return errorf(statusClientClosed, "request canceled")
+	case state.Retryable(err):
+		// DynamoDB throttles or does not answer, and no cached snapshot
+		// fresh enough (within the cache's staleness bound) could answer:
+		// nothing is served rather than something older than promised.
+		return errUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return errorf(http.StatusGatewayTimeout, "request timed out: the online store did not answer in time")
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/tilestream/tilestream/state/dynamo"
+
 	"github.com/tilestream/tilestream/tiling"
 )
 
@@ -59,6 +61,9 @@ func (s *Store) get(k []byte) ([]byte, error) {
 
 // Head returns the key's head; ok is false before any heal covered it.
 func (s *Store) Head(v *tiling.View, key string) (h Head, ok bool, err error) {
+	if s.dyn != nil {
+		return s.dyn.head(v, key)
+	}
 	val, err := s.get(headKey(nil, v.Name, key))
 	if err != nil || val == nil {
 		return Head{}, false, err
@@ -89,6 +94,9 @@ func (s *Store) summaryForRead(v *tiling.View, gen uint64, key string, t int64) 
 
 // DayRecord returns the key's day record of day at gen, or nil.
 func (s *Store) DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error) {
+	if s.dyn != nil {
+		return s.dyn.dayRecord(v, gen, day, key)
+	}
 	val, err := s.get(dayKey(nil, v.Name, gen, day, key))
 	if err != nil || val == nil {
 		return nil, err
@@ -103,6 +111,9 @@ func (s *Store) DayRecord(v *tiling.View, gen uint64, day int64, key string) (*t
 // DetailSuffix returns the aggregate of the key's tiles of block from from
 // on, at gen (nil when none), decoding one tile of the detail record.
 func (s *Store) DetailSuffix(v *tiling.View, gen uint64, day int64, key string, block, from int64) ([]tiling.State, error) {
+	if s.dyn != nil {
+		return s.dyn.detailSuffix(v, gen, day, key, block, from)
+	}
 	val, err := s.get(detailKey(nil, v.Name, gen, day, key, block))
 	if err != nil || val == nil {
 		return nil, err
@@ -124,6 +135,9 @@ func (s *Store) DetailSuffix(v *tiling.View, gen uint64, day int64, key string, 
 // of a generation are immutable; superseded ones are deleted only after a
 // grace period longer than any read.
 func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, t int64) (KeyData, error) {
+	if s.dyn != nil {
+		return s.dyn.readKey(ctx, v, key, t)
+	}
 	kd := KeyData{BatchWatermark: tiling.MinTime}
 	from, to := v.ReadRange(t)
 	h, ok, err := s.Head(v, key)
@@ -179,12 +193,33 @@ func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, t int64
 
 // PutHead switches a key to a heal's generation.
 func (b *Batch) PutHead(v *tiling.View, key string, h Head) {
+	if b.ops != nil {
+		b.ops.heads = append(b.ops.heads, dynHead{v.Name, key, h})
+		b.n++
+		return
+	}
 	_ = b.b.Set(headKey(nil, v.Name, key), encodeHead(h), nil)
 	b.n++
 }
 
 // PutSummary writes a key's summary of generation gen.
 func (b *Batch) PutSummary(v *tiling.View, gen uint64, key string, s *tiling.Summary) {
+	if b.ops != nil {
+		inc, err := b.d.incarnation(v.Name)
+		if err != nil {
+			b.fail(err)
+			return
+		}
+		n := b.ops.putGen(keyPK(v.Name, inc, key), summarySK(gen), v.AppendSummary(nil, s))
+		list := &dynamo.Item{PK: genKeysPK(v.Name, inc, gen, shardOf(key)), SK: listSK(key)}
+		list.SetB("k", []byte(key))
+		if n > 1 {
+			list.SetN("n", int64(n))
+		}
+		b.ops.gen = append(b.ops.gen, list)
+		b.n++
+		return
+	}
 	b.buf = v.AppendSummary(b.buf[:0], s)
 	_ = b.b.Set(summaryKey(nil, v.Name, gen, key), b.buf, nil)
 	b.n++
@@ -192,6 +227,27 @@ func (b *Batch) PutSummary(v *tiling.View, gen uint64, key string, s *tiling.Sum
 
 // PutDayRecord writes a key's day record of generation gen.
 func (b *Batch) PutDayRecord(v *tiling.View, gen uint64, day int64, key string, r *tiling.Record) {
+	if b.ops != nil {
+		inc, err := b.d.incarnation(v.Name)
+		if err != nil {
+			b.fail(err)
+			return
+		}
+		n := b.ops.putGen(keyPK(v.Name, inc, key), daySK(gen, day), v.AppendDayRecord(nil, r))
+		list := &dynamo.Item{PK: dayKeysPK(v.Name, inc, gen, day, shardOf(key)), SK: listSK(key)}
+		list.SetB("k", []byte(key))
+		if n > 1 {
+			list.SetN("n", int64(n))
+		}
+		id := dayListID{v.Name, gen, day, key}
+		if blocks := b.days[id]; blocks != nil {
+			list.SetB("b", blocks)
+			delete(b.days, id)
+		}
+		b.ops.gen = append(b.ops.gen, list)
+		b.n++
+		return
+	}
 	b.buf = v.AppendDayRecord(b.buf[:0], r)
 	_ = b.b.Set(dayKey(nil, v.Name, gen, day, key), b.buf, nil)
 	b.n++
@@ -199,7 +255,29 @@ func (b *Batch) PutDayRecord(v *tiling.View, gen uint64, day int64, key string, 
 
 // PutDetail writes a key's detail record (tiles of one block, as suffix
 // aggregates behind an index) of generation gen.
+//
+// On DynamoDB the key's day record must follow in the same batch: the day's
+// key list item, written with it, names the detail records.
 func (b *Batch) PutDetail(v *tiling.View, gen uint64, day int64, key string, r *tiling.Record) {
+	if b.ops != nil {
+		inc, err := b.d.incarnation(v.Name)
+		if err != nil {
+			b.fail(err)
+			return
+		}
+		n := b.ops.putGen(keyPK(v.Name, inc, key), detailSK(gen, day, r.Start), v.AppendDetailRecord(nil, r))
+		if b.days == nil {
+			b.days = map[dayListID][]byte{}
+		}
+		id := dayListID{v.Name, gen, day, key}
+		blocks := b.days[id]
+		if blocks == nil {
+			blocks = appendTime(nil, day)
+		}
+		b.days[id] = appendBlock(blocks, day, r.Start, n)
+		b.n++
+		return
+	}
 	b.buf = v.AppendDetailRecord(b.buf[:0], r)
 	_ = b.b.Set(detailKey(nil, v.Name, gen, day, key, r.Start), b.buf, nil)
 	b.n++
@@ -207,12 +285,20 @@ func (b *Batch) PutDetail(v *tiling.View, gen uint64, day int64, key string, r *
 
 // DeleteSummaries deletes every summary of generation gen.
 func (b *Batch) DeleteSummaries(view string, gen uint64) {
+	if b.ops != nil {
+		b.ops.deletes = append(b.ops.deletes, dynDelete{kind: dskSummary, view: view, gen: gen})
+		return
+	}
 	p := genPrefix(nil, prefixSummary, view, gen)
 	_ = b.b.DeleteRange(p, prefixEnd(p), nil)
 }
 
 // DeleteDay deletes every day and detail record of one day at generation gen.
 func (b *Batch) DeleteDay(view string, gen uint64, day int64) {
+	if b.ops != nil {
+		b.ops.deletes = append(b.ops.deletes, dynDelete{kind: dskDay, view: view, gen: gen, day: day})
+		return
+	}
 	for _, prefix := range []byte{prefixDay, prefixDetail} {
 		p := dayPrefix(nil, prefix, view, gen, day)
 		_ = b.b.DeleteRange(p, prefixEnd(p), nil)
@@ -221,12 +307,19 @@ func (b *Batch) DeleteDay(view string, gen uint64, day int64) {
 
 // DeleteStreamBefore deletes the key's stream records that start before start.
 func (b *Batch) DeleteStreamBefore(view, key string, start int64) {
+	if b.ops != nil {
+		b.ops.deletes = append(b.ops.deletes, dynDelete{kind: dskStream, view: view, key: key, before: start})
+		return
+	}
 	p := recordPrefix(nil, view, key)
 	_ = b.b.DeleteRange(appendTime(bytes.Clone(p), tiling.MinTime), appendTime(p, start), nil)
 }
 
 // ScanSummaries calls fn for every key's summary of generation gen, in key order.
 func (s *Store) ScanSummaries(v *tiling.View, gen uint64, fn func(key string, sum *tiling.Summary) error) error {
+	if s.dyn != nil {
+		return s.dyn.scanSummaries(v, gen, fn)
+	}
 	return s.scanKeyed(genPrefix(nil, prefixSummary, v.Name, gen), func(key string, val []byte) error {
 		sum, err := v.DecodeSummary(val)
 		if err != nil {
@@ -261,8 +354,21 @@ func (s *Store) scanKeyed(p []byte, fn func(key string, val []byte) error) error
 	return it.Error()
 }
 
-// ScanStreamKeys calls fn once for every key of the view with stream records.
+// ScanKeys calls fn for every key with a summary of generation gen, in key
+// order.
+func (s *Store) ScanKeys(view string, gen uint64, fn func(key string) error) error {
+	if s.dyn != nil {
+		return s.dyn.scanKeys(view, gen, fn)
+	}
+	return s.scanKeyed(genPrefix(nil, prefixSummary, view, gen), func(key string, _ []byte) error { return fn(key) })
+}
+
+// ScanStreamKeys calls fn once for every key of the view with stream records
+// (Pebble only).
 func (s *Store) ScanStreamKeys(view string, fn func(key string) error) error {
+	if s.dyn != nil {
+		return errors.New("state: DynamoDB has no scan of stream keys; use ScanKeys")
+	}
 	p := append([]byte{prefixRecord}, appendString(nil, view)...)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
@@ -285,23 +391,55 @@ func (s *Store) ScanStreamKeys(view string, fn func(key string) error) error {
 	return it.Error()
 }
 
-// Meta returns a small metadata value (the healer's per-view state), or nil.
-func (s *Store) Meta(view string) ([]byte, error) {
-	return s.get(append([]byte{prefixHeal}, appendString(nil, view)...))
+// Meta returns a small metadata value (the healer's per-view state), or nil,
+// and its version, which PutMeta must name to replace it (always 0 on
+// Pebble, where one process writes).
+func (s *Store) Meta(view string) ([]byte, int64, error) {
+	if s.dyn != nil {
+		return s.dyn.meta(view)
+	}
+	val, err := s.get(append([]byte{prefixHeal}, appendString(nil, view)...))
+	return val, 0, err
 }
 
-// PutMeta writes the healer's per-view state.
-func (b *Batch) PutMeta(view string, val []byte) {
+// PutMeta writes the healer's per-view state, replacing version ver (0:
+// none); the new one is version ver+1. On DynamoDB Commit fails with
+// ErrConflict when the stored state is not at version ver.
+func (b *Batch) PutMeta(view string, val []byte, ver int64) {
+	if b.ops != nil {
+		b.ops.meta = append(b.ops.meta, dynMeta{view, val, ver})
+		return
+	}
 	_ = b.b.Set(append([]byte{prefixHeal}, appendString(nil, view)...), val, nil)
 }
 
 // ScanDayRecords calls fn for every key's day record of one day at gen.
 func (s *Store) ScanDayRecords(v *tiling.View, gen uint64, day int64, fn func(key string, r *tiling.Record) error) error {
+	if s.dyn != nil {
+		return s.dyn.scanDayRecords(v, gen, day, fn)
+	}
 	return s.scanKeyed(dayPrefix(nil, prefixDay, v.Name, gen, day), func(key string, val []byte) error {
 		r, err := v.DecodeDayRecord(day, val)
 		if err != nil {
 			return fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, gen, day, err)
 		}
 		return fn(key, r)
+	})
+}
+
+// CollectKeys calls fn for every key that has a head (on generation gen,
+// the view's current one) and may have stream records below its watermark:
+// on Pebble the keys with stream records and a head; on DynamoDB the keys
+// of gen's summaries.
+func (s *Store) CollectKeys(v *tiling.View, gen uint64, fn func(key string) error) error {
+	if s.dyn != nil {
+		return s.dyn.scanKeys(v.Name, gen, fn)
+	}
+	return s.ScanStreamKeys(v.Name, func(key string) error {
+		_, ok, err := s.Head(v, key)
+		if err != nil || !ok {
+			return err
+		}
+		return fn(key)
 	})
 }

@@ -1,6 +1,10 @@
 package state
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/tilestream/tilestream/state/dynamo"
+)
 
 var (
 	// ErrClosed is returned by operations on a closed Store.
@@ -9,3 +13,10 @@ var (
 	// the configured one.
 	ErrLayoutChanged = errors.New("state: view layout changed")
 )
+
+// Retryable reports whether a failed store operation may succeed if tried
+// again later: DynamoDB throttling or unavailability.
+func Retryable(err error) bool { return dynamo.Retryable(err) }
+
+// ErrorReason classifies a store error for metrics (see dynamo.Reason).
+func ErrorReason(err error) string { return dynamo.Reason(err) }

@@ -38,9 +38,11 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Store is the Pebble online store. It is safe for concurrent use.
+// Store is the online store: Pebble embedded (Open) or DynamoDB with a
+// Pebble local cache (OpenDynamo). It is safe for concurrent use.
 type Store struct {
-	db  *pebble.DB
+	db  *pebble.DB // Pebble; nil on DynamoDB
+	dyn *dynStore  // DynamoDB; nil on Pebble
 	log *slog.Logger
 
 	mu struct {
@@ -81,12 +83,58 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.mu.closed = true
+	if s.dyn != nil {
+		return s.dyn.close()
+	}
 	return s.db.Close()
+}
+
+// StreamLayout says how a store keeps stream records.
+type StreamLayout struct {
+	// PerTile: each stored unit is one tile (else one record span).
+	PerTile bool
+	// PerPartition: each unit holds the events of one Kafka partition and is
+	// written only by the partition's owner, conditioned on the version it
+	// read (else one unit holds every partition's events).
+	PerPartition bool
+}
+
+// StreamLayout returns the store's layout of stream records: per record
+// span with every partition merged on Pebble (one process writes), per tile
+// and partition on DynamoDB (docs/format.md).
+func (s *Store) StreamLayout() StreamLayout {
+	if s.dyn != nil {
+		return StreamLayout{PerTile: true, PerPartition: true}
+	}
+	return StreamLayout{}
+}
+
+// UnitStart returns the start of the stream unit holding time ts.
+func (l StreamLayout) UnitStart(v *tiling.View, ts int64) int64 {
+	if l.PerTile {
+		return tiling.AlignDown(ts, v.Granularity)
+	}
+	return v.RecordStart(ts)
+}
+
+// LoadRecord returns the stored stream unit of (view, key) starting at start
+// for partition part (-1 when units are not per partition), with the version
+// a conditional write of it must name (-1: absent; 0 on Pebble, which has no
+// versions), or nil when there is none.
+func (s *Store) LoadRecord(v *tiling.View, key string, start int64, part int32) (*tiling.Record, int64, error) {
+	if s.dyn != nil {
+		return s.dyn.loadRecord(v, key, start, part)
+	}
+	r, err := s.GetRecord(v, key, start)
+	return r, 0, err
 }
 
 // GetRecord returns the stored record of (view, key) starting at start, or nil
 // when there is none.
 func (s *Store) GetRecord(v *tiling.View, key string, start int64) (*tiling.Record, error) {
+	if s.dyn != nil {
+		return s.dyn.getRecord(v, key, start)
+	}
 	k := recordKey(nil, v.Name, key, start)
 	val, closer, err := s.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -151,36 +199,115 @@ type Progress struct {
 
 const progressVersion = 1
 
-// Batch collects mutations that Commit applies atomically.
+// Batch collects mutations that Commit applies: atomically on Pebble; on
+// DynamoDB in the phases of dynOps, each item atomically.
 type Batch struct {
-	b   *pebble.Batch
+	b   *pebble.Batch // Pebble
+	d   *dynStore     // DynamoDB
+	ops *dynOps       // DynamoDB
+	err error         // DynamoDB: a mutation that could not be prepared
 	buf []byte
 	n   int
+	// days accumulates, on DynamoDB, the detail blocks of each (view, gen,
+	// day, key) until its day record is put (the day's key list names them).
+	days map[dayListID][]byte
+}
+
+type dayListID struct {
+	view string
+	gen  uint64
+	day  int64
+	key  string
 }
 
 // NewBatch starts a batch.
-func (s *Store) NewBatch() *Batch { return &Batch{b: s.db.NewBatch()} }
+func (s *Store) NewBatch() *Batch {
+	if s.dyn != nil {
+		return &Batch{d: s.dyn, ops: &dynOps{archive: map[archiveID]*dynArchive{}}}
+	}
+	return &Batch{b: s.db.NewBatch()}
+}
 
 // Len returns the number of records put in the batch.
 func (b *Batch) Len() int { return b.n }
 
-// PutRecord writes r whole, replacing the stored one.
+// PutRecord writes r whole, replacing the stored one. On DynamoDB r must
+// hold the events of at most one partition; each of its tiles becomes a unit,
+// written unconditionally (for rebuilds, with no ingest running).
 func (b *Batch) PutRecord(v *tiling.View, key string, r *tiling.Record) {
+	if b.ops != nil {
+		part := int32(0)
+		switch len(r.Offsets) {
+		case 0:
+		case 1:
+			part = r.Offsets[0].Partition
+		default:
+			b.fail(fmt.Errorf("put record %s/%q@%d: DynamoDB keeps stream tiles per partition; this record holds %d", v.Name, key, r.Start, len(r.Offsets)))
+			return
+		}
+		for i := range r.Tiles {
+			one := &tiling.Record{Start: r.Start, Offsets: r.Offsets, Tiles: r.Tiles[i : i+1]}
+			b.PutRecordIf(v, key, r.Tiles[i].Start, part, one, Unconditional)
+		}
+		return
+	}
 	b.buf = v.AppendRecord(b.buf[:0], r)
 	_ = b.b.Set(recordKey(nil, v.Name, key, r.Start), b.buf, nil)
 	b.n++
 }
 
+// Unconditional, as the version of PutRecordIf, writes whatever is stored.
+const Unconditional int64 = -2
+
+// PutRecordIf writes the stream unit of (view, key) starting at start for
+// partition part (see LoadRecord), conditioned on the stored unit being at
+// version prev (-1: absent; Unconditional: any). On Pebble it is PutRecord.
+// On DynamoDB the unit is one tile and r has no other; Commit reports units
+// whose condition failed in a *WriteError.
+func (b *Batch) PutRecordIf(v *tiling.View, key string, start int64, part int32, r *tiling.Record, prev int64) {
+	if b.ops == nil {
+		b.PutRecord(v, key, r)
+		return
+	}
+	var off int64
+	for _, o := range r.Offsets {
+		if o.Partition == part {
+			off = o.Offset
+		}
+	}
+	b.ops.records = append(b.ops.records, dynRecord{v: v, key: key, tile: start, part: part,
+		val: v.AppendRecord(nil, r), off: off, prev: prev, force: prev == Unconditional})
+	b.n++
+}
+
+func (b *Batch) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
 // SetProgress records a partition's progress.
 func (b *Batch) SetProgress(topic string, partition int32, p Progress) {
+	if b.ops != nil {
+		b.ops.prog = append(b.ops.prog, dynProgress{topic, partition, p})
+		return
+	}
 	val := []byte{progressVersion}
 	val = binary.AppendVarint(val, p.Next)
 	val = binary.AppendVarint(val, p.MaxEventTime)
 	_ = b.b.Set(progressKey(nil, topic, partition), val, nil)
 }
 
-// Commit applies b atomically and durably (fsync), then releases it.
+// Commit applies b atomically and durably (fsync), then releases it. On
+// DynamoDB it applies b's phases in order (see dynOps), and a *WriteError
+// reports conditional stream writes that did not hold.
 func (s *Store) Commit(b *Batch) error {
+	if b.ops != nil {
+		if b.err != nil {
+			return b.err
+		}
+		return s.dyn.commit(b)
+	}
 	defer b.b.Close()
 	if err := s.db.Apply(b.b, pebble.Sync); err != nil {
 		return fmt.Errorf("commit batch of %d records: %w", b.n, err)
@@ -193,6 +320,9 @@ func (s *Store) Commit(b *Batch) error {
 // generation records before its head switch), since Pebble's log keeps
 // writes in order and syncing a later batch makes the earlier ones durable.
 func (s *Store) CommitNoSync(b *Batch) error {
+	if b.ops != nil {
+		return s.Commit(b)
+	}
 	defer b.b.Close()
 	if err := s.db.Apply(b.b, pebble.NoSync); err != nil {
 		return fmt.Errorf("commit batch of %d records: %w", b.n, err)
@@ -202,6 +332,9 @@ func (s *Store) CommitNoSync(b *Batch) error {
 
 // Progress returns the recorded progress of every partition of topic.
 func (s *Store) Progress(topic string) (map[int32]Progress, error) {
+	if s.dyn != nil {
+		return s.dyn.progress(topic)
+	}
 	prefix := append([]byte{prefixProgress}, appendString(nil, topic)...)
 	upper := append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
@@ -254,7 +387,13 @@ const rebuildMark = "+rebuild"
 // (stream records, heads, batch records, the healer's state) is deleted and
 // the view is marked for a rebuild from the offline log, which CheckLayout
 // reports until FinishRebuild. Ingest and archive progress are kept.
+//
+// On DynamoDB the view moves to a new incarnation instead of deleting its
+// items (docs/format.md).
 func (s *Store) CheckLayout(v *tiling.View) (rebuild bool, err error) {
+	if s.dyn != nil {
+		return s.dyn.checkLayout(v)
+	}
 	k := viewKey(nil, v.Name)
 	fp := v.Fingerprint()
 	val, err := s.get(k)
@@ -287,6 +426,9 @@ func (s *Store) CheckLayout(v *tiling.View) (rebuild bool, err error) {
 
 // FinishRebuild marks the view's rebuild done.
 func (s *Store) FinishRebuild(v *tiling.View) error {
+	if s.dyn != nil {
+		return s.dyn.finishRebuild(v)
+	}
 	return s.db.Set(viewKey(nil, v.Name), []byte(v.Fingerprint()), pebble.Sync)
 }
 

@@ -30,7 +30,7 @@ func loadSettings(path string) (*settings, error) {
 // that runs without the service (the Pebble store admits one process).
 func openStandalone(s *settings, stderr io.Writer) (*state.Store, *healer.Healer, error) {
 	log := newLogger(s, stderr)
-	store, err := openStore(s, log)
+	store, err := openStore(s, prometheus.NewRegistry(), log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is the service running? stop it first, or use POST /v1/heal)", err)
 	}

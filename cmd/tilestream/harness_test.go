@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/tilestream/tilestream/internal/dynalite"
 	"github.com/tilestream/tilestream/oracle"
 )
 
@@ -124,6 +126,10 @@ type env struct {
 	// config leaves it out).
 	now, lifetimeStart int64
 	dlq                bool // the config names testDeadLetterTopic
+	// dynamo is the DynamoDB store's endpoint and table ("" for Pebble);
+	// cacheStaleness the local cache's bound.
+	dynamo, table  string
+	cacheStaleness time.Duration
 }
 
 // envOptions vary the config of an env.
@@ -133,7 +139,12 @@ type envOptions struct {
 	noLifetimeStart bool
 	// deadLetter sets kafka.dead_letter_topic to testDeadLetterTopic.
 	deadLetter bool
+	// dynamo runs the store on DynamoDB at this endpoint (a dynalite the
+	// test started), in a table of the test's own.
+	dynamo string
 }
+
+var dynTables atomic.Int64
 
 // testDeadLetterTopic receives malformed records when envOptions.deadLetter.
 const testDeadLetterTopic = "transactions-dlq"
@@ -157,6 +168,11 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		http:    &http.Client{Timeout: 60 * time.Second},
 		now:     time.Now().UnixMilli(),
 		dlq:     o.deadLetter,
+		dynamo:  o.dynamo,
+	}
+	if e.dynamo != "" {
+		e.table = fmt.Sprintf("e2e-%d-%d", os.Getpid(), dynTables.Add(1))
+		e.cacheStaleness = 300 * time.Millisecond
 	}
 	e.lifetimeStart = alignDown(e.now-7*testDay-12*testHour, testGran)
 	if o.noLifetimeStart {
@@ -194,15 +210,39 @@ func freeAddr(t *testing.T) string {
 }
 
 // config renders the YAML config of the env.
-func (e *env) config() string {
+func (e *env) config() string { return e.configFor(e.addr, filepath.Join(e.dir, "online")) }
+
+// writeInstanceConfig writes the config of one more instance of the
+// service: its own HTTP address and store (cache) directory, the rest
+// shared (Kafka group, DynamoDB table, offline log).
+func (e *env) writeInstanceConfig(t *testing.T, name, addr string) string {
+	t.Helper()
+	path := filepath.Join(e.dir, name+".yaml")
+	c := e.configFor(addr, filepath.Join(e.dir, name+"-cache"))
+	// Its own client id names its group member (evictMember).
+	c = strings.Replace(c, "  group: "+e.group+"\n", "  group: "+e.group+"\n  client_id: tilestream-"+name+"\n", 1)
+	if err := os.WriteFile(path, []byte(c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// configFor renders the config of an instance listening on addr with its
+// store (Pebble) or local cache (DynamoDB) at storePath.
+func (e *env) configFor(addr, storePath string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kafka:\n  brokers: [%q]\n  group: %s\n", e.brokers[0], e.group)
 	if e.dlq {
 		fmt.Fprintf(&b, "  dead_letter_topic: %s\n", testDeadLetterTopic)
 	}
-	fmt.Fprintf(&b, "store: {kind: pebble, path: %q}\n", filepath.Join(e.dir, "online"))
+	if e.dynamo != "" {
+		fmt.Fprintf(&b, "store:\n  kind: dynamodb\n  path: %q\n  dynamodb: {table: %s, endpoint: %q, create_table: true}\n  cache: {staleness: %s}\n",
+			storePath, e.table, e.dynamo, e.cacheStaleness)
+	} else {
+		fmt.Fprintf(&b, "store: {kind: pebble, path: %q}\n", storePath)
+	}
 	fmt.Fprintf(&b, "offline_log: {path: %q, roll_interval: 300ms}\n", filepath.Join(e.dir, "offline"))
-	fmt.Fprintf(&b, "http: {listen: %q}\n", e.addr)
+	fmt.Fprintf(&b, "http: {listen: %q}\n", addr)
 	fmt.Fprintf(&b, "ingest:\n  flush_interval: 200ms\n  max_event_bytes: %d\n  max_key_bytes: %d\n", testMaxEventBytes, testMaxKeyBytes)
 	b.WriteString("log: {level: warn}\n")
 	fmt.Fprintf(&b, "views:\n  - name: %s\n    topic: %s\n    entity: user_id\n    timestamp: ts\n    granularity: 1m\n", testView, testTopic)
@@ -1107,6 +1147,7 @@ var binDir string
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	dynalite.CloseShared()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}

@@ -34,6 +34,7 @@ commands:
   heal     heal now: through the running service, or standalone when none runs
   backfill build every key's batch records of a view from the offline log (service stopped)
   verify   compare served values with a recomputation from the offline log (service stopped)
+  init-store  create the DynamoDB table of a store.kind: dynamodb config
   check    validate a config file and print the views
   version  print the version
 
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runBackfill(ctx, args, stdout, stderr)
 	case "verify":
 		return runVerify(ctx, args, stdout, stderr)
+	case "init-store":
+		return runInitStore(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tilestream", version)
 		return nil
@@ -154,7 +157,10 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		log.Info("embedded Kafka broker listening", "addr", brokers)
 	}
 
-	store, err := openStore(s, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := openStore(s, reg, log)
 	if err != nil {
 		return err
 	}
@@ -176,9 +182,6 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	if err != nil {
 		return err
 	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	icfg := ingest.DefaultConfig()
 	icfg.Brokers = brokers
@@ -243,7 +246,8 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		Metrics:  serving.NewMetrics(reg),
 		Logger:   log.With("component", "serving"),
 		Heal: func(ctx context.Context, view string, full bool) (any, error) {
-			res, err := hl.Heal(ctx, view, healer.Options{Full: full})
+			// Another instance healing the view: wait for it, then heal.
+			res, err := hl.Heal(ctx, view, healer.Options{Full: full, Wait: true})
 			if errors.Is(err, ingest.ErrNotRunning) {
 				err = fmt.Errorf("%w: %w", serving.ErrUnavailable, err)
 			}
@@ -311,6 +315,7 @@ func newHealer(s *settings, store *state.Store, offline *state.OfflineLog, archi
 	}
 	hc := healer.DefaultConfig()
 	hc.Grace = s.HealerGrace
+	hc.Lease = s.HealerLease
 	return healer.New(hc, vcs, store, offline, archive, healer.NewMetrics(reg), log.With("component", "healer"))
 }
 

@@ -41,6 +41,7 @@ type API interface {
 	CreateTable(context.Context, *dynamodb.CreateTableInput, ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
 	DescribeTable(context.Context, *dynamodb.DescribeTableInput, ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
 	UpdateTimeToLive(context.Context, *dynamodb.UpdateTimeToLiveInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error)
+	UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 }
 
 // Config configures the table's client.
@@ -209,18 +210,29 @@ func (t *Table) Get(ctx context.Context, pk, sk []byte) (*Item, error) {
 }
 
 // Cond is a condition on the stored item of a write: it holds when the item
-// is absent (and IfAbsent is set) or when its numeric attribute Attr
-// compares to Value by Op ("=", "<", "<=", ">", ">="). Attr "" means only
-// absence counts.
+// is absent (and IfAbsent is set) or when any of the clauses holds.
 type Cond struct {
 	IfAbsent bool
-	Attr     string
-	Op       string
-	Value    int64
+	Or       []Clause
+}
+
+// Clause compares a stored attribute with a value: numeric (N) unless B is
+// set; Op is one of = <> < <= > >=. A missing attribute fails every clause.
+type Clause struct {
+	Attr string
+	Op   string
+	N    int64
+	B    []byte
 }
 
 // IfAbsent is the condition that the item does not exist.
 var IfAbsent = &Cond{IfAbsent: true}
+
+// IfN is the condition that numeric attribute attr compares to n by op, or,
+// with absent, that the item does not exist.
+func IfN(absent bool, attr, op string, n int64) *Cond {
+	return &Cond{IfAbsent: absent, Or: []Clause{{Attr: attr, Op: op, N: n}}}
+}
 
 func (c *Cond) expression() (expr *string, names map[string]string, values map[string]types.AttributeValue) {
 	if c == nil {
@@ -230,15 +242,20 @@ func (c *Cond) expression() (expr *string, names map[string]string, values map[s
 	if c.IfAbsent {
 		parts = append(parts, "attribute_not_exists(pk)")
 	}
-	if c.Attr != "" {
-		names = map[string]string{"#a": c.Attr}
-		values = map[string]types.AttributeValue{":v": &types.AttributeValueMemberN{Value: fmt.Sprint(c.Value)}}
-		parts = append(parts, "#a "+c.Op+" :v")
+	for i, cl := range c.Or {
+		if names == nil {
+			names, values = map[string]string{}, map[string]types.AttributeValue{}
+		}
+		n, v := fmt.Sprintf("#c%d", i), fmt.Sprintf(":c%d", i)
+		names[n] = cl.Attr
+		if cl.B != nil {
+			values[v] = &types.AttributeValueMemberB{Value: cl.B}
+		} else {
+			values[v] = &types.AttributeValueMemberN{Value: fmt.Sprint(cl.N)}
+		}
+		parts = append(parts, n+" "+cl.Op+" "+v)
 	}
-	s := parts[0]
-	if len(parts) == 2 {
-		s += " OR " + parts[1]
-	}
+	s := strings.Join(parts, " OR ")
 	return &s, names, values
 }
 
@@ -287,6 +304,73 @@ func (t *Table) writeError(op string, k Key, err error) error {
 	}
 	t.m.failed(op, err)
 	return fmt.Errorf("%s %s: %w", op, k, err)
+}
+
+// Update sets the attributes of set (its key names the item, which is
+// created if absent) and removes the attributes named in remove, when c
+// (nil: always) holds. It returns the item's size after the update.
+func (t *Table) Update(ctx context.Context, set *Item, remove []string, c *Cond) error {
+	expr, names, values := c.expression()
+	if names == nil {
+		names, values = map[string]string{}, map[string]types.AttributeValue{}
+	}
+	var sets, rems []string
+	i := 0
+	for k, v := range set.Bin {
+		n, val := fmt.Sprintf("#u%d", i), fmt.Sprintf(":u%d", i)
+		names[n], values[val] = k, &types.AttributeValueMemberB{Value: v}
+		sets = append(sets, n+" = "+val)
+		i++
+	}
+	for k, v := range set.Num {
+		n, val := fmt.Sprintf("#u%d", i), fmt.Sprintf(":u%d", i)
+		names[n], values[val] = k, &types.AttributeValueMemberN{Value: fmt.Sprint(v)}
+		sets = append(sets, n+" = "+val)
+		i++
+	}
+	for _, k := range remove {
+		n := fmt.Sprintf("#u%d", i)
+		names[n] = k
+		rems = append(rems, n)
+		i++
+	}
+	var update string
+	if len(sets) > 0 {
+		update = "SET " + strings.Join(sets, ", ")
+	}
+	if len(rems) > 0 {
+		if update != "" {
+			update += " "
+		}
+		update += "REMOVE " + strings.Join(rems, ", ")
+	}
+	if len(values) == 0 {
+		values = nil
+	}
+	ctx, cancel := t.call(ctx)
+	defer cancel()
+	t.m.request("UpdateItem", true)
+	start := time.Now()
+	out, err := t.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 &t.name,
+		Key:                       set.Key().marshal(),
+		UpdateExpression:          &update,
+		ConditionExpression:       expr,
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+		ReturnValues:              types.ReturnValueAllNew,
+	})
+	t.m.duration.WithLabelValues("UpdateItem").Observe(time.Since(start).Seconds())
+	if err != nil {
+		t.m.wrote("UpdateItem", WriteUnits(set.Size()))
+		return t.writeError("UpdateItem", set.Key(), err)
+	}
+	size := set.Size()
+	if it, err := unmarshal(out.Attributes); err == nil {
+		size = max(size, it.Size())
+	}
+	t.m.wrote("UpdateItem", WriteUnits(size))
+	return nil
 }
 
 // Delete deletes one item when c (nil: always) holds.
@@ -393,7 +477,9 @@ type Backoff struct {
 }
 
 // DefaultBackoff is 25 ms doubling to 2 s, 12 attempts (about 15 s in all).
-func DefaultBackoff() Backoff { return Backoff{Base: 25 * time.Millisecond, Cap: 2 * time.Second, Attempts: 12} }
+func DefaultBackoff() Backoff {
+	return Backoff{Base: 25 * time.Millisecond, Cap: 2 * time.Second, Attempts: 12}
+}
 
 // Delay returns the wait before attempt n (1-based).
 func (b Backoff) Delay(n int) time.Duration {

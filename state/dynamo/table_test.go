@@ -87,14 +87,14 @@ func TestConditionalWrites(t *testing.T) {
 	// Versioned: only the writer that read version 10 wins.
 	b := item("p", "a", []byte("two"))
 	b.SetN("o", 20)
-	if err := tb.Put(ctx, b, &Cond{IfAbsent: true, Attr: "o", Op: "=", Value: 9}); !errors.Is(err, ErrConditionFailed) {
+	if err := tb.Put(ctx, b, IfN(true, "o", "=", 9)); !errors.Is(err, ErrConditionFailed) {
 		t.Fatalf("put on a stale version: %v, want a failed condition", err)
 	}
 	var ce *ConditionError
-	if err := tb.Put(ctx, b, &Cond{Attr: "o", Op: "=", Value: 11}); !errors.As(err, &ce) || !bytes.Equal(ce.Key.SK, []byte("a")) {
+	if err := tb.Put(ctx, b, IfN(false, "o", "=", 11)); !errors.As(err, &ce) || !bytes.Equal(ce.Key.SK, []byte("a")) {
 		t.Fatalf("put on a stale version: %v, want a *ConditionError naming the item", err)
 	}
-	if err := tb.Put(ctx, b, &Cond{IfAbsent: true, Attr: "o", Op: "=", Value: 10}); err != nil {
+	if err := tb.Put(ctx, b, IfN(true, "o", "=", 10)); err != nil {
 		t.Fatalf("put on the current version: %v", err)
 	}
 	got, err := tb.Get(ctx, []byte("p"), []byte("a"))
@@ -107,13 +107,13 @@ func TestConditionalWrites(t *testing.T) {
 	// Monotone: a lower value never replaces a higher one.
 	c := item("p", "a", []byte("older"))
 	c.SetN("o", 15)
-	if err := tb.Put(ctx, c, &Cond{IfAbsent: true, Attr: "o", Op: "<", Value: 15}); !errors.Is(err, ErrConditionFailed) {
+	if err := tb.Put(ctx, c, IfN(true, "o", "<", 15)); !errors.Is(err, ErrConditionFailed) {
 		t.Fatalf("monotone put of an older value: %v", err)
 	}
-	if err := tb.Delete(ctx, Key{[]byte("p"), []byte("a")}, &Cond{Attr: "o", Op: "=", Value: 19}); !errors.Is(err, ErrConditionFailed) {
+	if err := tb.Delete(ctx, Key{[]byte("p"), []byte("a")}, IfN(false, "o", "=", 19)); !errors.Is(err, ErrConditionFailed) {
 		t.Fatalf("conditional delete on a stale version: %v", err)
 	}
-	if err := tb.Delete(ctx, Key{[]byte("p"), []byte("a")}, &Cond{Attr: "o", Op: "=", Value: 20}); err != nil {
+	if err := tb.Delete(ctx, Key{[]byte("p"), []byte("a")}, IfN(false, "o", "=", 20)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := tb.Get(ctx, []byte("p"), []byte("a")); err != nil || got != nil {
@@ -327,5 +327,35 @@ func TestUnreachableServerIsRetryable(t *testing.T) {
 	_, err = tb.Get(context.Background(), []byte("p"), []byte("s"))
 	if err == nil || Retryable(err) {
 		t.Fatalf("get from a restarted in-memory server: %v, want a non-retryable missing table", err)
+	}
+}
+
+func TestUpdateSetsAndRemovesAttributes(t *testing.T) {
+	ctx := context.Background()
+	tb := newTable(t)
+	set := &Item{PK: []byte("a"), SK: []byte("1")}
+	set.SetB("pr", []byte("progress"))
+	set.SetB("in", []byte("intent"))
+	if err := tb.Update(ctx, set, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	set = &Item{PK: []byte("a"), SK: []byte("1")}
+	set.SetB("pr", []byte("next"))
+	set.SetN("n", 7)
+	if err := tb.Update(ctx, set, []string{"in"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tb.Get(ctx, []byte("a"), []byte("1"))
+	if err != nil || got == nil || string(got.B("pr")) != "next" || got.B("in") != nil {
+		t.Fatalf("after set and remove: %+v %v", got, err)
+	}
+	// Binary clauses: an owner check, as a lease uses.
+	owner := &Cond{IfAbsent: true, Or: []Clause{{Attr: "pr", Op: "=", B: []byte("other")}, {Attr: "n", Op: "<", N: 5}}}
+	if err := tb.Update(ctx, set, nil, owner); !errors.Is(err, ErrConditionFailed) {
+		t.Fatalf("update under a failing owner condition: %v", err)
+	}
+	owner.Or[0].B = []byte("next")
+	if err := tb.Update(ctx, set, nil, owner); err != nil {
+		t.Fatalf("update under a holding owner condition: %v", err)
 	}
 }
