@@ -259,9 +259,13 @@ func (c *checker) storeProd(f *fileConfig, s *settings) {
 	if strings.HasPrefix(s.OfflineLogPath, "s3://") {
 		const where = "offline_log"
 		u, err := url.Parse(s.OfflineLogPath)
-		if err != nil || u.Host == "" {
+		switch {
+		case err != nil || u.Host == "":
 			c.addf(where, "path %q: want s3://bucket/prefix", s.OfflineLogPath)
-		} else {
+		case u.User != nil || u.Port() != "" || u.RawQuery != "" || u.Fragment != "":
+			// Never echo the URL: it may hold credentials.
+			c.addf(where, "path: want s3://bucket/prefix without user, password, port, query or fragment (credentials come from the AWS environment; s3.endpoint names a server)")
+		default:
 			s.OfflineS3.Bucket = u.Host
 			s.OfflineS3.Prefix = strings.Trim(u.Path, "/")
 		}

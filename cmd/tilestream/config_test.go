@@ -442,6 +442,8 @@ func TestBadInput(t *testing.T) {
 			`store.dynamodb: table "x": want 3 to 255`, `store.dynamodb: endpoint "localhost:8000": want an http:// or https:// URL`, `store.dynamodb: ttl: bad duration "-1h"`, `store.cache: max_bytes must be at least 1048576`}},
 		{"DynamoDB settings on a Pebble store are rejected", okKafka + okViews + "store: {dynamodb: {table: abc}, cache: {}}\n", []string{`store: dynamodb is set but kind is "pebble"`, `store: cache applies to kind dynamodb only`}},
 		{"an s3 offline log needs a bucket", okKafka + okViews + "offline_log: {path: \"s3:///x\"}\n", []string{`offline_log: path "s3:///x": want s3://bucket/prefix`}},
+		{"an s3 URL with credentials is rejected without echoing them", okKafka + okViews + "offline_log: {path: \"s3://AKIA:topsecret@bucket/p\"}\n", []string{`offline_log: path: want s3://bucket/prefix without user, password, port`}},
+		{"an s3 URL with a port is rejected", okKafka + okViews + "offline_log: {path: \"s3://bucket:9000/p\"}\n", []string{`offline_log: path: want s3://bucket/prefix without user`}},
 		{"s3 options on a local offline log are rejected", okKafka + okViews + "offline_log: {path: ./o, s3: {region: x}}\n", []string{`offline_log: s3 is set but path "./o" is not an s3:// URL`}},
 		{"another URL scheme for the offline log is rejected", okKafka + okViews + "offline_log: {path: \"gs://b/p\"}\n", []string{`offline_log: path "gs://b/p": want a directory or s3://bucket/prefix`}},
 		{"a bad healer lease is rejected", okKafka + okViews + "healer: {lease: 10ms}\n", []string{`healer: lease must be at least 1s`}},

@@ -108,6 +108,12 @@ const (
 	kafkaHangUps = 3
 )
 
+// kafkaHangUpFor is how long the brokers must keep hanging up, beside
+// kafkaHangUps tries, before checkKafkaAccess takes it for a refusal: a
+// broker restarting behind a load balancer also accepts connections and
+// resets them for a while. A variable so that tests of refusals run fast.
+var kafkaHangUpFor = 10 * time.Second
+
 // checkKafkaAccess connects to the brokers with the service's client options
 // once kafka.tls or kafka.sasl is set, so that a wrong password, mechanism or
 // certificate fails the start with a clear error instead of leaving the
@@ -118,6 +124,12 @@ func checkKafkaAccess(ctx context.Context, s *settings, brokers []string, opts [
 	if s.Kafka.TLS == nil && s.Kafka.SASL == nil {
 		return nil
 	}
+	if t := s.Kafka.TLS; t != nil && t.InsecureSkipVerify {
+		log.Warn("kafka.tls.insecure_skip_verify is set: the brokers' certificates are not checked; use it for tests only")
+	}
+	if a := s.Kafka.SASL; a != nil && a.Mechanism == "PLAIN" && s.Kafka.TLS == nil {
+		log.Warn("kafka.sasl PLAIN without kafka.tls sends the password in clear text")
+	}
 	var h hangUpHook
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.WithHooks(&h)}, opts...)...)
 	if err != nil {
@@ -126,6 +138,7 @@ func checkKafkaAccess(ctx context.Context, s *settings, brokers []string, opts [
 	defer cl.Close()
 	wait := 100 * time.Millisecond
 	cut := 0 // tries in a row that a broker hung up on
+	var firstCut time.Time
 	for warned := false; ; {
 		h.sasl.Store(false)
 		h.dial.Store(false)
@@ -150,7 +163,10 @@ func checkKafkaAccess(ctx context.Context, s *settings, brokers []string, opts [
 		// restarting mid-handshake is not mistaken for one.
 		if !hungUp(err) {
 			cut = 0
-		} else if cut++; cut >= kafkaHangUps {
+		} else if cut++; cut == 1 {
+			firstCut = time.Now()
+		}
+		if cut >= kafkaHangUps && time.Since(firstCut) >= kafkaHangUpFor {
 			switch a := s.Kafka.SASL; {
 			case a != nil && h.sasl.Load():
 				return fmt.Errorf("kafka: the brokers closed the connection during SASL %s authentication as %q: wrong password, user or mechanism? (%w)", a.Mechanism, a.Username, err)
@@ -219,10 +235,17 @@ func kafkaAccessError(s *settings, err error) error {
 		return fmt.Errorf("kafka: the brokers' TLS certificate is not trusted (check kafka.tls ca_file and server_name): %w", err)
 	case errors.As(err, &header):
 		return fmt.Errorf("kafka: kafka.tls is set but the broker does not speak TLS: %w", err)
-	case errors.As(err, &op) && op.Op == "remote error":
+	case errors.As(err, &op) && op.Op == "remote error" && !transientAlert(err):
 		// A TLS alert from the broker: it refused the handshake, most
 		// often for a missing or untrusted client certificate.
 		return fmt.Errorf("kafka: the broker refused the TLS handshake (check kafka.tls cert_file and key_file): %w", err)
 	}
 	return nil
+}
+
+// transientAlert reports whether err carries a TLS alert that a retry may
+// cure (internal_error, user_canceled), rather than a refusal.
+func transientAlert(err error) bool {
+	var a tls.AlertError
+	return errors.As(err, &a) && (a == 80 || a == 90)
 }

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -209,6 +210,7 @@ func servesProducedEvents(t *testing.T, e *env) string {
 // failing the test unless run returns one within a few seconds.
 func failsToStart(t *testing.T, e *env) (error, string) {
 	t.Helper()
+	shortHangUpWindow(t)
 	start := time.Now()
 	p := startInProcess(t, e.cfgPath)
 	for p.alive() == nil {
@@ -470,6 +472,7 @@ func TestKafkaTLSToPlaintextListener(t *testing.T) {
 			c.Close()
 		}
 	}()
+	shortHangUpWindow(t)
 	s := &settings{}
 	s.Kafka.TLS = &tlsSettings{}
 	opts, err := kafkaSecurityOpts(s)
@@ -599,5 +602,77 @@ func TestKafkaSecurityOptsErrors(t *testing.T) {
 	}
 	if c, _ := kafkaTLSConfig(&tlsSettings{}); c.RootCAs != nil {
 		t.Errorf("no ca_file: roots %v, want the system's (nil)", c.RootCAs)
+	}
+}
+
+// shortHangUpWindow makes brokers that keep hanging up count as refusing
+// after 300 ms instead of kafkaHangUpFor, for the tests of refusals.
+func shortHangUpWindow(t *testing.T) {
+	old := kafkaHangUpFor
+	kafkaHangUpFor = 300 * time.Millisecond
+	t.Cleanup(func() { kafkaHangUpFor = old })
+}
+
+// Brokers that hang up for less than kafkaHangUpFor (one restarting behind a
+// load balancer) do not fail the start: the check retries and passes once
+// they answer.
+func TestKafkaHangUpsWithinTheWindowAreRetried(t *testing.T) {
+	old := kafkaHangUpFor
+	kafkaHangUpFor = 4 * time.Second
+	t.Cleanup(func() { kafkaHangUpFor = old })
+	right := newPassword("right-pw")
+	e := newSecureEnv(t, secOptions{mechanism: "PLAIN", password: right,
+		saslYAML: "{mechanism: PLAIN, username: " + secUser + ", password: " + right + "}"})
+	broker := e.brokers[0]
+
+	// A proxy that accepts and resets every connection for its first
+	// 1.5 s, then forwards to the broker.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	until := time.Now().Add(1500 * time.Millisecond)
+	var resets atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if time.Now().Before(until) {
+				resets.Add(1)
+				c.Read(make([]byte, 4))
+				c.Close()
+				continue
+			}
+			go func() {
+				defer c.Close()
+				b, err := net.Dial("tcp", broker)
+				if err != nil {
+					return
+				}
+				defer b.Close()
+				go io.Copy(b, c)
+				io.Copy(c, b)
+			}()
+		}
+	}()
+	s := &settings{}
+	s.Kafka.SASL = &saslSettings{Mechanism: "PLAIN", Username: secUser, Password: secret{right}}
+	opts, err := kafkaSecurityOpts(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := checkKafkaAccess(ctx, s, []string{ln.Addr().String()}, opts, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("brokers hanging up for 1.5 s of a 4 s window: %v; want a retry and then success", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the check did not pass before its deadline")
+	}
+	if resets.Load() < kafkaHangUps {
+		t.Fatalf("the proxy reset %d connections; the test needs at least %d", resets.Load(), kafkaHangUps)
 	}
 }
