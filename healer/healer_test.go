@@ -34,7 +34,7 @@ func (a *fixedArchive) SyncArchive(context.Context, string) (int64, error) { ret
 // playing the ingest's part: every Kafka event goes to the offline log, and
 // to stream records unless the test drops it from the stream.
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	v       *tiling.View
 	store   *state.Store
 	offline *state.OfflineLog
@@ -87,7 +87,12 @@ func openStore(t *testing.T, kind string) *state.Store {
 
 func newWorldOn(t *testing.T, kind string, v *tiling.View, lateness int64) *world {
 	t.Helper()
-	store := openStore(t, kind)
+	return worldOn(t, openStore(t, kind), v, lateness)
+}
+
+// worldOn builds a world on store.
+func worldOn(t testing.TB, store *state.Store, v *tiling.View, lateness int64) *world {
+	t.Helper()
 	if _, err := store.CheckLayout(v); err != nil {
 		t.Fatal(err)
 	}

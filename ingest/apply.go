@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tilestream/tilestream/state"
 	"github.com/tilestream/tilestream/tiling"
@@ -75,6 +76,13 @@ type applier struct {
 	// conflicts counts stream writes that found their unit changed, and
 	// rebased the events applied again on top of the stored unit.
 	conflicts, rebased int
+	// progressAt is when the partitions' progress was last written. With
+	// per-partition units (DynamoDB) it is written at most every
+	// progressEvery unless forced: it is one more item per partition per
+	// flush, and only the stream watermark of other instances and of a
+	// restart reads it (both take a lagging one as a lower bound).
+	progressAt    time.Time
+	progressEvery time.Duration
 }
 
 type headID struct {
@@ -101,6 +109,8 @@ func newApplier(store recordStore, views []*tiling.View, limit int, durable map[
 		parts:   make(map[topicPartition]*partProgress),
 		durable: durable,
 		heads:   make(map[headID]int64),
+
+		progressEvery: 5 * time.Second,
 	}
 }
 
@@ -195,8 +205,9 @@ var errConflicting = errors.New("ingest: stream units kept changing under this w
 // written. A record whose unit another writer changed is rebased (reloaded,
 // its events applied again) and written again, a few times at most. It
 // returns how many records it wrote.
-func (a *applier) flush() (int, error) {
-	if len(a.dirty) == 0 && !a.anyPartDirty() {
+func (a *applier) flush(force bool) (int, error) {
+	progress := a.anyPartDirty() && (force || !a.layout.PerPartition || time.Since(a.progressAt) >= a.progressEvery)
+	if len(a.dirty) == 0 && !progress {
 		return 0, nil
 	}
 	written := 0
@@ -207,7 +218,7 @@ func (a *applier) flush() (int, error) {
 			b.PutRecordIf(a.views[id.view], id.key, id.start, id.part, c.rec, c.ver)
 		}
 		for tp, p := range a.parts {
-			if p.dirty {
+			if p.dirty && progress {
 				b.SetProgress(tp.topic, tp.partition, state.Progress{Next: p.next, MaxEventTime: p.maxTS})
 			}
 		}
@@ -218,8 +229,11 @@ func (a *applier) flush() (int, error) {
 				a.clean(id, a.records[id])
 			}
 			a.dirty = a.dirty[:0]
-			for _, p := range a.parts {
-				p.dirty = false
+			if progress {
+				for _, p := range a.parts {
+					p.dirty = false
+				}
+				a.progressAt = time.Now()
 			}
 			a.evict()
 			return written + n, nil

@@ -26,6 +26,9 @@ type Store interface {
 	recordStore
 	archiveStore
 	Progress(topic string) (map[int32]state.Progress, error)
+	// Meta's version changes whenever a healer (of any instance) writes
+	// its state: a heal by another instance makes the cached heads stale.
+	Meta(view string) ([]byte, int64, error)
 }
 
 // Ingester consumes the views' topics into the online store.
@@ -224,7 +227,7 @@ func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
 				fctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 			}
-			err = in.retrying(fctx, "flush", func() error { return in.flushAndCommit(fctx, cl) })
+			err = in.retrying(fctx, "flush", func() error { return in.flushAndCommit(fctx, cl, done) })
 			nextFlush = time.Now().Add(in.cfg.FlushInterval)
 		}
 		cl.AllowRebalance()
@@ -419,15 +422,16 @@ func (in *Ingester) reject(view, reason string, r *kgo.Record) {
 }
 
 // flushAndCommit makes the buffered records durable, then commits the offsets
-// they cover. mu is held.
-func (in *Ingester) flushAndCommit(ctx context.Context, cl *kgo.Client) error {
+// they cover; force also writes every partition's progress (see
+// applier.progressEvery). mu is held.
+func (in *Ingester) flushAndCommit(ctx context.Context, cl *kgo.Client, force bool) error {
 	start := time.Now()
 	ap := in.mu.ap
 	if err := in.publishPending(); err != nil {
 		return err
 	}
 	conflicts, rebased := ap.conflicts, ap.rebased
-	n, err := ap.flush()
+	n, err := ap.flush(force)
 	in.m.conflicts.Add(float64(ap.conflicts - conflicts))
 	in.m.rebased.Add(float64(ap.rebased - rebased))
 	if err != nil {
@@ -548,7 +552,7 @@ func (in *Ingester) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[s
 	if err := in.rollDue(true, revokedPart); err != nil {
 		in.log.Error("archive roll on revoke failed", "err", err)
 	}
-	if err := in.flushAndCommit(ctx, cl); err != nil {
+	if err := in.flushAndCommit(ctx, cl, true); err != nil {
 		// The records stay dirty in memory and the offsets uncommitted: the next
 		// owner replays from the last commit, which the records make idempotent.
 		in.log.Error("flush on revoke failed", "err", err)
@@ -561,7 +565,7 @@ func (in *Ingester) onLost(_ context.Context, _ *kgo.Client, lost map[string][]i
 	in.log.Warn("partitions lost", "partitions", lost)
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if _, err := in.mu.ap.flush(); err != nil {
+	if _, err := in.mu.ap.flush(true); err != nil {
 		in.log.Error("flush on partition loss failed", "err", err)
 	}
 	in.dropPartitions(lost)

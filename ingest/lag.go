@@ -19,13 +19,36 @@ func (in *Ingester) lagLoop(ctx context.Context, cl *kgo.Client, topics []string
 	adm := kadm.NewClient(cl)
 	t := time.NewTicker(in.cfg.LagInterval)
 	defer t.Stop()
+	healed := map[string]int64{}
 	for {
 		in.measure(ctx, adm, topics)
+		in.followHeals(healed)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// followHeals drops the cached heads of a view when its healer state
+// changed since the last look: another instance sharing the store healed
+// it. A stale head only makes an event stamped before the new W_b go to a
+// stream tile that readers ignore instead of being counted deferred (the
+// next heal counts it either way). Pebble has one process: OnInstall does.
+func (in *Ingester) followHeals(last map[string]int64) {
+	if !in.store.StreamLayout().PerPartition {
+		return
+	}
+	for _, v := range in.views {
+		_, ver, err := in.store.Meta(v.Name)
+		if err != nil {
+			continue
+		}
+		if old, ok := last[v.Name]; ok && old != ver {
+			in.ForgetHeads(v.Name)
+		}
+		last[v.Name] = ver
 	}
 }
 

@@ -223,12 +223,22 @@ func (d *dynStore) batchRecords(ctx context.Context, v *tiling.View, pk []byte, 
 		b.DayRecords[n.Day] = r
 		kd.RecordsRead++
 	}
+	// A block needs its detail record when it has several tiles: the day
+	// record has an aggregate for every block with data, and says which
+	// hold one tile (no detail record then).
+	needsDetail := func(n tiling.BatchNeed) bool {
+		dr := b.DayRecords[n.Day]
+		if n.Block == tiling.MinTime || dr == nil || !hasTile(dr, n.Block) {
+			return false
+		}
+		_, single := dr.SingleTile(n.Block)
+		return !single
+	}
 	var detailKeys [][]byte
 	for _, n := range needs {
-		if _, single := b.DayRecords[n.Day].SingleTile(n.Block); single || n.Block == tiling.MinTime {
-			continue
+		if needsDetail(n) {
+			detailKeys = append(detailKeys, detailSK(n.Gen, n.Day, n.Block))
 		}
-		detailKeys = append(detailKeys, detailSK(n.Gen, n.Day, n.Block))
 	}
 	if len(detailKeys) == 0 {
 		return nil
@@ -238,7 +248,7 @@ func (d *dynStore) batchRecords(ctx context.Context, v *tiling.View, pk []byte, 
 		return fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 	}
 	for _, n := range needs {
-		if _, single := b.DayRecords[n.Day].SingleTile(n.Block); single || n.Block == tiling.MinTime {
+		if !needsDetail(n) {
 			continue
 		}
 		val := details[string(detailSK(n.Gen, n.Day, n.Block))]
@@ -253,6 +263,12 @@ func (d *dynStore) batchRecords(ctx context.Context, v *tiling.View, pk []byte, 
 		kd.RecordsRead++
 	}
 	return nil
+}
+
+// hasTile reports whether r has a tile starting at start.
+func hasTile(r *tiling.Record, start int64) bool {
+	i := sort.Search(len(r.Tiles), func(i int) bool { return r.Tiles[i].Start >= start })
+	return i < len(r.Tiles) && r.Tiles[i].Start == start
 }
 
 // immutable returns the values of generation records of one key partition
