@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -254,8 +255,9 @@ type batchResponse struct {
 
 // postFeatures answers POST /v1/features. The request is checked whole
 // before any read, and every key is computed for the same t. Keys are read
-// one after another: the store is local and a read is short, so fanning out
-// would cost more in scheduling than it saves.
+// one after another when the store is local (a read is short: fanning out
+// would cost more in scheduling than it saves), or up to
+// Options.ReadParallelism at once (DynamoDB: a read is a round trip).
 func (h *handler) postFeatures(w http.ResponseWriter, r *http.Request) {
 	if !allowed(w, r, post) {
 		return
@@ -295,8 +297,8 @@ func (h *handler) postFeatures(w http.ResponseWriter, r *http.Request) {
 		sw msTime
 	}
 	var marks []mark
-	out := batchResponse{Results: make([]result, len(reqs))}
-	for i, kr := range reqs {
+	sws := make([]msTime, len(reqs))
+	for i := range reqs {
 		vi := vis[i]
 		j := 0
 		for j < len(marks) && marks[j].vi != vi {
@@ -305,12 +307,49 @@ func (h *handler) postFeatures(w http.ResponseWriter, r *http.Request) {
 		if j == len(marks) {
 			marks = append(marks, mark{vi, h.streamWatermark(vi.v.Name)})
 		}
-		var err error
-		if err = ctx.Err(); err == nil {
-			out.Results[i], err = h.compute(ctx, vi, kr.Key, t, marks[j].sw)
+		sws[i] = marks[j].sw
+	}
+	out := batchResponse{Results: make([]result, len(reqs))}
+	errs := make([]error, len(reqs))
+	if h.parallel <= 1 {
+		for i, kr := range reqs {
+			if errs[i] = ctx.Err(); errs[i] == nil {
+				out.Results[i], errs[i] = h.compute(ctx, vis[i], kr.Key, t, sws[i])
+			}
+			if errs[i] != nil {
+				break
+			}
 		}
+	} else {
+		// A bounded pool; the first failure cancels the rest.
+		rctx, rcancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, h.parallel)
+		for i, kr := range reqs {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if errs[i] = rctx.Err(); errs[i] == nil {
+					out.Results[i], errs[i] = h.compute(rctx, vis[i], kr.Key, t, sws[i])
+				}
+				if errs[i] != nil {
+					rcancel()
+				}
+			}()
+		}
+		wg.Wait()
+		rcancel()
+	}
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) || (err != nil && ctx.Err() != nil) {
+			writeError(w, h.readError(ctx, r, vis[i].v.Name, reqs[i].Key, err))
+			return
+		}
+	}
+	for i, err := range errs {
 		if err != nil {
-			writeError(w, h.readError(ctx, r, vi.v.Name, kr.Key, err))
+			writeError(w, h.readError(ctx, r, vis[i].v.Name, reqs[i].Key, err))
 			return
 		}
 	}

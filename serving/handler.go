@@ -59,6 +59,10 @@ type Options struct {
 	// from the offline log after a layout change: their values are served
 	// as null and named in metadata.missing_features.
 	Rebuilding func(view string) bool
+	// ReadParallelism bounds the keys of one POST read at once. 0 or 1
+	// reads them one after another (a local store: a read is short);
+	// a remote store (DynamoDB) gains from reading several at once.
+	ReadParallelism int
 }
 
 // handler is the http.Handler built by NewHandler.
@@ -78,6 +82,7 @@ type handler struct {
 	order  []string // view names in config order
 	// rebuilding: see Options.Rebuilding.
 	rebuilding func(view string) bool
+	parallel   int // Options.ReadParallelism, at least 1
 }
 
 // viewInfo is a served view with what its answers reuse.
@@ -124,6 +129,7 @@ func NewHandler(cfg Config, o Options) http.Handler {
 		now:        o.Now,
 		heal:       o.Heal,
 		rebuilding: o.Rebuilding,
+		parallel:   max(1, o.ReadParallelism),
 	}
 	if h.ready == nil {
 		h.ready = func() bool { return true }

@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -207,7 +208,10 @@ type fixture struct {
 	clicks   *tiling.View
 }
 
-func newFixture(t *testing.T, cfg Config) *fixture {
+func newFixture(t *testing.T, cfg Config) *fixture { return newFixtureWith(t, cfg, 1) }
+
+// newFixtureWith reads up to parallel keys of a POST at once.
+func newFixtureWith(t *testing.T, cfg Config, parallel int) *fixture {
 	t.Helper()
 	f := &fixture{reader: newMemReader(), reg: prometheus.NewRegistry(), logs: &lockedBuffer{}}
 	f.txn, f.clicks = txnView(t), clicksView(t)
@@ -222,6 +226,8 @@ func newFixture(t *testing.T, cfg Config) *fixture {
 		Gatherer:   f.reg,
 		Metrics:    NewMetrics(f.reg),
 		Logger:     slog.New(slog.NewTextHandler(f.logs, nil)),
+
+		ReadParallelism: parallel,
 		Now: func() time.Time {
 			// Each call moves the clock, so a request that read it twice
 			// would serve two different times.
@@ -365,7 +371,13 @@ func TestGetKeyWithSlashesAndEscapes(t *testing.T) {
 }
 
 func TestPostFeaturesInOrderAtOneTime(t *testing.T) {
-	f := newFixture(t, DefaultConfig())
+	for _, parallel := range []int{1, 8} {
+		t.Run(fmt.Sprintf("%d at once", parallel), func(t *testing.T) { testPostInOrder(t, parallel) })
+	}
+}
+
+func testPostInOrder(t *testing.T, parallel int) {
+	f := newFixtureWith(t, DefaultConfig(), parallel)
 	reqs := []struct{ view, key string }{
 		{"txn", "u1"}, {"clicks", "u1"}, {"txn", "nobody"}, {"txn", "u2"}, {"txn", "u1"},
 	}
@@ -508,7 +520,30 @@ func TestErrors(t *testing.T) {
 }
 
 func TestStoreErrorIs500AndLoggedOnce(t *testing.T) {
-	f := newFixture(t, DefaultConfig())
+	for _, parallel := range []int{1, 8} {
+		t.Run(fmt.Sprintf("%d at once", parallel), func(t *testing.T) { testStoreError(t, parallel) })
+	}
+}
+
+// TestUnavailableStoreIs503: DynamoDB throttling or down (and no fresh
+// cached snapshot) answers 503 with Retry-After, never a stale value.
+func TestUnavailableStoreIs503(t *testing.T) {
+	f := newFixtureWith(t, DefaultConfig(), 4)
+	down := fmt.Errorf("read: %w", &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")})
+	f.reader.setFault("gone", func(context.Context) error { return down })
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/v1/features/txn/gone", ""},
+		{"POST", "/v1/features", `{"requests":[{"view":"txn","key":"u1"},{"view":"txn","key":"gone"},{"view":"txn","key":"u2"}]}`},
+	} {
+		code, hdr, body := call(t, tc.method, f.url+tc.path, tc.body)
+		if code != 503 || hdr.Get("Retry-After") == "" || !strings.Contains(errorMessage(t, body), "unavailable") {
+			t.Errorf("%s %s: %d %s (Retry-After %q), want 503 naming the store unavailable", tc.method, tc.path, code, body, hdr.Get("Retry-After"))
+		}
+	}
+}
+
+func testStoreError(t *testing.T, parallel int) {
+	f := newFixtureWith(t, DefaultConfig(), parallel)
 	f.reader.setFault("broken", func(context.Context) error { return errStore })
 	for _, tc := range []struct{ method, path, body string }{
 		{"GET", "/v1/features/txn/broken", ""},

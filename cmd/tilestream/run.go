@@ -254,6 +254,8 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 			return res, err
 		},
 		Rebuilding: func(view string) bool { return rebuilding[view].Load() },
+		// DynamoDB: a read is a round trip; read a POST's keys 16 at a time.
+		ReadParallelism: map[bool]int{true: 16, false: 1}[s.StoreKind == "dynamodb"],
 	})
 	srv := serving.NewServer(scfg, h, log.With("component", "serving"))
 	log.Info("serving HTTP", "addr", ln.Addr().String())

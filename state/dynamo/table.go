@@ -68,6 +68,9 @@ type Config struct {
 	// Parallel bounds the calls one batch operation has in flight.
 	// Default 16.
 	Parallel int
+	// Wrap, when set, wraps the SDK client: tests inject the faults a
+	// local server cannot show (throttling, unprocessed items).
+	Wrap func(API) API
 }
 
 // DefaultConfig returns the defaults; Table must still be set.
@@ -156,7 +159,11 @@ func Open(ctx context.Context, cfg Config, m *Metrics) (*Table, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 	})
-	return New(client, cfg, m), nil
+	var api API = client
+	if cfg.Wrap != nil {
+		api = cfg.Wrap(api)
+	}
+	return New(api, cfg, m), nil
 }
 
 // New returns the table over api (tests inject faults this way).
