@@ -22,8 +22,10 @@ package state
 // one PutObject in S3), so a reader sees a file whole or not at all.
 //
 // A day is read as a set: ReadDay deduplicates its events by identity and
-// reports malformed rows and unreadable files without failing. The healer
-// notices which days changed with DayFiles.Fingerprint.
+// reports malformed rows and files it cannot decode without failing; a
+// failure to get a listed file's bytes (an I/O error, a file gone since the
+// listing, any S3 error) fails the read, to be retried. The healer notices
+// which days changed with DayFiles.Fingerprint.
 
 import (
 	"cmp"

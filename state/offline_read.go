@@ -40,13 +40,17 @@ const offlineMaxKeyBytes = 2048
 // Malformed rows (missing or mistyped key or timestamp, an event time off the
 // date, a non-number in a numeric column, …) are reported through bad with
 // their file name, 0-based row (line for JSON Lines) and one of the
-// tiling.Reasons or ReasonOutsideDate / ReasonBadPosition; unreadable files
-// are reported with row −1 and a message, and a corrupt row group of an
-// otherwise readable file likewise (its rows before the damage may have been
-// read). Neither fails the read; bad may be nil. Only an I/O error listing the
-// date directory, a failure of the storage itself (S3 unreachable, a server
-// error, throttling: retry later; the events read before it were passed to
-// fn), or fn's error, is returned. A date without a directory is empty.
+// tiling.Reasons or ReasonOutsideDate / ReasonBadPosition; files whose bytes
+// cannot be decoded (not Parquet, a damaged footer) are reported with row −1
+// and a message, and a corrupt row group of an otherwise readable file
+// likewise (its rows before the damage may have been read). Neither fails
+// the read; bad may be nil. What is returned is fn's error, an I/O error
+// listing the date directory, or a failure to get a listed file's bytes,
+// which wraps an error that unavailable finds: an I/O error, a file listed
+// and then missing, S3 unreachable, a server error, throttling, a refusal
+// (403 and every other 4xx), a checksum that does not match, an object
+// replaced while it was read. Retry later: the events read before it were
+// passed to fn. A date without a directory is empty.
 //
 // The events are exactly what ingest's decoder gives for the same events,
 // bit for bit: archive rows come back as they were archived. Rows of user
@@ -113,14 +117,12 @@ func (l *OfflineLog) readDay(v *tiling.View, eventIDField string, date int64, on
 	for _, f := range files {
 		fc := newFileCtx(f.Name)
 		o := next()
-		if err := unavailable(o.err); err != nil {
-			return r.stats, fmt.Errorf("offline log: read %s/%s: %w", dir, f.Name, err)
+		if o.err != nil {
+			return r.stats, fmt.Errorf("offline log: read %s/%s: %w", dir, f.Name, openFailure(o.err))
 		}
-		of, ok := r.opened(fc, o)
-		if !ok {
-			continue
-		}
-		src := &trackedFile{offlineFile: of}
+		r.stats.Files++
+		r.stats.Bytes += o.f.Size()
+		src := &trackedFile{offlineFile: o.f}
 		r.cur = src
 		var err error
 		switch classify(f.Name) {
@@ -215,20 +217,20 @@ func (r *dayReader) badRow(fc *fileCtx, row int64, reason string) {
 	r.bad(fc.name, row, reason)
 }
 
-// opened takes the result of opening a file of the day, counting it; ok is
-// false when it vanished since the listing (a file removed then was not in
-// the day) or could not be opened (reported).
-func (r *dayReader) opened(fc *fileCtx, o openedFile) (offlineFile, bool) {
-	if errors.Is(o.err, fs.ErrNotExist) {
-		return nil, false
+// openFailure is the error of a listed file that could not be opened, as
+// an unavailable error: the day read fails and is retried. A file missing
+// since the listing is one too: it was removed since (the next listing no
+// longer has it, so a retry costs one read), or the storage does not show
+// it yet (an eventually consistent store, a misrouted endpoint), and
+// skipping it would leave it out for as long as the listing stays the same.
+func openFailure(err error) error {
+	if unavailable(err) != nil {
+		return err
 	}
-	r.stats.Files++
-	if o.err != nil {
-		r.badFile(fc, "open: "+o.err.Error())
-		return nil, false
+	if errors.Is(err, fs.ErrNotExist) {
+		return &unavailableError{fmt.Errorf("listed, then not found: %w", err)}
 	}
-	r.stats.Bytes += o.f.Size()
-	return o.f, true
+	return &unavailableError{err}
 }
 
 func newFileCtx(name string) *fileCtx {

@@ -17,19 +17,30 @@ package state
 // delimiter. Nothing lists the whole bucket.
 //
 // Reads: a file up to WholeObjectBytes is downloaded with one GET into
-// memory, ReadAhead files ahead of the one being decoded; a larger one is
-// read by ranged GETs of RangeBytes, pinned to the entity tag its HEAD
-// returned (If-Match, and checked on every answer), so a Parquet footer and
-// its pages always come from the same object. An object replaced while it
-// is read fails that read — reported as an unreadable file, like any other —
-// and its new entity tag changes the day's fingerprint, so the next heal
-// reads it again.
+// memory, ReadAhead files ahead of the one being decoded, and its body read
+// to its end, so that the SDK checks the checksum S3 sends with it; a larger
+// one is read by ranged GETs of RangeBytes, pinned to the entity tag its
+// HEAD returned (If-Match, and checked on every answer), so a Parquet footer
+// and its pages always come from the same object. Every ranged answer must
+// be a 206 whose Content-Range is the range asked for: a server or proxy
+// that ignores Range answers 200 with the whole object, which read as a
+// block would be other bytes.
 //
-// Failures: a 404 is a file removed since the listing (skipped, as locally);
-// another 4xx (403 on one object, say) makes the file unreadable (reported
-// and skipped); a failure of the storage itself — 5xx, throttling, a
-// timeout, a connection cut mid-body — after the SDK's retries fails the
-// whole read, so a heal is retried rather than installed without the file.
+// Failures: a file is skipped (and reported) only for what its bytes say —
+// not Parquet, a corrupt row group, bad rows — which a fix changes, and
+// with it the day's fingerprint. Any failure to get a listed file's bytes
+// fails the whole day read, to be retried: a heal that skipped the file
+// would be installed without it, and the day's unchanged listing would
+// never bring it back. Those failures are: a failure of S3 itself after the
+// SDK's retries (5xx, throttling, timeouts, a connection cut mid-body); a
+// checksum that does not match; a refusal (403 AccessDenied,
+// InvalidObjectState of an archived object, SignatureDoesNotMatch or
+// ExpiredToken while credentials rotate: every 4xx); a 404 for a file the
+// listing returned (removed since — the next listing no longer has it — or
+// not visible yet through an eventually consistent store or a misrouted
+// endpoint); an object replaced between two ranged GETs (412, or another
+// entity tag: events of the old version may already have been passed on);
+// a ranged GET answered without its range.
 
 import (
 	"bytes"
@@ -46,8 +57,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
@@ -221,21 +234,23 @@ func notFound(err error) bool {
 	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound
 }
 
-// readError classifies an error reading the object at key: missing (an
-// fs.ErrNotExist; errChanged when pinned to an entity tag), replaced
-// (errChanged), refused for the object's sake (a 4xx such as 403: the file
-// is reported unreadable), or else a failure of the storage (5xx,
-// throttling, timeouts, network errors), which fails the read.
+// readError classifies an error of a request for the object at key: a 404
+// is an fs.ErrNotExist (the reader decides what a missing file means), or
+// errChanged when pinned to an entity tag (the object read was removed); a
+// 412 is errChanged. Everything else, and errChanged, is an unavailable
+// error: the object cannot be read now, whatever the reason (5xx,
+// throttling, timeouts, network errors, a 403 or another refusal).
 func (s *s3Storage) readError(key string, err error, pinned bool) error {
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) {
-		switch c := re.HTTPStatusCode(); {
-		case c == http.StatusNotFound && !pinned:
-			return fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, fs.ErrNotExist)
-		case c == http.StatusNotFound || c == http.StatusPreconditionFailed:
-			return fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, errChanged)
-		case c >= 400 && c < 500 && c != http.StatusRequestTimeout && c != http.StatusTooManyRequests:
-			return fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, err)
+		switch re.HTTPStatusCode() {
+		case http.StatusNotFound:
+			if !pinned {
+				return fmt.Errorf("s3://%s/%s: %w: %w", s.cfg.Bucket, key, fs.ErrNotExist, err)
+			}
+			fallthrough
+		case http.StatusPreconditionFailed:
+			return &unavailableError{fmt.Errorf("s3://%s/%s: %w: %w", s.cfg.Bucket, key, errChanged, err)}
 		}
 	}
 	return &unavailableError{fmt.Errorf("s3://%s/%s: %w", s.cfg.Bucket, key, err)}
@@ -327,7 +342,7 @@ func (s *s3Storage) listDir(ctx context.Context, dir string) ([]FileInfo, error)
 	return files, nil
 }
 
-// errChanged: an object was replaced while it was read.
+// errChanged: an object was replaced (or removed) while it was read.
 var errChanged = errors.New("replaced while being read")
 
 func (s *s3Storage) open(ctx context.Context, path string, sizeHint int64) (offlineFile, error) {
@@ -348,7 +363,12 @@ var errTooBig = errors.New("larger than a whole-object read")
 func (s *s3Storage) download(ctx context.Context, key string) (offlineFile, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	out, err := s.api.GetObject(rctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+	// Checksum mode on, whatever the SDK's configuration says
+	// (AWS_RESPONSE_CHECKSUM_VALIDATION): S3 sends the object's checksum and
+	// the SDK checks it when the body is read to its end.
+	out, err := s.api.GetObject(rctx, &s3.GetObjectInput{
+		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key), ChecksumMode: s3types.ChecksumModeEnabled,
+	})
 	if err != nil {
 		return nil, s.readError(key, err, false)
 	}
@@ -360,17 +380,35 @@ func (s *s3Storage) download(ctx context.Context, key string) (offlineFile, erro
 	var b []byte
 	if n > 0 {
 		b = make([]byte, n)
-		_, err = io.ReadFull(out.Body, b)
-	} else {
+		err = readBody(out.Body, b)
+	} else { // no length: read to the end, or just past the limit
 		b, err = io.ReadAll(io.LimitReader(out.Body, s.cfg.WholeObjectBytes+1))
 	}
-	if err != nil { // the connection failed in the middle of the body
+	if err != nil { // cut in the middle of the body, or a wrong checksum
 		return nil, &unavailableError{fmt.Errorf("get s3://%s/%s: %w", s.cfg.Bucket, key, err)}
 	}
 	if int64(len(b)) > s.cfg.WholeObjectBytes {
 		return nil, errTooBig
 	}
 	return memFile{bytes.NewReader(b)}, nil
+}
+
+// readBody fills b from body, and then reads to the body's end: the SDK
+// checks a response's checksum only when its body returns io.EOF, which
+// io.ReadFull of the Content-Length bytes never sees. An error on that
+// last read (a checksum that does not match) or bytes after b are errors.
+func readBody(body io.Reader, b []byte) error {
+	if _, err := io.ReadFull(body, b); err != nil {
+		return err
+	}
+	var one [1]byte
+	switch n, err := body.Read(one[:]); {
+	case n == 0 && err == io.EOF:
+		return nil
+	case err != nil && err != io.EOF:
+		return err
+	}
+	return fmt.Errorf("the body does not end after its %d bytes", len(b))
 }
 
 // memFile is a file downloaded whole.
@@ -462,7 +500,10 @@ func (f *rangeFile) block(i int64) ([]byte, error) {
 	}
 	defer out.Body.Close()
 	if et := aws.ToString(out.ETag); et != "" && f.etag != "" && et != f.etag {
-		return nil, fmt.Errorf("s3://%s/%s: %w", f.s.cfg.Bucket, f.key, errChanged)
+		return nil, &unavailableError{fmt.Errorf("s3://%s/%s: %w", f.s.cfg.Bucket, f.key, errChanged)}
+	}
+	if err := checkRange(out, start, end, f.size); err != nil {
+		return nil, &unavailableError{fmt.Errorf("get s3://%s/%s %s: %w", f.s.cfg.Bucket, f.key, *in.Range, err)}
 	}
 	data := make([]byte, end-start+1)
 	if _, err := io.ReadFull(out.Body, data); err != nil {
@@ -473,6 +514,23 @@ func (f *rangeFile) block(i int64) ([]byte, error) {
 	}
 	f.mu.blocks = append(f.mu.blocks, cachedBlock{i, data})
 	return data, nil
+}
+
+// checkRange checks that a ranged GET was answered with the range asked
+// for: a 206 with Content-Range "bytes start-end/size". A server or proxy
+// that ignores Range answers 200 with the whole object.
+func checkRange(out *s3.GetObjectOutput, start, end, size int64) error {
+	status := 0
+	if r, ok := awsmiddleware.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response); ok {
+		status = r.StatusCode
+	}
+	if status != http.StatusPartialContent {
+		return fmt.Errorf("answered with status %d, not 206 Partial Content", status)
+	}
+	if got, want := aws.ToString(out.ContentRange), fmt.Sprintf("bytes %d-%d/%d", start, end, size); got != want {
+		return fmt.Errorf("answered with Content-Range %q, want %q", got, want)
+	}
+	return nil
 }
 
 func (s *s3Storage) write(ctx context.Context, path string, fn func(io.Writer) error) error {

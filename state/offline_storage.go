@@ -36,7 +36,9 @@ type offlineStorage interface {
 	// open opens the file at path for reading; sizeHint is its size when
 	// listed (−1: unknown). It returns an error wrapping fs.ErrNotExist
 	// when the file is gone. The file reads as it was when opened, or
-	// fails: never a mix of two versions.
+	// fails with an unavailable error: never a mix of two versions. Its
+	// other failures to read are unavailable errors too; io.EOF past its
+	// end is not.
 	open(ctx context.Context, path string, sizeHint int64) (offlineFile, error)
 	// write writes the file at path whole through fn: readers see the old
 	// file or the new one, and a crash leaves one of them (or nothing, for
@@ -46,11 +48,14 @@ type offlineStorage interface {
 	remove(ctx context.Context, paths []string) error
 }
 
-// unavailableError marks a failure of the storage itself (a network error,
-// a server error, throttling, a timeout), not of the file: a day read that
-// meets one fails, to be retried later, rather than skip the file as
-// unreadable — a skipped file would stay out of the batch data until the
-// day changes again.
+// unavailableError marks a failure to get a file's bytes, not a fault of
+// the bytes themselves: a network error, a server error, throttling, a
+// timeout, a refusal, a checksum that does not match, a file replaced
+// while it was read, a local I/O error. A day read that meets one fails,
+// to be retried later, rather than skip the file as unreadable — a skipped
+// file would stay out of the batch data until the day's listing changes,
+// which fixing the cause (a permission, a credential, the network) does not
+// do.
 type unavailableError struct{ err error }
 
 func (e *unavailableError) Error() string { return "storage unavailable: " + e.err.Error() }
@@ -157,6 +162,17 @@ type localFile struct {
 }
 
 func (f localFile) Size() int64 { return f.size }
+
+// ReadAt reads from the file; an I/O error is an unavailable error. io.EOF
+// and a negative offset are the reader's, asking outside the file (a
+// damaged Parquet footer does).
+func (f localFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := f.File.ReadAt(p, off)
+	if err != nil && err != io.EOF && off >= 0 {
+		err = &unavailableError{err}
+	}
+	return n, err
+}
 
 func (d *dirStorage) open(_ context.Context, path string, _ int64) (offlineFile, error) {
 	f, err := os.Open(d.full(path))
