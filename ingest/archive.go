@@ -69,25 +69,47 @@ func (b *archBuf) bound() int64 {
 // loadArchive restores archive progress and removes the files of rolls that a
 // crash interrupted (their events are replayed and archived again).
 func (in *Ingester) loadArchive() error {
+	return in.recoverArchive(nil)
+}
+
+// recoverArchive removes the files of rolls a crash interrupted and loads
+// the archive progress, of every partition (only == nil, at start) or of the
+// partitions in only (on assignment). With a store shared by several
+// instances, only the partitions' new owner may do it, once their previous
+// owner has let them go: at start another instance may be rolling them, so
+// it waits for the assignment (onAssigned). mu is held or the Ingester not
+// yet shared.
+func (in *Ingester) recoverArchive(only map[topicPartition]bool) error {
 	if in.arch == nil {
 		return nil
 	}
+	shared := in.store.StreamLayout().PerPartition
 	for vi, v := range in.views {
-		intents, err := in.archStore.Intents(v.Name)
-		if err != nil {
-			return fmt.Errorf("ingest: archive intents of %s: %w", v.Name, err)
-		}
-		if len(intents) > 0 {
+		mine := func(p int32) bool { return only == nil || only[topicPartition{v.Topic, p}] }
+		if only == nil && shared {
+			// Progress only; intents wait for the assignment.
+		} else {
+			intents, err := in.archStore.Intents(v.Name)
+			if err != nil {
+				return fmt.Errorf("ingest: archive intents of %s: %w", v.Name, err)
+			}
 			b := in.archStore.NewBatch()
+			n := 0
 			for p, it := range intents {
+				if !mine(p) {
+					continue
+				}
 				if err := in.arch.Remove(it.Paths); err != nil {
 					return fmt.Errorf("ingest: remove interrupted archive files of %s/%d: %w", v.Name, p, err)
 				}
 				in.log.Info("removed archive files of an interrupted roll", "view", v.Name, "partition", p, "first", it.First, "last", it.Last, "files", len(it.Paths))
 				b.DeleteIntent(v.Name, p)
+				n++
 			}
-			if err := in.archStore.Commit(b); err != nil {
-				return err
+			if n > 0 {
+				if err := in.archStore.Commit(b); err != nil {
+					return err
+				}
 			}
 		}
 		prog, err := in.archStore.ArchiveProgress(v.Name)
@@ -95,6 +117,9 @@ func (in *Ingester) loadArchive() error {
 			return fmt.Errorf("ingest: archive progress of %s: %w", v.Name, err)
 		}
 		for p, pr := range prog {
+			if !mine(p) {
+				continue
+			}
 			in.mu.archive[archKey{vi, p}] = &archBuf{next: pr.Next, maxTS: pr.MaxEventTime, first: pr.Next, last: pr.Next - 1,
 				minTS: math.MaxInt64, published: math.MaxInt64}
 		}

@@ -526,9 +526,28 @@ func (in *Ingester) ForgetHeads(view string) {
 func (in *Ingester) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	in.log.Info("partitions assigned", "partitions", assigned)
 	in.mu.Lock()
+	got := map[topicPartition]bool{}
 	for t, ps := range assigned {
 		for _, p := range ps {
 			in.mu.owned[topicPartition{t, p}] = true
+			got[topicPartition{t, p}] = true
+		}
+	}
+	if in.store.StreamLayout().PerPartition {
+		// Instances share the store: the previous owners have let these
+		// partitions go (or died); their interrupted rolls are this
+		// member's to clean, and their archive progress may be newer than
+		// what was loaded at start.
+		for attempt := 1; ; attempt++ {
+			err := in.recoverArchive(got)
+			if err == nil {
+				break
+			}
+			if attempt == 5 {
+				in.log.Error("recover the archive of assigned partitions; their events are archived again from the committed offsets", "err", err)
+				break
+			}
+			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
 		}
 	}
 	in.mu.Unlock()
