@@ -24,6 +24,23 @@
 // A heal that finds no new closed range and no changed files installs
 // nothing, so no served bit changes.
 //
+// # Without transactions, and with several instances
+//
+// The healer's state records each step before the next one depends on it:
+// the new generation as pending before any of its records (claimed with a
+// write conditioned on the state's version, so no two heals write one
+// generation), each day done after its records, and the state the install
+// leads to (Next) before the first head switches. On Pebble the heads and
+// the new state are one atomic batch; on DynamoDB every head is its own
+// conditional write, so a crash can leave some switched: the next heal
+// finds Next and finishes the install before anything else (rollForward).
+//
+// Instances sharing a DynamoDB table heal a view one at a time: a heal or a
+// garbage collection holds the view's lease (lease.go), renewed while it
+// runs; a heal that loses it stops before switching heads. POST /v1/heal
+// waits for another instance's heal to end and then heals; a scheduled heal
+// leaves the period to the instance that healed last.
+//
 // # Caveat
 //
 // An event consumed after a heal sampled the archive, stamped before the new

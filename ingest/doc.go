@@ -19,6 +19,34 @@
 // come from any number of partitions: each partition's events reach a record in
 // offset order, which is all the skip rule needs.
 //
+// # On DynamoDB, with several instances
+//
+// The store's units are one tile of one key from one partition
+// (state.StreamLayout), written only by the partition's consumer with a
+// write conditioned on the version (offset) it read. A flush writes the
+// units, then the partitions' progress (every 5 s), then commits. A unit
+// whose condition fails was written meanwhile by someone else: a previous
+// owner still consuming after a rebalance (a zombie), or an SDK retry of this
+// very write that succeeded. The applier reloads it and applies again the
+// events it applied since its version: those the stored unit holds are
+// skipped by their offsets, the others are written on top. So two members
+// writing one partition, in any interleaving, count each event once; the
+// rebalance then ends the overlap. A revoked partition's unwritten units are
+// dropped, not written after the revoke: its next owner replays them.
+//
+// While DynamoDB throttles or is unavailable, applying a poll or flushing
+// fails and is retried with a capped backoff, without polling more records
+// and without committing (tilestream_ingest_stalled is 1 and
+// tilestream_ingest_store_errors_total counts why); the consumer lag grows
+// and falls back once the store answers. Nothing is lost or counted twice:
+// a retried step skips what an earlier attempt did.
+//
+// Before a flush makes events durable in stream units, the smallest event
+// time among the partition's consumed but unarchived events is published
+// beside its archive progress: a heal on another instance bounds its
+// watermark by it (SyncArchive), so it never passes an event that is served
+// from the stream and not yet readable from the offline log.
+//
 // # Bad input
 //
 // An event that cannot be decoded for a view (not JSON, not an object, a
