@@ -540,3 +540,42 @@ func TestDynamoCacheServesSnapshotsWithinTheirStaleness(t *testing.T) {
 		t.Fatalf("count %d from a rebuilt cache, want 3", n)
 	}
 }
+
+func TestDynamoTTLStampsStreamTilesOnly(t *testing.T) {
+	cfg := dynTable(t)
+	cfg.TTL = 30 * 24 * time.Hour
+	s := openDyn(t, cfg)
+	v := lastView(t)
+	if _, err := s.CheckLayout(v); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	tile := tiling.AlignDown(now, v.Granularity)
+	r := v.NewRecord(now)
+	e := ev(v, "k", now, 0, 1, 1, 1)
+	v.Add(r, &e)
+	b := s.NewBatch()
+	b.PutRecordIf(v, "k", tile, 0, r, -1)
+	b.PutHead(v, "k", Head{Watermark: tile, Gen: 1})
+	if err := s.Commit(b); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	inc, _ := s.dyn.incarnation(v.Name)
+	pk := keyPK(v.Name, inc, "k")
+	it, err := s.dyn.t.Get(ctx, pk, streamSK(tile, 0))
+	if err != nil || it == nil {
+		t.Fatalf("stream tile: %v %v", it, err)
+	}
+	exp, ok := it.N(dynamo.TTLAttribute)
+	if want := time.Now().Add(cfg.TTL).Unix(); !ok || exp < want-60 || exp > want+60 {
+		t.Errorf("stream tile ttl %d (%v), want about %d", exp, ok, want)
+	}
+	head, err := s.dyn.t.Get(ctx, pk, headSK)
+	if err != nil || head == nil {
+		t.Fatalf("head: %v %v", head, err)
+	}
+	if _, ok := head.N(dynamo.TTLAttribute); ok {
+		t.Error("the head has a ttl: it must never expire")
+	}
+}

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -551,5 +552,32 @@ func TestDynamoCacheFromAnOlderRun(t *testing.T) {
 	}
 	if err := p.stop(t); err != nil {
 		t.Errorf("run returned %v after cancel", err)
+	}
+}
+
+// TestInitStoreCreatesTheTable: `tilestream init-store` creates the table of
+// a dynamodb config, says so, and on a second run finds it.
+func TestInitStoreCreatesTheTable(t *testing.T) {
+	e := newDynamoEnv(t, nil)
+	c, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(e.dir, "init.yaml")
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(c), "create_table: true", "create_table: false", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"created table " + e.table, "table " + e.table + " exists"} {
+		var out, errOut strings.Builder
+		if err := run(context.Background(), []string{"init-store", "--config", cfg}, os.Getenv, &out, &errOut); err != nil {
+			t.Fatalf("init-store run %d: %v (%s)", i+1, err, errOut.String())
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("init-store run %d printed %q, want %q", i+1, out.String(), want)
+		}
+	}
+	// A Pebble config has no table to create.
+	if err := run(context.Background(), []string{"init-store", "--config", newEnv(t).cfgPath}, os.Getenv, io.Discard, io.Discard); err == nil {
+		t.Error("init-store accepted a pebble config")
 	}
 }
