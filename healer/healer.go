@@ -33,6 +33,7 @@ type Store interface {
 	DetailSuffix(v *tiling.View, gen uint64, day int64, key string, block, from int64) ([]tiling.State, error)
 	CollectKeys(v *tiling.View, gen uint64, fn func(key string) error) error
 	ArchiveProgress(view string) (map[int32]state.Progress, error)
+	ArchivePending(view string) (map[int32]int64, error)
 	StreamLayout() state.StreamLayout
 	AcquireLease(view, owner string, now time.Time, d time.Duration) error
 	ReleaseLease(view, owner string) error
@@ -649,6 +650,15 @@ func (h *Healer) storedArchiveWatermark(v *tiling.View) (int64, error) {
 	e := int64(math.MaxInt64)
 	for _, p := range prog {
 		e = min(e, p.MaxEventTime)
+	}
+	// Instances running the ingest against a shared store publish the
+	// oldest event they consumed and have not archived yet.
+	pending, err := h.store.ArchivePending(v.Name)
+	if err != nil {
+		return 0, err
+	}
+	for _, ts := range pending {
+		e = min(e, ts)
 	}
 	return e, nil
 }
