@@ -491,7 +491,7 @@ func (r *peerReport) chart() []byte {
 	for e := minY; e <= maxY; e++ {
 		y := Y(e)
 		p(`<line x1="%d" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ddd"/>`, left, y, float64(left)+pw, y)
-		p(`<text x="%d" y="%.1f" text-anchor="end">%s</text>`, left-6, y+4, fmtDur(time.Duration(math.Pow(10, e)*float64(time.Millisecond))))
+		p(`<text x="%d" y="%.1f" text-anchor="end">%s</text>`, left-6, y+4, decadeLabel(int(e)))
 	}
 	for _, l := range r.scale.levels {
 		x := X(math.Log10(float64(l.events)))
@@ -542,6 +542,19 @@ func (r *peerReport) chart() []byte {
 	return w.Bytes()
 }
 
+// decadeLabel names 10^e milliseconds: 100 µs, 1 ms, 10 ms, 1 s.
+func decadeLabel(e int) string {
+	switch {
+	case e < -3:
+		return "10" + superscript(strconv.Itoa(e+3)) + " µs"
+	case e < 0:
+		return strconv.Itoa(pow10(e+3)) + " µs"
+	case e < 3:
+		return strconv.Itoa(pow10(e)) + " ms"
+	}
+	return strconv.Itoa(pow10(e-3)) + " s"
+}
+
 // levelLabel writes 10^n with a superscript.
 func levelLabel(n int) string {
 	name := levelName(n)
@@ -556,7 +569,11 @@ func superscript(s string) string {
 	digits := []rune(sup)
 	var b strings.Builder
 	for _, c := range s {
-		b.WriteRune(digits[c-'0'])
+		if c == '-' {
+			b.WriteRune('⁻')
+		} else {
+			b.WriteRune(digits[c-'0'])
+		}
 	}
 	return b.String()
 }
