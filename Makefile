@@ -56,7 +56,7 @@ fuzz:
 
 # Every benchmark once with tiny sizes (-short), so they keep compiling and
 # working; figures come from the commands in benchmarks/README.md.
-bench-smoke:
+bench-smoke: bench-deps
 	$(GO) test -short -run '^$$' -bench . -benchtime 1x ./...
 
 ## bench-deps: install what the peer benchmarks need besides Go (Debian's redis-server, DuckDB's npm package)
