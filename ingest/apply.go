@@ -13,7 +13,9 @@ import (
 type recordStore interface {
 	StreamLayout() state.StreamLayout
 	LoadRecord(v *tiling.View, key string, start int64, part int32) (*tiling.Record, int64, error)
+	LoadRecords(v *tiling.View, ids []state.UnitID) (map[state.UnitID]state.LoadedUnit, error)
 	Head(v *tiling.View, key string) (state.Head, bool, error)
+	Heads(v *tiling.View, keys []string) (map[string]state.Head, error)
 	NewBatch() *state.Batch
 	Commit(b *state.Batch) error
 }
@@ -54,6 +56,11 @@ type partProgress struct {
 	dirty     bool  // changed since the last flush
 	unsynced  bool  // handled past the last committed offset
 	committed int64 // last offset committed to Kafka by this member
+	// stored is the next offset of the progress last written: offsets are
+	// committed only up to it, so that a replay after a crash sees again
+	// every event whose event time the stored progress does not hold yet
+	// (the stream watermark never forgets one).
+	stored int64
 }
 
 // applier holds records in memory, applies events to them and writes them
@@ -135,6 +142,73 @@ func (a *applier) watermark(vi int, key string) (int64, error) {
 	return wb, nil
 }
 
+// prefetch loads, in batches, the heads and the stream units the events of
+// view vi will need that are not in memory, so that applying them does not
+// wait for one round trip per unit (DynamoDB; on Pebble reads are local and
+// apply loads what it needs).
+func (a *applier) prefetch(vi int, evs []*tiling.Event) error {
+	if !a.layout.PerPartition || len(evs) == 0 {
+		return nil
+	}
+	v := a.views[vi]
+	var keys []string
+	seenKey := map[string]bool{}
+	for _, e := range evs {
+		if _, ok := a.heads[headID{vi, e.Key}]; !ok && !seenKey[e.Key] {
+			seenKey[e.Key] = true
+			keys = append(keys, e.Key)
+		}
+	}
+	if len(keys) > 0 {
+		hs, err := a.store.Heads(v, keys)
+		if err != nil {
+			return err
+		}
+		if len(a.heads)+len(keys) > a.limit {
+			clear(a.heads)
+		}
+		for _, k := range keys {
+			wb := tiling.MinTime
+			if h, ok := hs[k]; ok {
+				wb = h.Watermark
+			}
+			a.heads[headID{vi, k}] = wb
+		}
+	}
+	var ids []state.UnitID
+	seen := map[recID]bool{}
+	for _, e := range evs {
+		if wb, ok := a.heads[headID{vi, e.Key}]; ok && e.TS < wb {
+			continue // deferred: no unit needed
+		}
+		id := recID{vi, e.Key, a.layout.UnitStart(v, e.TS), e.Pos.Partition}
+		if _, ok := a.records[id]; ok || seen[id] {
+			continue
+		}
+		seen[id] = true
+		ids = append(ids, state.UnitID{Key: id.key, Start: id.start, Part: id.part})
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	got, err := a.store.LoadRecords(v, ids)
+	if err != nil {
+		return err
+	}
+	for _, u := range ids {
+		lu, ok := got[u]
+		if !ok {
+			continue
+		}
+		r := lu.Rec
+		if r == nil {
+			r = &tiling.Record{Start: v.RecordStart(u.Start)}
+		}
+		a.records[recID{vi, u.Key, u.Start, u.Part}] = &cached{rec: r, ver: lu.Ver}
+	}
+	return nil
+}
+
 // apply adds e to its record for view vi, loading the record on first use.
 // An event before its key's batch watermark is not applied: it is in the
 // offline log, and the next heal counts it.
@@ -181,7 +255,7 @@ func (a *applier) apply(vi int, e *tiling.Event) (outcome, error) {
 func (a *applier) handled(tp topicPartition, offset int64, epoch int32, ts int64, applied bool) {
 	p := a.parts[tp]
 	if p == nil {
-		p = &partProgress{maxTS: tiling.MinTime, committed: -1}
+		p = &partProgress{maxTS: tiling.MinTime, committed: -1, stored: -1}
 		if ts, ok := a.durable[tp]; ok {
 			p.maxTS = ts
 		}
@@ -231,7 +305,9 @@ func (a *applier) flush(force bool) (int, error) {
 			a.dirty = a.dirty[:0]
 			if progress {
 				for _, p := range a.parts {
-					p.dirty = false
+					if p.dirty {
+						p.dirty, p.stored = false, p.next
+					}
 				}
 				a.progressAt = time.Now()
 			}

@@ -331,6 +331,24 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 	wg.Wait()
 
 	ap := in.mu.ap
+	if ap.layout.PerPartition {
+		// Load what the poll needs in batches, not one round trip each.
+		byView := make([][]*tiling.Event, len(in.views))
+		for _, w := range work {
+			for i := range w.recs {
+				for j, vi := range w.views {
+					if w.out[i].Reasons[j] == "" {
+						byView[vi] = append(byView[vi], &w.out[i].Events[j])
+					}
+				}
+			}
+		}
+		for vi, evs := range byView {
+			if err := ap.prefetch(vi, evs); err != nil {
+				return err
+			}
+		}
+	}
 	for _, w := range work {
 		for i, r := range w.recs {
 			tp := topicPartition{r.Topic, r.Partition}
@@ -471,7 +489,7 @@ func (in *Ingester) commit(ctx context.Context, cl *kgo.Client) {
 		if !p.unsynced {
 			continue
 		}
-		next := p.next
+		next := min(p.next, p.stored) // only what the stored progress holds
 		for _, vi := range in.topics[tp.topic] {
 			if b := in.mu.archive[archKey{vi, tp.partition}]; b != nil && b.bound() < next {
 				next = b.bound() // not yet durable in the offline log

@@ -582,3 +582,118 @@ func (d *dynStore) scanDayRecords(v *tiling.View, gen uint64, day int64, fn func
 		return fn(key, r)
 	})
 }
+
+// UnitID names a stream unit of one key: its start and partition (see
+// StreamLayout).
+type UnitID struct {
+	Key   string
+	Start int64
+	Part  int32
+}
+
+// LoadedUnit is a unit as stored: Rec nil when absent, Ver its version (-1:
+// absent).
+type LoadedUnit struct {
+	Rec *tiling.Record
+	Ver int64
+}
+
+// LoadRecords is LoadRecord for many units of a view at once: from the
+// local cache, else in batch reads of 100 (DynamoDB only; nil on Pebble,
+// whose reads are local and cheap one by one).
+func (s *Store) LoadRecords(v *tiling.View, ids []UnitID) (map[UnitID]LoadedUnit, error) {
+	if s.dyn == nil {
+		return nil, nil
+	}
+	return s.dyn.loadRecords(v, ids)
+}
+
+// Heads returns the heads of many keys of a view (absent keys have none),
+// in batch reads (DynamoDB only; nil on Pebble).
+func (s *Store) Heads(v *tiling.View, keys []string) (map[string]Head, error) {
+	if s.dyn == nil {
+		return nil, nil
+	}
+	return s.dyn.heads(v, keys)
+}
+
+func (d *dynStore) loadRecords(v *tiling.View, ids []UnitID) (map[UnitID]LoadedUnit, error) {
+	out := make(map[UnitID]LoadedUnit, len(ids))
+	var keys []dynamo.Key
+	var want []UnitID
+	for _, id := range ids {
+		pk, err := d.keyPK(v.Name, id.Key)
+		if err != nil {
+			return nil, err
+		}
+		sk := streamSK(id.Start, id.Part)
+		if d.cache != nil {
+			if val, off, ok := d.cache.streamItem(pk, sk); ok {
+				if r, err := v.DecodeRecord(v.RecordStart(id.Start), val); err == nil {
+					out[id] = LoadedUnit{r, off}
+					continue
+				}
+			}
+		}
+		keys = append(keys, dynamo.Key{PK: pk, SK: sk})
+		want = append(want, id)
+	}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	got, err := d.t.BatchGet(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read stream tiles of %s: %w", v.Name, err)
+	}
+	for i, id := range want {
+		r, ver, err := d.decodeStreamItem(v, id.Key, id.Start, id.Part, got[keys[i].MapKey()])
+		if err != nil {
+			return nil, err
+		}
+		out[id] = LoadedUnit{r, ver}
+	}
+	return out, nil
+}
+
+func (d *dynStore) heads(v *tiling.View, keys []string) (map[string]Head, error) {
+	out := make(map[string]Head, len(keys))
+	var ks []dynamo.Key
+	var want []string
+	for _, k := range keys {
+		pk, err := d.keyPK(v.Name, k)
+		if err != nil {
+			return nil, err
+		}
+		if d.cache != nil {
+			if s, ok := d.cache.snap(pk); ok {
+				if s.head != nil {
+					out[k] = *s.head
+				}
+				continue
+			}
+		}
+		ks = append(ks, dynamo.Key{PK: pk, SK: headSK})
+		want = append(want, k)
+	}
+	if len(ks) == 0 {
+		return out, nil
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	got, err := d.t.BatchGet(ctx, ks)
+	if err != nil {
+		return nil, fmt.Errorf("read heads of %s: %w", v.Name, err)
+	}
+	for i, k := range want {
+		if it := got[ks[i].MapKey()]; it != nil {
+			h, err := decodeHead(it.B("v"))
+			if err != nil {
+				return nil, fmt.Errorf("head %s/%q: %w", v.Name, k, err)
+			}
+			out[k] = h
+		}
+	}
+	return out, nil
+}
