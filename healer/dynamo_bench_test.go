@@ -87,7 +87,11 @@ func readWorld(b *testing.B, v *tiling.View, cached bool) (*world, []string, int
 	}
 	var evs []tiling.Event
 	var oes []oracle.Event
-	for range 20_000 {
+	n := 20_000
+	if testing.Short() {
+		n = 1000 // make bench-smoke: that it runs, not its figures
+	}
+	for range n {
 		e, o := w.event(r, keys[r.IntN(len(keys))], now-8*tiling.Day+r.Int64N(8*tiling.Day), r.Int32N(4))
 		evs, oes = append(evs, e), append(oes, o)
 	}
@@ -98,7 +102,7 @@ func readWorld(b *testing.B, v *tiling.View, cached bool) (*world, []string, int
 	// 20 minutes later: stream tiles since the heal.
 	w.now += 20 * tiling.Minute
 	evs, oes = nil, nil
-	for range 2000 {
+	for range n / 10 {
 		e, o := w.event(r, keys[r.IntN(len(keys))], now+r.Int64N(20*tiling.Minute), r.Int32N(4))
 		evs, oes = append(evs, e), append(oes, o)
 	}
