@@ -43,6 +43,11 @@ type Config struct {
 	// ArchiveRollRows rolls a partition's archive buffer once it holds this
 	// many events. Default 200,000.
 	ArchiveRollRows int
+	// ProgressDelay is how long after reading other instances' progress
+	// from a shared store it moves the stream watermark: the local cache's
+	// staleness bound, so that a read includes at least what the watermark
+	// claims. Default 0.
+	ProgressDelay time.Duration
 	// ClientOpts are extra franz-go options (TLS, SASL, tests).
 	ClientOpts []kgo.Opt
 }
@@ -101,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollRecords <= 0 {
 		bad("poll records must be positive")
+	}
+	if c.ProgressDelay < 0 {
+		bad("progress delay must not be negative")
 	}
 	return errors.Join(errs...)
 }

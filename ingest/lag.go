@@ -20,8 +20,9 @@ func (in *Ingester) lagLoop(ctx context.Context, cl *kgo.Client, topics []string
 	t := time.NewTicker(in.cfg.LagInterval)
 	defer t.Stop()
 	healed := map[string]int64{}
+	var stored []storedProgress
 	for {
-		in.measure(ctx, adm, topics)
+		in.measure(ctx, adm, topics, &stored)
 		in.followHeals(healed)
 		select {
 		case <-ctx.Done():
@@ -52,7 +53,13 @@ func (in *Ingester) followHeals(last map[string]int64) {
 	}
 }
 
-func (in *Ingester) measure(ctx context.Context, adm *kadm.Client, topics []string) {
+// storedProgress is the progress read from a shared store at a time.
+type storedProgress struct {
+	at   time.Time
+	prog map[string]map[int32]state.Progress
+}
+
+func (in *Ingester) measure(ctx context.Context, adm *kadm.Client, topics []string, pending *[]storedProgress) {
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.LagInterval)
 	defer cancel()
 	details, err := adm.ListTopics(ctx, topics...)
@@ -64,14 +71,23 @@ func (in *Ingester) measure(ctx context.Context, adm *kadm.Client, topics []stri
 		return
 	}
 	// Other instances sharing the store (DynamoDB) make other partitions
-	// durable: their progress moves the stream watermark too.
-	stored := map[string]map[int32]state.Progress{}
+	// durable: their progress moves the stream watermark too, once every
+	// read may include what it holds: a cached key snapshot may be up to
+	// ProgressDelay (the cache's staleness bound) older than the read of
+	// the progress, so it is applied that much later.
+	now := time.Now()
+	read := storedProgress{at: now, prog: map[string]map[int32]state.Progress{}}
 	for _, t := range topics {
 		if prog, err := in.store.Progress(t); err == nil {
-			stored[t] = prog
+			read.prog[t] = prog
 		} else {
 			in.log.Debug("read stored progress", "topic", t, "err", err)
 		}
+	}
+	*pending = append(*pending, read)
+	due := 0
+	for due < len(*pending) && !now.Before((*pending)[due].at.Add(in.cfg.ProgressDelay)) {
+		due++
 	}
 	in.mu.Lock()
 	for _, td := range details {
@@ -79,14 +95,17 @@ func (in *Ingester) measure(ctx context.Context, adm *kadm.Client, topics []stri
 			in.mu.parts[td.Topic] = int32(len(td.Partitions))
 		}
 	}
-	for t, prog := range stored {
-		for p, pr := range prog {
-			tp := topicPartition{t, p}
-			if cur, ok := in.mu.durable[tp]; pr.MaxEventTime != tiling.MinTime && (!ok || pr.MaxEventTime > cur) {
-				in.mu.durable[tp] = pr.MaxEventTime
+	for _, sp := range (*pending)[:due] {
+		for t, prog := range sp.prog {
+			for p, pr := range prog {
+				tp := topicPartition{t, p}
+				if cur, ok := in.mu.durable[tp]; pr.MaxEventTime != tiling.MinTime && (!ok || pr.MaxEventTime > cur) {
+					in.mu.durable[tp] = pr.MaxEventTime
+				}
 			}
 		}
 	}
+	*pending = (*pending)[due:]
 	in.publishWatermarks()
 	in.mu.Unlock()
 

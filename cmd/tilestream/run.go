@@ -204,6 +204,9 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	icfg.RecordCache = s.Ingest.RecordCache
 	icfg.ArchiveRollInterval = s.OfflineLogRollInterval
 	icfg.ArchiveRollRows = s.OfflineLogRollEvents
+	if s.StoreKind == "dynamodb" {
+		icfg.ProgressDelay = s.Cache.Staleness
+	}
 	ing, err := ingest.New(icfg, views, store, offline, ingest.NewMetrics(reg), log.With("component", "ingest"))
 	if err != nil {
 		return err
