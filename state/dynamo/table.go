@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go/logging"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -125,6 +126,9 @@ func Open(ctx context.Context, cfg Config, m *Metrics) (*Table, error) {
 	}
 	cfg = cfg.withDefaults()
 	opts := []func(*awsconfig.LoadOptions) error{
+		// Failures come back as errors, which the store classifies and
+		// counts; the SDK's own log lines (to stderr) would say it twice.
+		awsconfig.WithLogger(logging.Nop{}),
 		awsconfig.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = cfg.MaxAttempts
