@@ -45,7 +45,7 @@ func (e *env) waitStale() { time.Sleep(e.cacheStaleness + 50*time.Millisecond) }
 func dynamoEvents(g *gen, n int) (evs []*testEvent, keys []string, accepted int) {
 	keys = g.keys(200)
 	evs = append(evs, g.regular(keys, n)...)
-	evs = append(evs, g.boundary(keys, 2, 8)...)
+	evs = append(evs, g.boundary(keys, 4, 8)...)
 	evs = append(evs, g.acceptedFuture(keys, 50)...)
 	evs = append(evs, g.extremes("sum-cancels", "sum-overflows")...)
 	bad, edge := g.malformed(8, keys)
@@ -577,7 +577,7 @@ func TestInitStoreCreatesTheTable(t *testing.T) {
 		}
 	}
 	// A Pebble config has no table to create.
-	if err := run(context.Background(), []string{"init-store", "--config", newEnv(t).cfgPath}, os.Getenv, io.Discard, io.Discard); err == nil {
+	if err := run(context.Background(), []string{"init-store", "--config", newEnvWith(t, envOptions{pebble: true}).cfgPath}, os.Getenv, io.Discard, io.Discard); err == nil {
 		t.Error("init-store accepted a pebble config")
 	}
 }

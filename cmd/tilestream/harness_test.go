@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -42,6 +43,8 @@ import (
 
 	"github.com/tilestream/tilestream/internal/dynalite"
 	"github.com/tilestream/tilestream/oracle"
+	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/state/dynamo"
 )
 
 // The view every end-to-end test serves.
@@ -142,6 +145,9 @@ type envOptions struct {
 	// dynamo runs the store on DynamoDB at this endpoint (a dynalite the
 	// test started), in a table of the test's own.
 	dynamo string
+	// pebble keeps the store on Pebble even when TILESTREAM_TEST_STORE
+	// asks for DynamoDB.
+	pebble bool
 }
 
 var dynTables atomic.Int64
@@ -154,6 +160,10 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
 
 func newEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
+	if o.dynamo == "" && !o.pebble && os.Getenv("TILESTREAM_TEST_STORE") == "dynamodb" {
+		// Every end-to-end test on DynamoDB (dynalite) instead of Pebble.
+		o.dynamo = dynalite.Shared(t).Endpoint
+	}
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(testPartitions, testTopic), kfake.SeedTopics(1, testDeadLetterTopic))
 	if err != nil {
 		t.Fatalf("kfake: %v", err)
@@ -211,6 +221,27 @@ func freeAddr(t *testing.T) string {
 
 // config renders the YAML config of the env.
 func (e *env) config() string { return e.configFor(e.addr, filepath.Join(e.dir, "online")) }
+
+// openStore opens the env's online store as the service does, without a
+// cache (a Pebble store only while the service is stopped).
+func (e *env) openStore(t *testing.T) *state.Store {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if e.dynamo == "" {
+		s, err := state.Open(state.Config{Path: filepath.Join(e.dir, "online")}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	tc := dynamo.DefaultConfig()
+	tc.Table, tc.Endpoint, tc.Region = e.table, e.dynamo, "us-east-1"
+	s, err := state.OpenDynamo(context.Background(), state.DynamoConfig{Table: tc}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
 
 // writeInstanceConfig writes the config of one more instance of the
 // service: its own HTTP address and store (cache) directory, the rest

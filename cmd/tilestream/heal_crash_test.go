@@ -665,10 +665,7 @@ func TestHealCrashSafety(t *testing.T) {
 	checkArchive(t, e.offlineRoot(), all)
 	// Archive progress reaches the end of every partition, with no roll
 	// left half done.
-	store, err := state.Open(state.Config{Path: filepath.Join(e.dir, "online")}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := e.openStore(t)
 	defer store.Close()
 	ends, err := e.adm.ListEndOffsets(ctx, testTopic)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -321,6 +322,11 @@ func newHealer(s *settings, store *state.Store, offline *state.OfflineLog, archi
 	hc := healer.DefaultConfig()
 	hc.Grace = s.HealerGrace
 	hc.Lease = s.HealerLease
+	// The host and HTTP address name a live instance (no two processes
+	// listen on one address): a restarted instance takes its own lease back
+	// at once instead of waiting for it to lapse.
+	host, _ := os.Hostname()
+	hc.Owner = host + "/" + s.HTTP.Listen
 	return healer.New(hc, vcs, store, offline, archive, healer.NewMetrics(reg), log.With("component", "healer"))
 }
 

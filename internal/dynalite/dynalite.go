@@ -14,6 +14,7 @@ package dynalite
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -159,6 +160,41 @@ func find() (string, error) {
 	}
 }
 
+// guardJS keeps dynalite up when a client goes away in the middle of a
+// request: dynalite 4.0.0 rethrows the request's ECONNRESET ("aborted") and
+// dies, and the crash tests SIGKILL clients at any moment. DynamoDB does not
+// care; neither should the server standing in for it.
+const guardJS = `process.on('uncaughtException', function (err) {
+  if (err && (err.code === 'ECONNRESET' || err.message === 'aborted')) return
+  console.error(err)
+  process.exit(1)
+})
+`
+
+// writeGuard writes guardJS to a file of the temporary directory named by
+// its content, shared by every test process (written once, atomically).
+func writeGuard() (string, error) {
+	sum := sha256.Sum256([]byte(guardJS))
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("dynalite-guard-%x.js", sum[:6]))
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	f, err := os.CreateTemp(os.TempDir(), "dynalite-guard-*.tmp")
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(guardJS); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return path, os.Rename(f.Name(), path)
+}
+
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -170,7 +206,11 @@ func freePort() (int, error) {
 
 // start runs dynalite and waits until it answers HTTP. s.mu is not held.
 func (s *Server) start() error {
-	args := []string{s.cli, "--host", "127.0.0.1", "--port", strconv.Itoa(s.port),
+	guard, err := writeGuard()
+	if err != nil {
+		return err
+	}
+	args := []string{"--require", guard, s.cli, "--host", "127.0.0.1", "--port", strconv.Itoa(s.port),
 		"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"}
 	if s.dir != "" {
 		args = append(args, "--path", s.dir)
@@ -184,7 +224,14 @@ func (s *Server) start() error {
 	}
 	done := make(chan struct{})
 	go func() {
-		cmd.Wait() //nolint:errcheck // the exit is reported through done
+		err := cmd.Wait()
+		s.mu.Lock()
+		stopped := s.cmd != cmd // Stop cleared it first
+		s.mu.Unlock()
+		if !stopped {
+			// Tests then fail on refused connections; say why here.
+			fmt.Fprintf(os.Stderr, "dynalite on %s exited by itself (%v); its output:\n%s\n", s.Endpoint, err, logs)
+		}
 		close(done)
 	}()
 	s.mu.Lock()
