@@ -80,8 +80,8 @@ func (s secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil
 type dynamoSettings struct {
 	Table, Region, Endpoint string
 	CreateTable             bool
-	// TTL, when positive, stamps garbage-to-be items with an expiry this far
-	// ahead as a backstop; correctness never depends on it.
+	// TTL, when positive, stamps every stream tile item with an expiry this
+	// far after its write, as a backstop; correctness never depends on it.
 	TTL time.Duration
 }
 
