@@ -463,7 +463,13 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 				b.add(ev)
 				return nil
 			}, func(file string, row int64, reason string) {
-				h.m.badRows.WithLabelValues(v.Name, reason).Inc()
+				// A whole file's message names the file (and with S3 the
+				// request): the label stays one fixed value, the log has it.
+				label := reason
+				if row < 0 {
+					label = "bad_file"
+				}
+				h.m.badRows.WithLabelValues(v.Name, label).Inc()
 				h.logBad.Do(func() {
 					h.log.Warn("malformed offline-log row skipped", "view", v.Name, "file", file, "row", row, "reason", reason)
 				})
