@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -145,7 +146,7 @@ func (c *checker) kafkaSecurity(f *fileKafka, s *settings) {
 		switch {
 		case a.Mechanism == "":
 			c.addf(where, "mechanism is required: one of %s", strings.Join(saslMechanisms, ", "))
-		case !contains(saslMechanisms, ss.Mechanism):
+		case !slices.Contains(saslMechanisms, ss.Mechanism):
 			c.addf(where, "mechanism %q is unknown; use one of %s", a.Mechanism, strings.Join(saslMechanisms, ", "))
 		}
 		switch {
@@ -293,15 +294,6 @@ func (c *checker) storeProd(f *fileConfig, s *settings) {
 	if s.HealerLease < time.Second {
 		c.addf("healer", "lease must be at least 1s, got %s", s.HealerLease)
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // describeStore names the online store and offline log for the start-up log.
