@@ -37,12 +37,7 @@ type metadata struct {
 // staleness is a duration in ms encoded as seconds, or null when unknown.
 type staleness int64
 
-func (s staleness) MarshalJSON() ([]byte, error) {
-	if int64(s) == tiling.MinTime {
-		return []byte("null"), nil
-	}
-	return strconv.AppendFloat(nil, float64(s)/1000, 'f', -1, 64), nil
-}
+func (s staleness) MarshalJSON() ([]byte, error) { return s.appendJSON(nil), nil }
 
 // features is a JSON object of feature values in View.Features order.
 type features struct {
@@ -52,35 +47,9 @@ type features struct {
 	vals  []any
 }
 
-// MarshalJSON writes the object in View.Features order (a Go map would sort
-// it). Counts (uint64) and last values (json.RawMessage, compact JSON checked
-// by the tiling decoder) are written as they are; floats and anything else go
-// through encoding/json, whose shortest float64 form parses back to the same
-// bits.
+// MarshalJSON writes the object in View.Features order; see appendJSON.
 func (f features) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 32*len(f.vals)+2)
-	b = append(b, '{')
-	for i, v := range f.vals {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, f.names[i]...)
-		switch v := v.(type) {
-		case nil:
-			b = append(b, "null"...)
-		case uint64:
-			b = strconv.AppendUint(b, v, 10)
-		case json.RawMessage:
-			b = append(b, v...)
-		default:
-			enc, err := json.Marshal(v)
-			if err != nil {
-				return nil, err
-			}
-			b = append(b, enc...)
-		}
-	}
-	return append(b, '}'), nil
+	return f.appendJSON(make([]byte, 0, 32*len(f.vals)+2))
 }
 
 // memberNames returns the JSON member prefix `"name":` of each name.
@@ -104,13 +73,7 @@ type msTime int64
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 func (t msTime) MarshalJSON() ([]byte, error) {
-	if int64(t) == tiling.MinTime {
-		return []byte("null"), nil
-	}
-	b := make([]byte, 0, len(timeLayout)+2)
-	b = append(b, '"')
-	b = time.UnixMilli(int64(t)).UTC().AppendFormat(b, timeLayout)
-	return append(b, '"'), nil
+	return t.appendJSON(make([]byte, 0, len(timeLayout)+2)), nil
 }
 
 func batchStaleness(t, wb int64) staleness {
@@ -236,7 +199,7 @@ func (h *handler) getFeatures(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.m.keys.Inc()
-	writeResult(w, &res)
+	h.writeResult(w, &res)
 }
 
 // batchRequest is the body of POST /v1/features.
@@ -354,7 +317,7 @@ func (h *handler) postFeatures(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.m.keys.Add(float64(len(reqs)))
-	writeResult(w, &out)
+	h.writeResults(w, out.Results)
 }
 
 // decodeBatch reads and checks the body of a POST.
@@ -404,10 +367,4 @@ func jsonProblem(err error) string {
 		s = s[len(prefix):]
 	}
 	return s
-}
-
-// writeResult writes a 200 answer of v.
-func writeResult(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v) //nolint:errcheck // the client is gone; nothing to do
 }

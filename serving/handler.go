@@ -8,6 +8,8 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,6 +85,8 @@ type handler struct {
 	// rebuilding: see Options.Rebuilding.
 	rebuilding func(view string) bool
 	parallel   int // Options.ReadParallelism, at least 1
+	// bufs holds *[]byte response buffers (encode.go).
+	bufs sync.Pool
 }
 
 // viewInfo is a served view with what its answers reuse.
@@ -198,6 +202,30 @@ func (h *handler) route(path string, fn http.HandlerFunc) {
 func (h *handler) instrument(route string, fn http.HandlerFunc) http.Handler {
 	dur := h.m.duration.MustCurryWith(prometheus.Labels{"route": route})
 	reqs := h.m.requests.MustCurryWith(prometheus.Labels{"route": route})
+	// The series of code 200, looked up on the first 200 answer and kept:
+	// WithLabelValues hashes the labels and takes a lock on every call.
+	// Not looked up ahead, so that /metrics shows no series before its
+	// first request, as before.
+	type series struct {
+		dur  prometheus.Observer
+		reqs prometheus.Counter
+	}
+	var ok atomic.Pointer[series]
+	count := func(code int, d time.Duration) {
+		if code == http.StatusOK {
+			s := ok.Load()
+			if s == nil {
+				s = &series{dur.WithLabelValues("200"), reqs.WithLabelValues("200")}
+				ok.Store(s)
+			}
+			s.dur.Observe(d.Seconds())
+			s.reqs.Inc()
+			return
+		}
+		c := codeLabel(code)
+		dur.WithLabelValues(c).Observe(d.Seconds())
+		reqs.WithLabelValues(c).Inc()
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -218,9 +246,7 @@ func (h *handler) instrument(route string, fn http.HandlerFunc) http.Handler {
 					sw.code, abort = http.StatusInternalServerError, true
 				}
 			}
-			c := codeLabel(sw.status())
-			dur.WithLabelValues(c).Observe(time.Since(start).Seconds())
-			reqs.WithLabelValues(c).Inc()
+			count(sw.status(), time.Since(start))
 			if abort {
 				panic(http.ErrAbortHandler)
 			}

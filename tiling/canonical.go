@@ -177,3 +177,7 @@ func eventHash(p Pos) uint64 {
 // writes a string value's raw JSON (so the offline log's readers give the
 // same bytes as the stream).
 func AppendJSONString(dst, s []byte) []byte { return appendJSONString(dst, s) }
+
+// AppendJSONNumber appends f as encoding/json writes a float64 (f must be
+// finite): serving writes its answers with it.
+func AppendJSONNumber(dst []byte, f float64) []byte { return appendJSONNumber(dst, f) }
