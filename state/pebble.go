@@ -381,47 +381,18 @@ func decodeProgress(b []byte) (Progress, error) {
 // rebuildMark follows the fingerprint while a view is being rebuilt.
 const rebuildMark = "+rebuild"
 
-// CheckLayout compares the view's layout fingerprint with the stored one and
-// records it on first use. When they differ, tiles written under the old
-// layout cannot be read: every record of the view in the online store
-// (stream records, heads, batch records, the healer's state) is deleted and
-// the view is marked for a rebuild from the offline log, which CheckLayout
-// reports until FinishRebuild. Ingest and archive progress are kept.
+// CheckLayout compares the view's layout with the stored one and records it
+// on first use; it reports whether the view must be rebuilt from the
+// offline log (CheckLayoutStatus has the whole story). A rebuild deletes
+// every record of the view in the online store (stream records, heads,
+// batch records, the healer's state) and is reported until FinishRebuild.
+// Ingest and archive progress are kept.
 //
 // On DynamoDB the view moves to a new incarnation instead of deleting its
 // items (docs/format.md).
 func (s *Store) CheckLayout(v *tiling.View) (rebuild bool, err error) {
-	if s.dyn != nil {
-		return s.dyn.checkLayout(v)
-	}
-	k := viewKey(nil, v.Name)
-	fp := v.Fingerprint()
-	val, err := s.get(k)
-	if err != nil {
-		return false, fmt.Errorf("read layout of view %s: %w", v.Name, err)
-	}
-	switch stored := string(val); {
-	case val == nil:
-		if err := s.db.Set(k, []byte(fp), pebble.Sync); err != nil {
-			return false, fmt.Errorf("record layout of view %s: %w", v.Name, err)
-		}
-		return false, nil
-	case stored == fp:
-		return false, nil
-	case stored == fp+rebuildMark:
-		return true, nil // a rebuild was interrupted: it resumes
-	}
-	b := s.db.NewBatch()
-	defer b.Close()
-	for _, prefix := range []byte{prefixRecord, prefixHead, prefixSummary, prefixDay, prefixDetail, prefixHeal} {
-		p := append([]byte{prefix}, appendString(nil, v.Name)...)
-		_ = b.DeleteRange(p, prefixEnd(p), nil)
-	}
-	_ = b.Set(k, []byte(fp+rebuildMark), nil)
-	if err := s.db.Apply(b, pebble.Sync); err != nil {
-		return false, fmt.Errorf("reset view %s for its new layout: %w", v.Name, err)
-	}
-	return true, nil
+	st, err := s.CheckLayoutStatus(v)
+	return st.Rebuild, err
 }
 
 // FinishRebuild marks the view's rebuild done.
@@ -429,7 +400,7 @@ func (s *Store) FinishRebuild(v *tiling.View) error {
 	if s.dyn != nil {
 		return s.dyn.finishRebuild(v)
 	}
-	return s.db.Set(viewKey(nil, v.Name), []byte(v.Fingerprint()), pebble.Sync)
+	return s.writeLayout(v.Name, layoutMeta{Fingerprint: v.Fingerprint(), Layout: v.Layout()})
 }
 
 // pebbleLogger routes Pebble's log lines to slog.
