@@ -47,6 +47,7 @@ full:
 # Short fuzz runs of every decoder (the seed corpora run in `race` already).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZN) ./tiling
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZN) ./tiling
 	$(GO) test -run '^$$' -fuzz '^FuzzExactSumDecode$$' -fuzztime $(FUZZN) ./tiling
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZN) ./tiling
 	$(GO) test -run '^$$' -fuzz '^FuzzJSONEvent$$' -fuzztime $(FUZZN) ./tiling
