@@ -59,18 +59,38 @@ func (s *Store) get(k []byte) ([]byte, error) {
 	return out, nil
 }
 
+// decodeAt calls decode with the value at k while Pebble still holds it,
+// and reports false when k is absent. decode must keep nothing of val. The
+// decoders of heads, day records and detail suffixes copy what they keep
+// (TestReadDecodersKeepNoInput), so a read spares a copy of the whole value:
+// a detail record holds the suffix aggregates of every tile of its block,
+// of which a read decodes one.
+func (s *Store) decodeAt(k []byte, decode func(val []byte)) (bool, error) {
+	val, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	decode(val)
+	return true, closer.Close()
+}
+
 // Head returns the key's head; ok is false before any heal covered it.
 func (s *Store) Head(v *tiling.View, key string) (h Head, ok bool, err error) {
 	if s.dyn != nil {
 		return s.dyn.head(v, key)
 	}
-	val, err := s.get(headKey(nil, v.Name, key))
-	if err != nil || val == nil {
+	var derr error
+	ok, err = s.decodeAt(headKey(nil, v.Name, key), func(val []byte) {
+		h, derr = decodeHead(val)
+	})
+	if err != nil || !ok {
 		return Head{}, false, err
 	}
-	h, err = decodeHead(val)
-	if err != nil {
-		return Head{}, false, fmt.Errorf("head %s/%q: %w", v.Name, key, err)
+	if derr != nil {
+		return Head{}, false, fmt.Errorf("head %s/%q: %w", v.Name, key, derr)
 	}
 	return h, true, nil
 }
@@ -97,13 +117,16 @@ func (s *Store) DayRecord(v *tiling.View, gen uint64, day int64, key string) (*t
 	if s.dyn != nil {
 		return s.dyn.dayRecord(v, gen, day, key)
 	}
-	val, err := s.get(dayKey(nil, v.Name, gen, day, key))
-	if err != nil || val == nil {
+	var r *tiling.Record
+	var derr error
+	ok, err := s.decodeAt(dayKey(nil, v.Name, gen, day, key), func(val []byte) {
+		r, derr = v.DecodeDayRecord(day, val)
+	})
+	if err != nil || !ok {
 		return nil, err
 	}
-	r, err := v.DecodeDayRecord(day, val)
-	if err != nil {
-		return nil, fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, gen, day, err)
+	if derr != nil {
+		return nil, fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, gen, day, derr)
 	}
 	return r, nil
 }
@@ -114,13 +137,16 @@ func (s *Store) DetailSuffix(v *tiling.View, gen uint64, day int64, key string, 
 	if s.dyn != nil {
 		return s.dyn.detailSuffix(v, gen, day, key, block, from)
 	}
-	val, err := s.get(detailKey(nil, v.Name, gen, day, key, block))
-	if err != nil || val == nil {
+	var st []tiling.State
+	var derr error
+	ok, err := s.decodeAt(detailKey(nil, v.Name, gen, day, key, block), func(val []byte) {
+		st, derr = v.DecodeDetailSuffix(block, val, from)
+	})
+	if err != nil || !ok {
 		return nil, err
 	}
-	st, err := v.DecodeDetailSuffix(block, val, from)
-	if err != nil {
-		return nil, fmt.Errorf("detail record %s/%q@%d/%d: %w", v.Name, key, gen, block, err)
+	if derr != nil {
+		return nil, fmt.Errorf("detail record %s/%q@%d/%d: %w", v.Name, key, gen, block, derr)
 	}
 	return st, nil
 }

@@ -1,0 +1,129 @@
+package state
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// TestReadDecodersKeepNoInput checks what Store.decodeAt relies on: the
+// decoders it runs on a value Pebble still holds (heads, day records,
+// detail suffixes) keep nothing of their input. Each value is decoded from
+// a buffer that is then overwritten; encoding the decoded result again must
+// still give the original bytes, for every function's state.
+func TestReadDecodersKeepNoInput(t *testing.T) {
+	var fs []tiling.Feature
+	for _, fn := range tiling.Functions {
+		f := tiling.Feature{Name: string(fn), Function: fn, Column: "x", Window: tiling.Day}
+		if fn == tiling.First || fn == tiling.Last || fn == tiling.FirstN || fn == tiling.LastN ||
+			fn == tiling.LastDistinctN || fn == tiling.TopK {
+			f.MaxValueBytes = 16 // a tile of every function within the size bound
+		}
+		switch fn {
+		case tiling.Count:
+			f.Column = ""
+		case tiling.First, tiling.Last, tiling.FirstN, tiling.LastN, tiling.LastDistinctN,
+			tiling.ApproxCountDistinct, tiling.TopK:
+			f.Column = "m"
+		}
+		switch fn {
+		case tiling.FirstN, tiling.LastN, tiling.LastDistinctN:
+			f.N = 5
+		case tiling.TopK:
+			f.K = 5
+		case tiling.ApproxPercentile:
+			f.Percentiles = []float64{0.5, 0.99}
+		}
+		fs = append(fs, f)
+	}
+	v, err := tiling.NewView(tiling.View{Name: "v", Topic: "t", Entity: "k", Timestamp: "ts",
+		Granularity: tiling.Minute, LifetimeStart: tiling.MinTime, Features: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := v.Columns()
+	r := rand.New(rand.NewPCG(5, 6))
+	const day = 1_760_000_000_000 / tiling.Day * tiling.Day
+	// Hour records of minute tiles over a day, and the day record of their
+	// hour blocks.
+	dayRec := &tiling.Record{Start: day}
+	var hours []*tiling.Record
+	off := int64(0)
+	for h := range int64(24) {
+		rec := v.NewRecord(day + h*tiling.Hour)
+		for range 1 + r.IntN(200) {
+			in := make([]tiling.Input, len(cols))
+			for i, c := range cols {
+				switch c {
+				case "x":
+					in[i] = tiling.Input{Kind: tiling.Number, Num: float64(r.IntN(1_000_000))/100 - 1000}
+				case "m":
+					in[i] = tiling.Input{Kind: tiling.Other, Raw: fmt.Appendf(nil, `"m%d"`, r.IntN(300))}
+				}
+			}
+			e := tiling.Event{Key: "k", TS: rec.Start + r.Int64N(tiling.Hour),
+				Pos: tiling.Pos{Partition: int32(off % 3), Offset: off}, Inputs: in}
+			off++
+			v.Add(rec, &e)
+		}
+		hours = append(hours, rec)
+		dayRec.Tiles = append(dayRec.Tiles, v.Rollup(rec, v.Span())...)
+	}
+
+	scribble := func(b []byte) {
+		for i := range b {
+			b[i] = 0xAA
+		}
+	}
+
+	enc := v.AppendDayRecord(nil, dayRec)
+	buf := bytes.Clone(enc)
+	got, err := v.DecodeDayRecord(day, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scribble(buf)
+	if again := v.AppendDayRecord(nil, got); !bytes.Equal(again, enc) {
+		t.Fatalf("day record: decoded states changed with their input (%d bytes re-encoded, want %d)", len(again), len(enc))
+	}
+
+	for _, rec := range hours {
+		enc := v.AppendDetailRecord(nil, rec)
+		for _, tl := range rec.Tiles {
+			for _, from := range []int64{tl.Start, tl.Start + 1} {
+				want, err := v.DecodeDetailSuffix(rec.Start, enc, from)
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf := bytes.Clone(enc)
+				got, err := v.DecodeDetailSuffix(rec.Start, buf, from)
+				if err != nil {
+					t.Fatal(err)
+				}
+				scribble(buf)
+				if (got == nil) != (want == nil) {
+					t.Fatalf("detail %d from %d: got nil %v, want nil %v", rec.Start, from, got == nil, want == nil)
+				}
+				if got == nil {
+					continue
+				}
+				a := v.AppendRecord(nil, &tiling.Record{Start: rec.Start, Tiles: []tiling.Tile{{Start: rec.Start, States: got}}})
+				b := v.AppendRecord(nil, &tiling.Record{Start: rec.Start, Tiles: []tiling.Tile{{Start: rec.Start, States: want}}})
+				if !bytes.Equal(a, b) {
+					t.Fatalf("detail %d from %d: decoded states changed with their input", rec.Start, from)
+				}
+			}
+		}
+	}
+
+	h := Head{Watermark: day + 7, Gen: 3}
+	buf = encodeHead(h)
+	gotH, err := decodeHead(buf)
+	scribble(buf)
+	if err != nil || gotH != h {
+		t.Fatalf("head: got %+v, %v; want %+v", gotH, err, h)
+	}
+}
