@@ -3,6 +3,9 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/tilestream/tilestream/state"
@@ -64,22 +67,25 @@ type partProgress struct {
 }
 
 // applier holds records in memory, applies events to them and writes them
-// out. It is used by one goroutine at a time (the consume loop, or a rebalance
-// callback while the loop is blocked).
+// out. Its records and heads are split into shards by entity key, so that
+// the events of a poll are applied by one goroutine per shard in parallel
+// (applyShard): a record is only ever touched by its key's shard, and each
+// shard sees a partition's events in offset order, which is all Add's skip
+// rule needs (tiling.Record). Everything else (partition progress, flush,
+// eviction) is used by one goroutine at a time: the consume loop, or a
+// rebalance callback while the loop is blocked.
 type applier struct {
-	store   recordStore
-	layout  state.StreamLayout
-	views   []*tiling.View
-	limit   int
-	records map[recID]*cached
-	dirty   []recID
-	parts   map[topicPartition]*partProgress
+	store  recordStore
+	layout state.StreamLayout
+	views  []*tiling.View
+	limit  int
+	shards []*shard
+	seed   maphash.Seed
+	parts  map[topicPartition]*partProgress
 	// durable is the largest event time made durable per partition (shared
 	// with the Ingester, same lock): a partition's progress resumes from
 	// it, so a restart or a reassignment never moves the stored value back.
 	durable map[topicPartition]int64
-	// heads caches each key's batch watermark (tiling.MinTime: none).
-	heads map[headID]int64
 	// conflicts counts stream writes that found their unit changed, and
 	// rebased the events applied again on top of the stored unit.
 	conflicts, rebased int
@@ -90,6 +96,29 @@ type applier struct {
 	// restart reads it (both take a lagging one as a lower bound).
 	progressAt    time.Time
 	progressEvery time.Duration
+	// knownReady: the shards' filters of stored records are filled;
+	// knownOff: the store has none (prepareKnown). knownMin is the least
+	// capacity of the filters, knownScans counts the scans that filled them.
+	knownReady, knownOff bool
+	knownMin, knownScans int
+}
+
+// shard holds the records and batch watermarks of the keys that hash to it.
+type shard struct {
+	records map[recID]*cached
+	dirty   []dirtyRec
+	// heads caches each key's batch watermark (tiling.MinTime: none).
+	heads map[headID]int64
+	// limit bounds records and heads: the applier's limit over the shards.
+	limit int
+	// known filters the records the store may hold (nil: read each one).
+	known *known
+}
+
+// dirtyRec is a record changed since the last flush.
+type dirtyRec struct {
+	id recID
+	c  *cached
 }
 
 type headID struct {
@@ -106,25 +135,60 @@ const (
 	deferred         // before the key's batch watermark: the next heal counts it
 )
 
+// newApplier returns an applier with one shard per usable core.
 func newApplier(store recordStore, views []*tiling.View, limit int, durable map[topicPartition]int64) *applier {
-	return &applier{
+	return newApplierShards(store, views, limit, durable, runtime.GOMAXPROCS(0))
+}
+
+func newApplierShards(store recordStore, views []*tiling.View, limit int, durable map[topicPartition]int64, shards int) *applier {
+	a := &applier{
 		store:   store,
 		layout:  store.StreamLayout(),
 		views:   views,
 		limit:   limit,
-		records: make(map[recID]*cached),
+		seed:    maphash.MakeSeed(),
 		parts:   make(map[topicPartition]*partProgress),
 		durable: durable,
-		heads:   make(map[headID]int64),
 
 		progressEvery: 5 * time.Second,
+		knownMin:      knownMin,
 	}
+	shards = max(1, min(shards, limit))
+	for range shards {
+		a.shards = append(a.shards, &shard{
+			records: make(map[recID]*cached),
+			heads:   make(map[headID]int64),
+			limit:   max(1, limit/shards),
+		})
+	}
+	return a
 }
 
-// watermark returns the key's batch watermark, from the cache or the store.
-func (a *applier) watermark(vi int, key string) (int64, error) {
+// shardOf returns the index of the shard of an entity key.
+func (a *applier) shardOf(key string) int {
+	if len(a.shards) == 1 {
+		return 0
+	}
+	return a.shardOfHash(maphash.String(a.seed, key))
+}
+
+// shardOfHash returns the index of the shard of a key hash (from seed).
+func (a *applier) shardOfHash(h uint64) int { return int(h % uint64(len(a.shards))) }
+
+// cachedRecords returns how many records are held in memory.
+func (a *applier) cachedRecords() int {
+	n := 0
+	for _, s := range a.shards {
+		n += len(s.records)
+	}
+	return n
+}
+
+// watermark returns the key's batch watermark, from the shard's cache or the
+// store.
+func (a *applier) watermark(s *shard, vi int, key string) (int64, error) {
 	id := headID{vi, key}
-	if wb, ok := a.heads[id]; ok {
+	if wb, ok := s.heads[id]; ok {
 		return wb, nil
 	}
 	h, ok, err := a.store.Head(a.views[vi], key)
@@ -135,10 +199,10 @@ func (a *applier) watermark(vi int, key string) (int64, error) {
 	if ok {
 		wb = h.Watermark
 	}
-	if len(a.heads) >= a.limit {
-		clear(a.heads)
+	if len(s.heads) >= s.limit {
+		clear(s.heads)
 	}
-	a.heads[id] = wb
+	s.heads[id] = wb
 	return wb, nil
 }
 
@@ -154,7 +218,7 @@ func (a *applier) prefetch(vi int, evs []*tiling.Event) error {
 	var keys []string
 	seenKey := map[string]bool{}
 	for _, e := range evs {
-		if _, ok := a.heads[headID{vi, e.Key}]; !ok && !seenKey[e.Key] {
+		if _, ok := a.shards[a.shardOf(e.Key)].heads[headID{vi, e.Key}]; !ok && !seenKey[e.Key] {
 			seenKey[e.Key] = true
 			keys = append(keys, e.Key)
 		}
@@ -164,25 +228,27 @@ func (a *applier) prefetch(vi int, evs []*tiling.Event) error {
 		if err != nil {
 			return err
 		}
-		if len(a.heads)+len(keys) > a.limit {
-			clear(a.heads)
-		}
 		for _, k := range keys {
 			wb := tiling.MinTime
 			if h, ok := hs[k]; ok {
 				wb = h.Watermark
 			}
-			a.heads[headID{vi, k}] = wb
+			sh := a.shards[a.shardOf(k)]
+			if len(sh.heads) >= sh.limit {
+				clear(sh.heads)
+			}
+			sh.heads[headID{vi, k}] = wb
 		}
 	}
 	var ids []state.UnitID
 	seen := map[recID]bool{}
 	for _, e := range evs {
-		if wb, ok := a.heads[headID{vi, e.Key}]; ok && e.TS < wb {
+		sh := a.shards[a.shardOf(e.Key)]
+		if wb, ok := sh.heads[headID{vi, e.Key}]; ok && e.TS < wb {
 			continue // deferred: no unit needed
 		}
 		id := recID{vi, e.Key, a.layout.UnitStart(v, e.TS), e.Pos.Partition}
-		if _, ok := a.records[id]; ok || seen[id] {
+		if _, ok := sh.records[id]; ok || seen[id] {
 			continue
 		}
 		seen[id] = true
@@ -204,7 +270,7 @@ func (a *applier) prefetch(vi int, evs []*tiling.Event) error {
 		if r == nil {
 			r = &tiling.Record{Start: v.RecordStart(u.Start)}
 		}
-		a.records[recID{vi, u.Key, u.Start, u.Part}] = &cached{rec: r, ver: lu.Ver}
+		a.shards[a.shardOf(u.Key)].records[recID{vi, u.Key, u.Start, u.Part}] = &cached{rec: r, ver: lu.Ver}
 	}
 	return nil
 }
@@ -213,8 +279,14 @@ func (a *applier) prefetch(vi int, evs []*tiling.Event) error {
 // An event before its key's batch watermark is not applied: it is in the
 // offline log, and the next heal counts it.
 func (a *applier) apply(vi int, e *tiling.Event) (outcome, error) {
+	return a.applyShard(a.shards[a.shardOf(e.Key)], vi, e)
+}
+
+// applyShard is apply on e's shard s. Calls on distinct shards may run in
+// parallel.
+func (a *applier) applyShard(s *shard, vi int, e *tiling.Event) (outcome, error) {
 	v := a.views[vi]
-	wb, err := a.watermark(vi, e.Key)
+	wb, err := a.watermark(s, vi, e.Key)
 	if err != nil {
 		return 0, err
 	}
@@ -225,17 +297,27 @@ func (a *applier) apply(vi int, e *tiling.Event) (outcome, error) {
 	if a.layout.PerPartition {
 		id.part = e.Pos.Partition
 	}
-	c := a.records[id]
+	c := s.records[id]
 	if c == nil {
-		r, ver, err := a.store.LoadRecord(v, e.Key, id.start, id.part)
-		if err != nil {
-			return 0, err
+		var r *tiling.Record
+		var ver int64
+		var h uint64
+		if s.known != nil {
+			h = recordHash(maphash.String(a.seed, e.Key), vi, id.start)
+		}
+		if s.known == nil || s.known.has(h) {
+			if r, ver, err = a.store.LoadRecord(v, e.Key, id.start, id.part); err != nil {
+				return 0, err
+			}
 		}
 		if r == nil {
 			r = v.NewRecord(e.TS)
+			if s.known != nil {
+				s.known.add(h)
+			}
 		}
 		c = &cached{rec: r, ver: ver}
-		a.records[id] = c
+		s.records[id] = c
 	}
 	if !v.Add(c.rec, e) {
 		return replayed, nil
@@ -245,9 +327,81 @@ func (a *applier) apply(vi int, e *tiling.Event) (outcome, error) {
 	}
 	if !c.dirty {
 		c.dirty = true
-		a.dirty = append(a.dirty, id)
+		s.dirty = append(s.dirty, dirtyRec{id, c})
 	}
 	return applied, nil
+}
+
+// pending is the outcome of an event not applied yet.
+const pending outcome = 255
+
+// applyWork applies the decoded events of a poll (every partWork routed):
+// it loads what they need (in batches on DynamoDB; the filter of stored
+// records on Pebble), then applies each shard's events on a goroutine of
+// its own, partitions in order and each partition's events in offset order.
+// It sets the outcome of each event still pending: a retry after a store
+// failure applies every event again (those in their record already are
+// skipped by offset, as replays) and keeps the outcome of the attempt that
+// applied it, so metrics count it once.
+func (a *applier) applyWork(work []*partWork) error {
+	if a.layout.PerPartition {
+		// Load what the poll needs in batches, not one round trip each.
+		byView := make([][]*tiling.Event, len(a.views))
+		for _, w := range work {
+			for i := range w.out {
+				for j, vi := range w.views {
+					if w.out[i].Reasons[j] == "" {
+						byView[vi] = append(byView[vi], &w.out[i].Events[j])
+					}
+				}
+			}
+		}
+		for vi, evs := range byView {
+			if err := a.prefetch(vi, evs); err != nil {
+				return err
+			}
+		}
+	}
+	n := 0
+	for _, w := range work {
+		n += len(w.out) * len(w.views)
+	}
+	if err := a.prepareKnown(n); err != nil {
+		return err
+	}
+	applyShard := func(si int) error {
+		s := a.shards[si]
+		for _, w := range work {
+			nv := len(w.views)
+			for i := range w.out {
+				d := &w.out[i]
+				for j, vi := range w.views {
+					k := i*nv + j
+					if d.Reasons[j] != "" || int(w.shard[k]) != si {
+						continue
+					}
+					out, err := a.applyShard(s, vi, &d.Events[j])
+					if err != nil {
+						return err
+					}
+					if w.outcome[k] == pending {
+						w.outcome[k] = out
+					}
+				}
+			}
+		}
+		return nil
+	}
+	if len(a.shards) == 1 {
+		return applyShard(0)
+	}
+	errs := make([]error, len(a.shards))
+	var wg sync.WaitGroup
+	for si := range a.shards {
+		wg.Go(func() { errs[si] = applyShard(si) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // handled records that the partition is handled through offset (applied or
@@ -281,28 +435,33 @@ var errConflicting = errors.New("ingest: stream units kept changing under this w
 // returns how many records it wrote.
 func (a *applier) flush(force bool) (int, error) {
 	progress := a.anyPartDirty() && (force || !a.layout.PerPartition || time.Since(a.progressAt) >= a.progressEvery)
-	if len(a.dirty) == 0 && !progress {
+	var dirty []dirtyRec
+	for _, s := range a.shards {
+		dirty = append(dirty, s.dirty...)
+	}
+	if len(dirty) == 0 && !progress {
 		return 0, nil
 	}
 	written := 0
 	for attempt := 1; ; attempt++ {
 		b := a.store.NewBatch()
-		for _, id := range a.dirty {
-			c := a.records[id]
-			b.PutRecordIf(a.views[id.view], id.key, id.start, id.part, c.rec, c.ver)
+		for _, d := range dirty {
+			b.PutRecordIf(a.views[d.id.view], d.id.key, d.id.start, d.id.part, d.c.rec, d.c.ver)
 		}
 		for tp, p := range a.parts {
 			if p.dirty && progress {
 				b.SetProgress(tp.topic, tp.partition, state.Progress{Next: p.next, MaxEventTime: p.maxTS})
 			}
 		}
-		n := len(a.dirty)
+		n := len(dirty)
 		err := a.store.Commit(b)
 		if err == nil {
-			for _, id := range a.dirty {
-				a.clean(id, a.records[id])
+			for _, d := range dirty {
+				a.clean(d.id, d.c)
 			}
-			a.dirty = a.dirty[:0]
+			for _, s := range a.shards {
+				s.dirty = s.dirty[:0]
+			}
 			if progress {
 				for _, p := range a.parts {
 					if p.dirty {
@@ -318,23 +477,30 @@ func (a *applier) flush(force bool) (int, error) {
 		if !errors.As(err, &we) || len(we.Records) != n {
 			return written, fmt.Errorf("flush: %w", err)
 		}
-		var still []recID
-		for i, id := range a.dirty {
-			c, rw := a.records[id], we.Records[i]
+		still := dirty[:0]
+		for i, d := range dirty {
+			rw := we.Records[i]
 			switch {
 			case rw.Written:
-				a.clean(id, c)
+				a.clean(d.id, d.c)
 				written++
 			case rw.Conflict:
 				a.conflicts++
-				if a.rebase(id, c, rw.Current, rw.CurrentVersion) {
-					still = append(still, id)
+				if a.rebase(d.id, d.c, rw.Current, rw.CurrentVersion) {
+					still = append(still, d)
 				}
 			default:
-				still = append(still, id)
+				still = append(still, d)
 			}
 		}
-		a.dirty = append(a.dirty[:0], still...)
+		dirty = still
+		for _, s := range a.shards {
+			s.dirty = s.dirty[:0]
+		}
+		for _, d := range dirty {
+			s := a.shards[a.shardOf(d.id.key)]
+			s.dirty = append(s.dirty, d)
+		}
 		if we.Err != nil {
 			return written, fmt.Errorf("flush: %w", we.Err)
 		}
@@ -388,19 +554,22 @@ func (a *applier) anyPartDirty() bool {
 	return false
 }
 
-// evict drops clean records beyond the limit, down to 90% of it. Which ones
-// is left to map order (random): any clean record can be reloaded.
+// evict drops clean records of every shard beyond its limit, down to 90% of
+// it. Which ones is left to map order (random): any clean record can be
+// reloaded.
 func (a *applier) evict() {
-	if len(a.records) <= a.limit {
-		return
-	}
-	target := a.limit * 9 / 10
-	for id, c := range a.records {
-		if len(a.records) <= target {
-			break
+	for _, s := range a.shards {
+		if len(s.records) <= s.limit {
+			continue
 		}
-		if !c.dirty {
-			delete(a.records, id)
+		target := s.limit * 9 / 10
+		for id, c := range s.records {
+			if len(s.records) <= target {
+				break
+			}
+			if !c.dirty {
+				delete(s.records, id)
+			}
 		}
 	}
 }
@@ -411,24 +580,37 @@ func (a *applier) evict() {
 // their events from the committed offset, and no write of this member
 // follows the move.
 func (a *applier) forget(gone map[topicPartition]bool) {
-	dropped := false
-	for id, c := range a.records {
-		if !c.dirty {
-			delete(a.records, id)
-			continue
-		}
-		if id.part >= 0 && gone[topicPartition{a.views[id.view].Topic, id.part}] {
-			delete(a.records, id)
-			dropped = true
-		}
-	}
-	if dropped {
-		kept := a.dirty[:0]
-		for _, id := range a.dirty {
-			if _, ok := a.records[id]; ok {
-				kept = append(kept, id)
+	for _, s := range a.shards {
+		dropped := false
+		for id, c := range s.records {
+			if !c.dirty {
+				delete(s.records, id)
+				continue
+			}
+			if id.part >= 0 && gone[topicPartition{a.views[id.view].Topic, id.part}] {
+				delete(s.records, id)
+				dropped = true
 			}
 		}
-		a.dirty = kept
+		if dropped {
+			kept := s.dirty[:0]
+			for _, d := range s.dirty {
+				if _, ok := s.records[d.id]; ok {
+					kept = append(kept, d)
+				}
+			}
+			s.dirty = kept
+		}
+	}
+}
+
+// forgetHeads drops the cached batch watermarks of view vi.
+func (a *applier) forgetHeads(vi int) {
+	for _, s := range a.shards {
+		for id := range s.heads {
+			if id.view == vi {
+				delete(s.heads, id)
+			}
+		}
 	}
 }

@@ -4,11 +4,19 @@
 // # Pipeline
 //
 // One loop polls records, decodes each partition's records in parallel
-// (decode.go), applies the events to records held in a bounded in-memory cache
-// (apply.go), and every FlushInterval writes the dirty records and each
-// partition's progress to the store in one atomic, synced batch. Only after
-// that batch is durable are the Kafka offsets committed, so the committed
-// offset is a lower bound of what the store holds.
+// (outside the lock), applies the events to records held in a bounded
+// in-memory cache (apply.go), and every FlushInterval writes the dirty records
+// and each partition's progress to the store in one atomic, synced batch.
+// Only after that batch is durable are the Kafka offsets committed, so the
+// committed offset is a lower bound of what the store holds.
+//
+// The cache is split into one shard per core by entity key, and a poll's
+// events are applied by one goroutine per shard: a record belongs to one
+// shard, and each shard applies a partition's events in offset order. On
+// Pebble a Bloom filter per shard of the stream records the store may hold
+// (known.go: filled by a scan of the stored records at the first poll of a
+// run, then fed every record the applier creates) spares the point reads of
+// records that do not exist yet, nearly every record of a backlog replay.
 //
 // # Exactly-once effect
 //

@@ -54,6 +54,10 @@ type Ingester struct {
 	ready     atomic.Bool
 	watermark atomic.Pointer[map[string]int64] // view → stream watermark
 
+	// shardOf is the applier's shardOf: it does not change, so decoding
+	// calls it without mu.
+	shardOf func(key string) int
+
 	// logBad bounds the rate of log lines about malformed events.
 	logBad rate.Sometimes
 
@@ -95,6 +99,7 @@ func New(cfg Config, views []*tiling.View, store Store, arch Archiver, m *Metric
 	}
 	in.mu.durable = map[topicPartition]int64{}
 	in.mu.ap = newApplier(store, views, cfg.RecordCache, in.mu.durable)
+	in.shardOf = in.mu.ap.shardOf
 	in.mu.parts = map[string]int32{}
 	in.mu.archive = map[archKey]*archBuf{}
 	in.mu.owned = map[topicPartition]bool{}
@@ -189,6 +194,12 @@ func (in *Ingester) Run(ctx context.Context) error {
 		in.dlq = cl
 	}
 
+	// The store may have changed since the last run (a rebuild): the
+	// filter of its stream records is filled again at the first poll.
+	in.mu.Lock()
+	in.mu.ap.knownReady = false
+	in.mu.Unlock()
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return in.lagLoop(gctx, cl, topics) })
 	g.Go(func() error { return in.consume(gctx, cl) })
@@ -217,8 +228,9 @@ func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
 		})
 		// Rebalances wait (BlockRebalanceOnPoll) until the poll is applied
 		// and, when due, flushed: a store outage stalls both, retried with
-		// backoff, without handling any new record.
-		err := in.retrying(ctx, "apply", func() error { return in.process(fetches) })
+		// backoff, without handling any new record. Decoding needs no lock.
+		work := in.decode(fetches)
+		err := in.retrying(ctx, "apply", func() error { return in.process(work) })
 		done := ctx.Err() != nil
 		if err == nil && (done || !time.Now().Before(nextFlush)) {
 			fctx := ctx
@@ -290,17 +302,38 @@ func retryable(err error) bool {
 	return errors.Is(err, errConflicting) || state.Retryable(err)
 }
 
-// partWork is one partition's records of a poll and their decoding.
+// partWork is one partition's records of a poll, their decoding and what
+// applying them did.
 type partWork struct {
 	topic string
 	views []int
 	recs  []*kgo.Record
 	out   []tiling.Decoded
+	// shard of each decoded event (record i, view j at i*len(views)+j),
+	// and the outcome of applying it (see applier.applyWork).
+	shard   []uint16
+	outcome []outcome
 }
 
-// process decodes each partition's records in parallel, then applies them in
-// partition order. mu is held.
-func (in *Ingester) process(fetches kgo.Fetches) error {
+// route sets the shard of each decoded event and marks every outcome
+// pending.
+func (w *partWork) route(shardOf func(key string) int) {
+	nv := len(w.views)
+	w.shard = make([]uint16, len(w.out)*nv)
+	w.outcome = make([]outcome, len(w.out)*nv)
+	for i := range w.out {
+		for j := range nv {
+			w.outcome[i*nv+j] = pending
+			if w.out[i].Reasons[j] == "" {
+				w.shard[i*nv+j] = uint16(shardOf(w.out[i].Events[j].Key))
+			}
+		}
+	}
+}
+
+// decode decodes each partition's records of a poll in parallel. It needs
+// no lock: views and config do not change.
+func (in *Ingester) decode(fetches kgo.Fetches) []*partWork {
 	var work []*partWork
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 {
@@ -316,72 +349,63 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 		return nil
 	}
 	now := time.Now().UnixMilli()
+	shardOf := in.shardOf
 	var wg sync.WaitGroup
 	for _, w := range work {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			d := in.newDecoder(w.views)
 			w.out = make([]tiling.Decoded, len(w.recs))
 			for i, r := range w.recs {
 				d.Decode(r.Value, tiling.Pos{Partition: r.Partition, Offset: r.Offset}, now, &w.out[i])
 			}
-		}()
+			w.route(shardOf)
+		})
 	}
 	wg.Wait()
+	return work
+}
 
-	ap := in.mu.ap
-	if ap.layout.PerPartition {
-		// Load what the poll needs in batches, not one round trip each.
-		byView := make([][]*tiling.Event, len(in.views))
-		for _, w := range work {
-			for i := range w.recs {
-				for j, vi := range w.views {
-					if w.out[i].Reasons[j] == "" {
-						byView[vi] = append(byView[vi], &w.out[i].Events[j])
-					}
-				}
-			}
-		}
-		for vi, evs := range byView {
-			if err := ap.prefetch(vi, evs); err != nil {
-				return err
-			}
-		}
+// process applies a decoded poll (applier.applyWork), then, once every
+// event is applied, archives the events, counts them and records the
+// partitions' progress, in partition order. mu is held. On a failure only
+// records changed: a retry applies the poll again.
+func (in *Ingester) process(work []*partWork) error {
+	if len(work) == 0 {
+		return nil
 	}
+	ap := in.mu.ap
+	if err := ap.applyWork(work); err != nil {
+		return err
+	}
+	// Events per view and outcome (replayed, applied, deferred_to_heal).
+	const nOut = 3
+	counts := make([]int, len(in.views)*nOut)
 	for _, w := range work {
+		nv := len(w.views)
 		for i, r := range w.recs {
 			tp := topicPartition{r.Topic, r.Partition}
-			if p := ap.parts[tp]; p != nil && r.Offset < p.next {
-				continue // handled by an attempt of this poll that failed later
-			}
 			d := &w.out[i]
 			maxTS, any := tiling.MinTime, false
 			for j, vi := range w.views {
-				v := in.views[vi]
 				if reason := d.Reasons[j]; reason != "" {
-					in.reject(v.Name, reason, r)
+					in.reject(in.views[vi].Name, reason, r)
 					in.archiveEvent(vi, r.Partition, r.Offset, nil)
 					continue
 				}
 				e := &d.Events[j]
 				in.archiveEvent(vi, r.Partition, r.Offset, e)
-				out, err := ap.apply(vi, e)
-				if err != nil {
-					return err
-				}
-				switch out {
+				switch w.outcome[i*nv+j] {
 				case applied:
-					in.m.events.WithLabelValues(v.Name, "applied").Inc()
+					counts[vi*nOut+1]++
 				case replayed:
-					in.m.events.WithLabelValues(v.Name, "replayed").Inc()
+					counts[vi*nOut]++
 				case deferred:
 					// Already archived: a replay of an event counted (deferred)
 					// before the restart.
 					if b := in.mu.archive[archKey{vi, r.Partition}]; b != nil && b.next > r.Offset {
-						in.m.events.WithLabelValues(v.Name, "replayed").Inc()
+						counts[vi*nOut]++
 					} else {
-						in.m.events.WithLabelValues(v.Name, "deferred_to_heal").Inc()
+						counts[vi*nOut+2]++
 					}
 				}
 				any = true
@@ -390,6 +414,13 @@ func (in *Ingester) process(fetches kgo.Fetches) error {
 				}
 			}
 			ap.handled(tp, r.Offset, r.LeaderEpoch, maxTS, any)
+		}
+	}
+	for vi, v := range in.views {
+		for o, label := range []string{"replayed", "applied", "deferred_to_heal"} {
+			if n := counts[vi*nOut+o]; n > 0 {
+				in.m.events.WithLabelValues(v.Name, label).Add(float64(n))
+			}
 		}
 	}
 	return nil
@@ -464,7 +495,7 @@ func (in *Ingester) flushAndCommit(ctx context.Context, cl *kgo.Client, force bo
 		}
 	}
 	in.publishWatermarks()
-	in.m.cached.Set(float64(len(ap.records)))
+	in.m.cached.Set(float64(ap.cachedRecords()))
 	if in.dlq != nil {
 		// Dead letters are produced before the offsets of their events are
 		// committed; a failure is counted and logged, not retried forever.
@@ -534,9 +565,9 @@ func (in *Ingester) commit(ctx context.Context, cl *kgo.Client) {
 func (in *Ingester) ForgetHeads(view string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	for id := range in.mu.ap.heads {
-		if in.views[id.view].Name == view {
-			delete(in.mu.ap.heads, id)
+	for vi, v := range in.views {
+		if v.Name == view {
+			in.mu.ap.forgetHeads(vi)
 		}
 	}
 }

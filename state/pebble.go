@@ -418,3 +418,31 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
 	panic(fmt.Sprintf(format, args...))
 }
+
+// ScanStreamRecords calls fn with the key and start of every stream record of
+// view, in key order, without decoding them (Pebble only): the ingest learns
+// which records exist, so it reads only those. key is valid only during the
+// call. DynamoDB has no such scan.
+func (s *Store) ScanStreamRecords(view string, fn func(key []byte, start int64)) error {
+	if s.dyn != nil {
+		return errors.New("state: DynamoDB has no scan of stream records")
+	}
+	p := append([]byte{prefixRecord}, appendString(nil, view)...)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return fmt.Errorf("scan stream records of %s: %w", view, err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()[len(p):]
+		n, m := binary.Uvarint(k)
+		if m <= 0 || uint64(len(k)-m) != n+8 {
+			return fmt.Errorf("scan stream records of %s: bad key", view)
+		}
+		fn(k[m:m+int(n)], decodeTime(k[m+int(n):]))
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("scan stream records of %s: %w", view, err)
+	}
+	return nil
+}
