@@ -102,11 +102,17 @@ func value(f Feature, in []Event) any {
 		return finite(s)
 
 	case "mean":
-		s, n := exactSum(numbers(in, f.Column))
-		if n == 0 {
+		// The exact sum over the count, rounded once.
+		xs := numbers(in, f.Column)
+		if len(xs) == 0 {
 			return nil
 		}
-		return finite(s / float64(n))
+		s := new(big.Rat)
+		for _, x := range xs {
+			s.Add(s, new(big.Rat).SetFloat64(x))
+		}
+		m, _ := s.Quo(s, big.NewRat(int64(len(xs)), 1)).Float64()
+		return finite(plusZero(m))
 
 	case "min", "max":
 		xs := numbers(in, f.Column)

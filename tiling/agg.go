@@ -349,7 +349,7 @@ func (s *meanState) value(*Feature) any {
 	if s.n == 0 {
 		return nil
 	}
-	return finite(s.sum.Float64() / float64(s.n))
+	return finite(meanOf(&s.sum, s.n)) // rounded once
 }
 
 // lastState keeps the value of the event latest by (time, partition,

@@ -395,3 +395,30 @@ func sqrtRatio(num, den *big.Int, exp int) float64 {
 	}
 	return ratio(r, big.NewInt(1), exp/2-s-1)
 }
+
+// meanOf returns sum/n rounded once to the nearest float64 (ties to even),
+// ±Inf beyond the range. n > 0.
+func meanOf(sum *ExactSum, n uint64) float64 {
+	m, neg := sum.magnitude()
+	hi, lo := topBit(&m), lowBit(&m)
+	if hi < 0 {
+		return 0
+	}
+	if hi-lo < 53 && hi-sumShift < 1023 && n < 1<<53 {
+		// The sum and n are float64s exactly: one IEEE division rounds once.
+		return sum.Float64() / float64(n)
+	}
+	words := make([]big.Word, 0, sumLimbs*64/bits.UintSize)
+	for _, w := range m {
+		if bits.UintSize == 64 {
+			words = append(words, big.Word(w))
+		} else {
+			words = append(words, big.Word(uint32(w)), big.Word(w>>32))
+		}
+	}
+	x := ratio(new(big.Int).SetBits(words), new(big.Int).SetUint64(n), -sumShift)
+	if neg {
+		x = -x
+	}
+	return x
+}
