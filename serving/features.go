@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -149,15 +150,29 @@ func (h *handler) compute(ctx context.Context, vi *viewInfo, key string, t int64
 		return result{}, err
 	}
 	h.m.records.Observe(float64(kd.RecordsRead))
+	vals := v.EvaluateBatch(t, kd.Batch, kd.Records)
+	var missing []string
+	if h.missing != nil {
+		// Features a change of the view added: their states are empty in
+		// what was stored before the change, so their values are not served.
+		if missing = h.missing(v.Name); len(missing) > 0 {
+			for i, f := range v.Features {
+				if slices.Contains(missing, f.Name) {
+					vals[i] = nil
+				}
+			}
+		}
+	}
 	return result{
 		View:     v.Name,
 		Key:      key,
-		Features: features{names: vi.names, vals: v.EvaluateBatch(t, kd.Batch, kd.Records)},
+		Features: features{names: vi.names, vals: vals},
 		Metadata: metadata{
 			ServedAt:        msTime(t),
 			BatchWatermark:  msTime(kd.BatchWatermark),
 			BatchStaleness:  batchStaleness(t, kd.BatchWatermark),
 			StreamWatermark: sw,
+			MissingFeatures: missing,
 		},
 	}, nil
 }

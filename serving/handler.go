@@ -61,6 +61,10 @@ type Options struct {
 	// from the offline log after a layout change: their values are served
 	// as null and named in metadata.missing_features.
 	Rebuilding func(view string) bool
+	// Missing, when set, names the features of a view that a change of the
+	// view added and a heal has not computed yet: they are served as null
+	// and named in metadata.missing_features; the others are served.
+	Missing func(view string) []string
 	// ReadParallelism bounds the keys of one POST read at once. 0 or 1
 	// reads them one after another (a local store: a read is short);
 	// a remote store (DynamoDB) gains from reading several at once.
@@ -84,6 +88,8 @@ type handler struct {
 	order  []string // view names in config order
 	// rebuilding: see Options.Rebuilding.
 	rebuilding func(view string) bool
+	// missing: see Options.Missing.
+	missing func(view string) []string
 	parallel   int // Options.ReadParallelism, at least 1
 	// bufs holds *[]byte response buffers (encode.go).
 	bufs sync.Pool
@@ -133,6 +139,7 @@ func NewHandler(cfg Config, o Options) http.Handler {
 		now:        o.Now,
 		heal:       o.Heal,
 		rebuilding: o.Rebuilding,
+		missing:    o.Missing,
 		parallel:   max(1, o.ReadParallelism),
 	}
 	if h.ready == nil {

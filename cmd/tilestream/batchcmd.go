@@ -34,6 +34,11 @@ func openStandalone(s *settings, stderr io.Writer) (*state.Store, *healer.Healer
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is the service running? stop it first, or use POST /v1/heal)", err)
 	}
+	layouts, err := checkStandaloneLayouts(s, store, log)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
 	offline, err := openOfflineLog(s)
 	if err != nil {
 		store.Close()
@@ -44,6 +49,7 @@ func openStandalone(s *settings, stderr io.Writer) (*state.Store, *healer.Healer
 		store.Close()
 		return nil, nil, err
 	}
+	hl.OnInstall = layouts.installed
 	return store, hl, nil
 }
 

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -166,18 +165,9 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		return err
 	}
 	defer store.Close()
-	rebuilding := map[string]*atomic.Bool{}
-	for _, v := range views {
-		rebuild, err := store.CheckLayout(v)
-		if err != nil {
-			return err
-		}
-		rebuilding[v.Name] = new(atomic.Bool)
-		if rebuild {
-			rebuilding[v.Name].Store(true)
-			log.Warn("the view's layout changed: its features are rebuilt from the offline log and served as missing until then",
-				"view", v.Name, "layout", v.Fingerprint())
-		}
+	layouts, err := checkLayouts(s, store, log)
+	if err != nil {
+		return err
 	}
 	offline, err := openOfflineLog(s)
 	if err != nil {
@@ -216,7 +206,10 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	if err != nil {
 		return err
 	}
-	hl.OnInstall = ing.ForgetHeads
+	hl.OnInstall = func(view string) {
+		ing.ForgetHeads(view)
+		layouts.installed(view)
+	}
 	hl.Reader = store
 
 	scfg := serving.DefaultConfig()
@@ -239,12 +232,7 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		Ready: func() bool {
 			// Up while a rebuild holds the ingest back: answers then name the
 			// missing features.
-			for _, r := range rebuilding {
-				if r.Load() {
-					return true
-				}
-			}
-			return ing.Ready()
+			return layouts.AnyRebuilding() || ing.Ready()
 		},
 		Gatherer: reg,
 		Metrics:  serving.NewMetrics(reg),
@@ -257,7 +245,8 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 			}
 			return res, err
 		},
-		Rebuilding: func(view string) bool { return rebuilding[view].Load() },
+		Rebuilding: layouts.Rebuilding,
+		Missing:    layouts.Missing,
 		// DynamoDB: a read is a round trip; read a POST's keys 16 at a time.
 		ReadParallelism: map[bool]int{true: 16, false: 1}[s.StoreKind == "dynamodb"],
 	})
@@ -279,7 +268,7 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 			return err
 		}
 		for _, v := range views {
-			if !rebuilding[v.Name].Load() {
+			if !layouts.Rebuilding(v.Name) {
 				continue
 			}
 			res, err := rb.Heal(gctx, v.Name, healer.Options{Full: true, Rebuild: true})
@@ -289,12 +278,18 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 			if err := store.FinishRebuild(v); err != nil {
 				return err
 			}
-			rebuilding[v.Name].Store(false)
+			layouts.views[v.Name].rebuilding.Store(false)
 			log.Info("view rebuilt for its new layout", "view", v.Name, "batch_watermark", res.Watermark, "events", res.Events)
 		}
 		return ing.Run(gctx)
 	})
 	g.Go(func() error { return hl.Run(gctx) })
+	g.Go(func() error {
+		return layouts.healPending(gctx, func(ctx context.Context, view string) error {
+			_, err := hl.Heal(ctx, view, healer.Options{Wait: true})
+			return err
+		})
+	})
 	if o.demoRate > 0 {
 		g.Go(func() error { return runDemo(gctx, brokers, views, o.demoRate, log.With("component", "demo")) })
 	}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/tilestream/tilestream/healer"
+	"github.com/tilestream/tilestream/ingest"
+	"github.com/tilestream/tilestream/state"
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// layouts follows each view's layout through a change: a view whose tiles
+// must be rebuilt (rebuilding), and the features a change added that no
+// heal has computed yet (missing), until a heal settles them.
+type layouts struct {
+	store *state.Store
+	log   *slog.Logger
+	views map[string]*viewLayout
+}
+
+type viewLayout struct {
+	v          *tiling.View
+	lateness   int64
+	rebuilding atomic.Bool
+	missing    atomic.Pointer[[]string]
+	horizon    int64
+}
+
+// checkLayouts compares every view's layout with the stored one: records of
+// a view whose features changed over the same tiles are translated, the
+// others marked for a rebuild.
+func checkLayouts(s *settings, store *state.Store, log *slog.Logger) (*layouts, error) {
+	ls := &layouts{store: store, log: log, views: map[string]*viewLayout{}}
+	for _, vs := range s.Views {
+		v := vs.View
+		st, err := store.CheckLayoutStatus(v)
+		if err != nil {
+			return nil, err
+		}
+		vl := &viewLayout{v: v, lateness: vs.Lateness, horizon: st.Horizon}
+		ls.views[v.Name] = vl
+		if st.Rebuild {
+			vl.rebuilding.Store(true)
+			log.Warn("the view's layout changed: its features are rebuilt from the offline log and served as missing until then",
+				"view", v.Name, "layout", v.Fingerprint())
+			continue
+		}
+		if len(st.Pending) > 0 {
+			if err := ls.settle(v.Name); err != nil {
+				return nil, err
+			}
+			if m := ls.Missing(v.Name); len(m) > 0 {
+				log.Warn("the view's features changed: the new ones are computed from the offline log by the first heal past the horizon and served as missing until then; the others are served",
+					"view", v.Name, "missing", m, "horizon", time.UnixMilli(st.Horizon).UTC())
+			}
+		}
+	}
+	return ls, nil
+}
+
+// settle drops the view's missing features once a heal has computed them.
+func (ls *layouts) settle(view string) error {
+	vl := ls.views[view]
+	if vl == nil {
+		return nil
+	}
+	pending, err := ls.store.SettlePending(vl.v)
+	if err != nil {
+		return err
+	}
+	var names []string
+	if len(pending) > 0 {
+		names = vl.v.AggFeatures(pending)
+	}
+	vl.missing.Store(&names)
+	return nil
+}
+
+// Rebuilding reports whether a view is being rebuilt for a new layout.
+func (ls *layouts) Rebuilding(view string) bool {
+	vl := ls.views[view]
+	return vl != nil && vl.rebuilding.Load()
+}
+
+// AnyRebuilding reports whether some view is being rebuilt.
+func (ls *layouts) AnyRebuilding() bool {
+	for _, vl := range ls.views {
+		if vl.rebuilding.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// Missing returns the features of a view that a change added and no heal
+// has computed yet.
+func (ls *layouts) Missing(view string) []string {
+	vl := ls.views[view]
+	if vl == nil {
+		return nil
+	}
+	if m := vl.missing.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// installed is the healer's OnInstall hook: a heal may settle missing
+// features.
+func (ls *layouts) installed(view string) {
+	if err := ls.settle(view); err != nil {
+		ls.log.Error("settle the features a view change added", "view", view, "error", err)
+	}
+}
+
+// healPending heals every view with missing features as soon as a heal can
+// reach their horizon (now − lateness past it), instead of waiting for the
+// view's schedule, retrying until they are settled or ctx ends.
+func (ls *layouts) healPending(ctx context.Context, heal func(ctx context.Context, view string) error) error {
+	for name, vl := range ls.views {
+		if len(ls.Missing(name)) == 0 {
+			continue
+		}
+		wait := time.Until(time.UnixMilli(vl.horizon+vl.lateness)) + time.Second
+		for len(ls.Missing(name)) > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(max(wait, 0)):
+			}
+			err := heal(ctx, name)
+			switch {
+			case err == nil:
+				if err := ls.settle(name); err != nil {
+					ls.log.Error("settle the features a view change added", "view", name, "error", err)
+				}
+				wait = 10 * time.Second // a heal that stopped short of the horizon
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, ingest.ErrNotRunning), errors.Is(err, healer.ErrBusy):
+				wait = 5 * time.Second
+			default:
+				ls.log.Warn("heal for the features a view change added failed; retrying", "view", name, "error", err)
+				wait = 30 * time.Second
+			}
+		}
+		ls.log.Info("every feature of the changed view is served", "view", name)
+	}
+	return nil
+}
+
+// checkStandaloneLayouts is checkLayouts for the commands that heal without
+// the service: a view that must be rebuilt is refused, since the rebuild
+// runs at the service's start, before its ingest.
+func checkStandaloneLayouts(s *settings, store *state.Store, log *slog.Logger) (*layouts, error) {
+	ls, err := checkLayouts(s, store, log)
+	if err != nil {
+		return nil, err
+	}
+	for name, vl := range ls.views {
+		if vl.rebuilding.Load() {
+			return nil, fmt.Errorf("view %s: its layout changed and it must be rebuilt from the offline log: start the service (tilestream run), which rebuilds it before consuming", name)
+		}
+	}
+	return ls, nil
+}
