@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/tilestream/tilestream/tiling"
 )
 
 // localCache is the Pebble local cache in front of DynamoDB (docs/format.md,
@@ -53,7 +55,9 @@ const (
 	cacheImmut    byte = 0x03 // pk, sk → generation record value
 )
 
-const cacheVersion = 1
+// cacheVersion 2: snapshots hold hour segments (a cache of version 1 is
+// wiped: it could hold tile items a segment has absorbed since).
+const cacheVersion = 2
 
 func openLocalCache(dir, table string, maxBytes int64, staleness time.Duration, m *dynMetrics, log *slog.Logger) (*localCache, error) {
 	c := &localCache{dir: dir, staleness: staleness, maxBytes: maxBytes, m: m, log: log, now: time.Now}
@@ -118,7 +122,7 @@ func (c *localCache) get(k []byte) ([]byte, bool) {
 
 // snap returns the key's snapshot when one younger than the staleness bound
 // is cached.
-func (c *localCache) snap(pk []byte) (*keySnap, bool) {
+func (c *localCache) snap(v *tiling.View, pk []byte) (*keySnap, bool) {
 	meta, ok := c.get(cacheKey(cacheSnapMeta, pk, nil))
 	if !ok {
 		c.m.cache.WithLabelValues("snapshot", "miss").Inc()
@@ -159,6 +163,13 @@ func (c *localCache) snap(pk []byte) (*keySnap, bool) {
 				tile: decodeTime(sk[1:9]), part: int32(binary.BigEndian.Uint32(sk[9:])),
 				off: off, val: bytes.Clone(val[n:]),
 			})
+		case isHourSK(sk):
+			h, ok := decodeCachedSeg(v, sk, val)
+			if !ok {
+				c.m.cache.WithLabelValues("snapshot", "miss").Inc()
+				return nil, false
+			}
+			s.hours = append(s.hours, h)
 		}
 	}
 	c.m.cache.WithLabelValues("snapshot", "hit").Inc()
@@ -211,6 +222,10 @@ func (c *localCache) putSnap(pk []byte, s *keySnap) {
 		_ = b.Set(append(bytes.Clone(prefix), streamSK(it.tile, it.part)...), append(val, it.val...), nil)
 		n += len(it.val)
 	}
+	for _, h := range s.hours {
+		_ = b.Set(append(bytes.Clone(prefix), h.sk...), encodeCachedSeg(h), nil)
+		n += len(h.val) + len(h.offs)
+	}
 	_ = b.Set(cacheKey(cacheSnapMeta, pk, nil), encodeSnapMeta(s), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		c.log.Warn("local cache write", "err", err)
@@ -251,6 +266,56 @@ func (c *localCache) putStreamItem(pk, sk, v []byte, off int64) {
 		return
 	}
 	c.grew(len(v))
+}
+
+// putHourSeg writes a span's segment this instance wrote or read while
+// rolling up through to the cache, into the key's snapshot entries (a
+// segment is never older than the tile items it is served with: it only
+// makes those it holds stop counting).
+func (c *localCache) putHourSeg(pk []byte, h hourSeg) {
+	if err := c.db.Set(append(cacheKey(cacheSnapItem, pk, nil), h.sk...), encodeCachedSeg(h), pebble.NoSync); err != nil {
+		c.log.Warn("local cache write", "err", err)
+		return
+	}
+	c.grew(len(h.val) + len(h.offs))
+}
+
+// A cached segment: varint version, byte closed, uvarint len(offsets),
+// offsets, value.
+func encodeCachedSeg(h hourSeg) []byte {
+	b := binary.AppendVarint(nil, h.ver)
+	closed := byte(0)
+	if h.closed {
+		closed = 1
+	}
+	b = append(b, closed)
+	b = binary.AppendUvarint(b, uint64(len(h.offs)))
+	b = append(b, h.offs...)
+	return append(b, h.val...)
+}
+
+func decodeCachedSeg(v *tiling.View, sk, b []byte) (hourSeg, bool) {
+	ver, n := binary.Varint(b)
+	if n <= 0 || len(b) < n+1 {
+		return hourSeg{}, false
+	}
+	closed := b[n] == 1
+	b = b[n+1:]
+	l, m := binary.Uvarint(b)
+	if m <= 0 || uint64(len(b)-m) < l {
+		return hourSeg{}, false
+	}
+	offs := bytes.Clone(b[m : m+int(l)])
+	val := bytes.Clone(b[m+int(l):])
+	return hourSeg{
+		sk:     bytes.Clone(sk),
+		hour:   v.RecordStart(decodeTime(sk[1:9])),
+		seg:    int(binary.BigEndian.Uint16(sk[streamSKLen+1:])),
+		ver:    ver,
+		closed: closed,
+		val:    val,
+		offs:   offs,
+	}, true
 }
 
 func (c *localCache) dropStreamItem(pk, sk []byte) {

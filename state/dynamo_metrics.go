@@ -11,6 +11,8 @@ type dynMetrics struct {
 	cache          *prometheus.CounterVec // kind, result
 	cacheBytes     prometheus.Gauge
 	cacheEvictions prometheus.Counter
+	rolledUp       prometheus.Counter
+	rollupErrors   prometheus.Counter
 }
 
 func newDynMetrics(reg prometheus.Registerer) *dynMetrics {
@@ -40,9 +42,17 @@ func newDynMetrics(reg prometheus.Registerer) *dynMetrics {
 			Name: "tilestream_store_cache_evictions_total",
 			Help: "Times the local cache reached its size bound and was emptied.",
 		}),
+		rolledUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tilestream_store_stream_tiles_rolled_up_total",
+			Help: "Stream tile items absorbed into their span's segment item (docs/format.md, hour segments).",
+		}),
+		rollupErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tilestream_store_rollup_errors_total",
+			Help: "Roll-ups of stream tile items that failed (tried again with the next one due; reads stay exact meanwhile).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.commit, m.conflicts, m.deleted, m.cache, m.cacheBytes, m.cacheEvictions)
+		reg.MustRegister(m.commit, m.conflicts, m.deleted, m.cache, m.cacheBytes, m.cacheEvictions, m.rolledUp, m.rollupErrors)
 	}
 	return m
 }

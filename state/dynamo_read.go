@@ -20,6 +20,7 @@ type keySnap struct {
 	head      *Head
 	summaries map[uint64][]byte // gen → assembled summary
 	stream    []streamItem      // ascending by (tile, partition)
+	hours     []hourSeg         // segments of rolled-up tiles, ascending
 	fetched   int64             // unix ms when read from DynamoDB
 }
 
@@ -33,7 +34,7 @@ type streamItem struct {
 }
 
 // querySnap reads a key's snapshot from DynamoDB.
-func (d *dynStore) querySnap(ctx context.Context, pk []byte) (*keySnap, error) {
+func (d *dynStore) querySnap(ctx context.Context, v *tiling.View, pk []byte) (*keySnap, error) {
 	snap := &keySnap{summaries: map[uint64][]byte{}}
 	var bases []*dynamo.Item
 	chunks := map[string]*dynamo.Item{}
@@ -57,6 +58,8 @@ func (d *dynStore) querySnap(ctx context.Context, pk []byte) (*keySnap, error) {
 				off:  off,
 				val:  it.B("v"),
 			})
+		case isHourSK(it.SK):
+			snap.hours = append(snap.hours, decodeHourSeg(v, it))
 		}
 		return nil
 	})
@@ -113,16 +116,16 @@ func (d *dynStore) assemble(ctx context.Context, base *dynamo.Item, version uint
 
 // snap returns a key's snapshot: from the cache while it is fresh, else
 // from DynamoDB (and then cached).
-func (d *dynStore) snap(ctx context.Context, pk []byte) (*keySnap, error) {
+func (d *dynStore) snap(ctx context.Context, v *tiling.View, pk []byte) (*keySnap, error) {
 	if d.cache != nil {
-		if s, ok := d.cache.snap(pk); ok {
+		if s, ok := d.cache.snap(v, pk); ok {
 			return s, nil
 		}
 	}
 	// The snapshot is as old as the query's start: anything written before
 	// it is in it.
 	fetched := time.Now().UnixMilli()
-	s, err := d.querySnap(ctx, pk)
+	s, err := d.querySnap(ctx, v, pk)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +158,7 @@ func (d *dynStore) readKey(ctx context.Context, v *tiling.View, key string, t in
 	if err != nil {
 		return kd, err
 	}
-	snap, err := d.snap(ctx, pk)
+	snap, err := d.snap(ctx, v, pk)
 	if err != nil {
 		return kd, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 	}
@@ -181,7 +184,7 @@ func (d *dynStore) readKey(ctx context.Context, v *tiling.View, key string, t in
 		kd.Batch = b
 		from = max(from, sum.Watermark)
 	}
-	kd.Records, err = mergeStream(v, snap.stream, from, to)
+	kd.Records, err = mergeStream(v, snap.stream, snap.hours, from, to)
 	if err != nil {
 		return kd, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 	}
@@ -310,30 +313,58 @@ func (d *dynStore) immutable(ctx context.Context, pk []byte, sks [][]byte) (map[
 	return out, nil
 }
 
-// mergeStream turns the stream tile items of [RecordStart(from), to) into
-// one record per record span, the tiles of every partition merged (merge is
+// mergeStream turns the stream items of [RecordStart(from), to) into one
+// record per record span: the span's segments and the tile items of every
+// partition above what the segments hold for them, merged (merge is
 // associative and commutative, so the order does not matter).
-func mergeStream(v *tiling.View, items []streamItem, from, to int64) ([]*tiling.Record, error) {
+func mergeStream(v *tiling.View, items []streamItem, hours []hourSeg, from, to int64) ([]*tiling.Record, error) {
 	lo := v.RecordStart(from)
-	var out []*tiling.Record
+	cov, err := covered(hours)
+	if err != nil {
+		return nil, err
+	}
+	byStart := map[int64]*tiling.Record{}
+	var starts []int64
+	add := func(start int64, r *tiling.Record) {
+		if cur := byStart[start]; cur != nil {
+			for j := range r.Tiles {
+				v.AddTile(cur, &r.Tiles[j])
+			}
+			return
+		}
+		r.Offsets = nil
+		byStart[start] = r
+		starts = append(starts, start)
+	}
+	for _, h := range hours {
+		if h.hour < lo || h.hour >= to {
+			continue
+		}
+		r, err := v.DecodeRecord(h.hour, h.val)
+		if err != nil {
+			return nil, fmt.Errorf("segment @%d/%d: %w", h.hour, h.seg, err)
+		}
+		add(h.hour, r)
+	}
 	for i := range items {
 		it := &items[i]
 		if it.tile < lo || it.tile >= to {
 			continue
+		}
+		if c, ok := cov[tilePart{it.tile, it.part}]; ok && it.off <= c {
+			continue // rolled up: its segment holds it
 		}
 		start := v.RecordStart(it.tile)
 		r, err := v.DecodeRecord(start, it.val)
 		if err != nil {
 			return nil, fmt.Errorf("stream tile @%d/%d: %w", it.tile, it.part, err)
 		}
-		if n := len(out); n > 0 && out[n-1].Start == start {
-			for j := range r.Tiles {
-				v.AddTile(out[n-1], &r.Tiles[j])
-			}
-			continue
-		}
-		r.Offsets = nil
-		out = append(out, r)
+		add(start, r)
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	out := make([]*tiling.Record, len(starts))
+	for i, st := range starts {
+		out[i] = byStart[st]
 	}
 	return out, nil
 }
@@ -345,7 +376,7 @@ func (d *dynStore) head(v *tiling.View, key string) (Head, bool, error) {
 		return Head{}, false, err
 	}
 	if d.cache != nil {
-		if s, ok := d.cache.snap(pk); ok {
+		if s, ok := d.cache.snap(v, pk); ok {
 			if s.head == nil {
 				return Head{}, false, nil
 			}
@@ -391,7 +422,7 @@ func (d *dynStore) loadRecord(v *tiling.View, key string, tile int64, part int32
 	if err != nil {
 		return nil, 0, fmt.Errorf("read stream tile %s/%q@%d/%d: %w", v.Name, key, tile, part, err)
 	}
-	return d.decodeStreamItem(v, key, tile, part, it)
+	return d.resolveUnit(ctx, v, pk, key, tile, part, it)
 }
 
 func (d *dynStore) decodeStreamItem(v *tiling.View, key string, tile int64, part int32, it *dynamo.Item) (*tiling.Record, int64, error) {
@@ -414,11 +445,11 @@ func (d *dynStore) getRecord(v *tiling.View, key string, start int64) (*tiling.R
 	}
 	ctx, cancel := opCtx()
 	defer cancel()
-	s, err := d.querySnap(ctx, pk)
+	s, err := d.querySnap(ctx, v, pk)
 	if err != nil {
 		return nil, err
 	}
-	recs, err := mergeStream(v, s.stream, start, start+v.Span())
+	recs, err := mergeStream(v, s.stream, s.hours, start, start+v.Span())
 	if err != nil || len(recs) == 0 {
 		return nil, err
 	}
@@ -647,8 +678,32 @@ func (d *dynStore) loadRecords(v *tiling.View, ids []UnitID) (map[UnitID]LoadedU
 	if err != nil {
 		return nil, fmt.Errorf("read stream tiles of %s: %w", v.Name, err)
 	}
+	// Units without a tile item continue from their span's segments, read
+	// after the tile items (docs/format.md, hour segments).
+	var spans []spanID
+	seen := map[spanID]bool{}
 	for i, id := range want {
-		r, ver, err := d.decodeStreamItem(v, id.Key, id.Start, id.Part, got[keys[i].MapKey()])
+		if got[keys[i].MapKey()] == nil {
+			s := spanID{string(keys[i].PK), v.RecordStart(id.Start)}
+			if !seen[s] {
+				seen[s] = true
+				spans = append(spans, s)
+			}
+		}
+	}
+	segs := map[spanID][]hourSeg{}
+	if len(spans) > 0 {
+		if segs, err = d.spanSegs(ctx, v, spans); err != nil {
+			return nil, fmt.Errorf("read segments of %s: %w", v.Name, err)
+		}
+	}
+	for i, id := range want {
+		it := got[keys[i].MapKey()]
+		var known []hourSeg
+		if it == nil {
+			known = segs[spanID{string(keys[i].PK), v.RecordStart(id.Start)}]
+		}
+		r, ver, err := d.resolveUnitWith(ctx, v, keys[i].PK, id.Key, id.Start, id.Part, it, known)
 		if err != nil {
 			return nil, err
 		}
@@ -667,7 +722,7 @@ func (d *dynStore) heads(v *tiling.View, keys []string) (map[string]Head, error)
 			return nil, err
 		}
 		if d.cache != nil {
-			if s, ok := d.cache.snap(pk); ok {
+			if s, ok := d.cache.snap(v, pk); ok {
 				if s.head != nil {
 					out[k] = *s.head
 				}

@@ -24,8 +24,9 @@ type DynamoConfig struct {
 	// CreateTable creates the table when it does not exist. Default false:
 	// a missing table is an error naming `tilestream init-store`.
 	CreateTable bool
-	// TTL, when positive, stamps every stream tile item with an expiry this
-	// far ahead (attribute ttl, Unix seconds), a backstop for garbage the
+	// TTL, when positive, stamps every stream tile item and hour segment
+	// with an expiry this far ahead (attribute ttl, Unix seconds; a segment
+	// is stamped again at each roll-up into it), a backstop for garbage the
 	// healer failed to delete: it must exceed any heal stall you would
 	// tolerate, since an expired tile is lost. Default 0 (none).
 	TTL time.Duration
@@ -62,6 +63,7 @@ type dynStore struct {
 	ttl   time.Duration
 	log   *slog.Logger
 	m     *dynMetrics
+	roll  rollups
 
 	mu struct {
 		sync.Mutex
@@ -185,10 +187,18 @@ func newIncarnation() []byte {
 	return b
 }
 
+// dynFormat follows the view's fingerprint in the layout item: the store's
+// item format (hour segments of rolled-up stream tiles). A build that does
+// not know it sees another layout and never reads the view's items; this
+// one reads a table written without it (tile items only) as it is, and
+// tags it.
+const dynFormat = "+segments"
+
 func (d *dynStore) checkLayout(v *tiling.View) (bool, error) {
 	ctx, cancel := opCtx()
 	defer cancel()
-	fp := []byte(v.Fingerprint())
+	fp := []byte(v.Fingerprint() + dynFormat)
+	untagged := []byte(v.Fingerprint())
 	for {
 		it, err := d.t.Get(ctx, layoutPK(v.Name), dskLay)
 		if err != nil {
@@ -207,6 +217,20 @@ func (d *dynStore) checkLayout(v *tiling.View) (bool, error) {
 			return false, nil
 		}
 		stored := it.B("v")
+		// A table of the format before segments: the same items, read
+		// alike; tag it (keeping its incarnation) so that older builds
+		// stay out.
+		if bytes.Equal(stored, untagged) || bytes.Equal(stored, append(bytes.Clone(untagged), rebuildMark...)) {
+			tagged := append(bytes.Clone(fp), stored[len(untagged):]...)
+			nw := &dynamo.Item{PK: layoutPK(v.Name), SK: dskLay}
+			nw.SetB("v", tagged)
+			nw.SetB("inc", it.B("inc"))
+			err := d.t.Put(ctx, nw, &dynamo.Cond{Or: []dynamo.Clause{{Attr: "v", Op: "=", B: stored}}})
+			if err != nil && !errors.Is(err, dynamo.ErrConditionFailed) {
+				return false, fmt.Errorf("tag layout of view %s: %w", v.Name, err)
+			}
+			continue
+		}
 		switch {
 		case bytes.Equal(stored, fp):
 			d.setInc(v.Name, incOf(it))
@@ -241,7 +265,7 @@ func (d *dynStore) finishRebuild(v *tiling.View) error {
 	ctx, cancel := opCtx()
 	defer cancel()
 	nw := &dynamo.Item{PK: layoutPK(v.Name), SK: dskLay}
-	nw.SetB("v", []byte(v.Fingerprint()))
+	nw.SetB("v", []byte(v.Fingerprint()+dynFormat))
 	nw.SetB("inc", binary.BigEndian.AppendUint32(nil, inc))
 	return d.t.Put(ctx, nw, nil)
 }

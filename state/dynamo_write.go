@@ -165,6 +165,11 @@ func (d *dynStore) commit(b *Batch) error {
 		}
 		err = d.putMeta(ctx, m)
 	}
+	if err == nil && len(ops.records) > 0 {
+		// Roll up the tiles the partitions' consumers have moved past
+		// (docs/format.md, hour segments); a failure leaves exact reads.
+		d.rollUpDue(ctx, ops.records)
+	}
 	if err != nil && len(ops.records) > 0 {
 		// The stream writes are durable; say so, so that they are not
 		// written again.
@@ -225,7 +230,12 @@ func (d *dynStore) writeRecord(ctx context.Context, r *dynRecord) (RecordWrite, 
 	case r.prev < 0:
 		cond = dynamo.IfAbsent
 	default:
-		cond = dynamo.IfN(false, "o", "=", r.prev)
+		// On the version read, and not sealed for a roll-up (a sealed
+		// item never changes: its segment may hold it already).
+		cond = &dynamo.Cond{
+			Or:  []dynamo.Clause{{Attr: "o", Op: "=", N: r.prev}},
+			And: []dynamo.Clause{{Attr: attrSealed, Op: "absent"}},
+		}
 	}
 	err = d.t.Put(ctx, it, cond)
 	var ce *dynamo.ConditionError
@@ -244,12 +254,14 @@ func (d *dynStore) writeRecord(ctx context.Context, r *dynRecord) (RecordWrite, 
 				return RecordWrite{}, err
 			}
 		}
-		rec, ver, err := d.decodeStreamItem(r.v, r.key, r.tile, r.part, cur)
-		if err != nil {
-			return RecordWrite{}, err
-		}
 		if d.cache != nil {
 			d.cache.dropStreamItem(pk, it.SK)
+		}
+		// A sealed item is finished rolling up first; an absent one
+		// continues from its segment's offset.
+		rec, ver, err := d.resolveUnit(ctx, r.v, pk, r.key, r.tile, r.part, cur)
+		if err != nil {
+			return RecordWrite{}, err
 		}
 		d.m.conflicts.Inc()
 		return RecordWrite{Conflict: true, Current: rec, CurrentVersion: ver}, nil

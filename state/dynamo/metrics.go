@@ -28,6 +28,7 @@ type Stats struct {
 	WriteUnits  atomic.Int64
 	ReadUnits   atomic.Int64
 	ItemsPut    atomic.Int64 // items written (PutItem and BatchWriteItem puts)
+	ItemsRead   atomic.Int64 // items returned (GetItem, Query and BatchGetItem)
 	Conditional atomic.Int64 // failed conditions
 	Throttled   atomic.Int64
 	Unprocessed atomic.Int64 // items resent because the server did not process them

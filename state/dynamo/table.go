@@ -217,18 +217,22 @@ func (t *Table) Get(ctx context.Context, pk, sk []byte) (*Item, error) {
 		return nil, err
 	}
 	t.m.read("GetItem", ReadUnits(it.Size()))
+	t.m.Stats.ItemsRead.Add(1)
 	return it, nil
 }
 
 // Cond is a condition on the stored item of a write: it holds when the item
-// is absent (and IfAbsent is set) or when any of the clauses holds.
+// is absent (and IfAbsent is set) or when any of the Or clauses holds, and
+// every And clause holds too.
 type Cond struct {
 	IfAbsent bool
 	Or       []Clause
+	And      []Clause
 }
 
 // Clause compares a stored attribute with a value: numeric (N) unless B is
-// set; Op is one of = <> < <= > >=. A missing attribute fails every clause.
+// set; Op is one of = <> < <= > >=, or "absent" (the attribute does not
+// exist; no value). A missing attribute fails every comparison.
 type Clause struct {
 	Attr string
 	Op   string
@@ -249,24 +253,45 @@ func (c *Cond) expression() (expr *string, names map[string]string, values map[s
 	if c == nil {
 		return nil, nil, nil
 	}
-	var parts []string
-	if c.IfAbsent {
-		parts = append(parts, "attribute_not_exists(pk)")
-	}
-	for i, cl := range c.Or {
+	i := 0
+	clause := func(cl Clause) string {
 		if names == nil {
 			names, values = map[string]string{}, map[string]types.AttributeValue{}
 		}
 		n, v := fmt.Sprintf("#c%d", i), fmt.Sprintf(":c%d", i)
+		i++
 		names[n] = cl.Attr
+		if cl.Op == "absent" {
+			return "attribute_not_exists(" + n + ")"
+		}
 		if cl.B != nil {
 			values[v] = &types.AttributeValueMemberB{Value: cl.B}
 		} else {
 			values[v] = &types.AttributeValueMemberN{Value: fmt.Sprint(cl.N)}
 		}
-		parts = append(parts, n+" "+cl.Op+" "+v)
+		return n + " " + cl.Op + " " + v
+	}
+	var parts []string
+	if c.IfAbsent {
+		parts = append(parts, "attribute_not_exists(pk)")
+	}
+	for _, cl := range c.Or {
+		parts = append(parts, clause(cl))
 	}
 	s := strings.Join(parts, " OR ")
+	if len(c.And) > 0 {
+		ands := make([]string, 0, len(c.And)+1)
+		if s != "" {
+			ands = append(ands, "("+s+")")
+		}
+		for _, cl := range c.And {
+			ands = append(ands, clause(cl))
+		}
+		s = strings.Join(ands, " AND ")
+	}
+	if len(values) == 0 {
+		values = nil
+	}
 	return &s, names, values
 }
 
@@ -323,7 +348,10 @@ func (t *Table) writeError(op string, k Key, err error) error {
 func (t *Table) Update(ctx context.Context, set *Item, remove []string, c *Cond) error {
 	expr, names, values := c.expression()
 	if names == nil {
-		names, values = map[string]string{}, map[string]types.AttributeValue{}
+		names = map[string]string{}
+	}
+	if values == nil {
+		values = map[string]types.AttributeValue{}
 	}
 	var sets, rems []string
 	i := 0
@@ -468,6 +496,7 @@ func (t *Table) query(ctx context.Context, pk []byte, cond string, values map[st
 				return err
 			}
 			size += it.Size()
+			t.m.Stats.ItemsRead.Add(1)
 			if err := fn(it); err != nil {
 				return err
 			}
@@ -665,6 +694,7 @@ func (t *Table) batchGet(ctx context.Context, keys []Key) ([]*Item, error) {
 				return nil, err
 			}
 			units += ReadUnits(it.Size())
+			t.m.Stats.ItemsRead.Add(1)
 			items = append(items, it)
 		}
 		t.m.read("BatchGetItem", units)
