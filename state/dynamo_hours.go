@@ -641,4 +641,3 @@ func (d *dynStore) rollUpDue(ctx context.Context, recs []dynRecord) {
 	}
 	g.Wait() //nolint:errcheck // failures are counted and logged per job
 }
-
