@@ -2,13 +2,22 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tilestream/tilestream/oracle"
 	"github.com/tilestream/tilestream/state"
 	"github.com/tilestream/tilestream/tiling"
 )
@@ -188,4 +197,157 @@ func sortRecords(rs []*tiling.Record) []*tiling.Record {
 		}
 	}
 	return rs
+}
+
+// TestParallelRollsArchiveEveryEventOnce consumes 8 partitions with small
+// archive rolls, so that several partitions roll at once many times: once
+// every offset is committed (committed only once archived), the offline log
+// holds every event exactly once, as consumed.
+func TestParallelRollsArchiveEveryEventOnce(t *testing.T) {
+	const partitions = 8
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "transactions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	store, err := state.Open(state.Config{Path: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	off, err := state.OpenOfflineLog(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := testView(t)
+	if _, err := store.CheckLayout(v); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	events := produceEvents(t, cluster.ListenAddrs(), "transactions", partitions, 3000, 50, now, rand.New(rand.NewPCG(7, 8)))
+
+	cfg := DefaultConfig()
+	cfg.Brokers = cluster.ListenAddrs()
+	cfg.FlushInterval = 50 * time.Millisecond
+	cfg.PollRecords = 400
+	cfg.ArchiveRollRows = 40
+	cfg.ArchiveRollInterval = 100 * time.Millisecond
+	m := runUntilCommittedArchiving(t, cfg, v, store, off)
+	if n := testutil.ToFloat64(m.archived.WithLabelValues(v.Name)); n != float64(len(events)) {
+		t.Errorf("%v events archived, want %d", n, len(events))
+	}
+
+	want := map[tiling.Pos]oracle.Event{}
+	for _, p := range events {
+		want[tiling.Pos{Partition: p.ev.Partition, Offset: p.ev.Offset}] = p.ev
+	}
+	days, err := off.Days(v.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, files := map[tiling.Pos]int{}, 0
+	for _, d := range days {
+		files += len(d.Files)
+		if _, err := off.ReadDay(v, v.EventID, d.Date, func(e *tiling.Event) error {
+			got[e.Pos]++
+			if w, ok := want[e.Pos]; !ok || w.Key != e.Key || w.TS != e.TS {
+				t.Errorf("archived %s@%d at %+v, produced %s@%d", e.Key, e.TS, e.Pos, w.Key, w.TS)
+			}
+			return nil
+		}, func(file string, row int64, reason string) { t.Errorf("bad archive row %s:%d: %s", file, row, reason) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for pos := range want {
+		if got[pos] != 1 {
+			t.Errorf("event %+v archived %d times, want once", pos, got[pos])
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d events archived, %d produced", len(got), len(want))
+	}
+	if files < 4*partitions {
+		t.Errorf("%d archive files, want several rolls per partition", files)
+	}
+}
+
+// TestSyncArchiveCommitsAtOnce: once a heal made the archive durable
+// (SyncArchive), the consumed offsets are committed at once, not at the
+// next flush a FlushInterval later.
+func TestSyncArchiveCommitsAtOnce(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "transactions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	store, err := state.Open(state.Config{Path: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	off, err := state.OpenOfflineLog(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := testView(t)
+	if _, err := store.CheckLayout(v); err != nil {
+		t.Fatal(err)
+	}
+	events := produceEvents(t, cluster.ListenAddrs(), "transactions", 2, 500, 20, time.Now().UnixMilli(), rand.New(rand.NewPCG(9, 10)))
+
+	cfg := DefaultConfig()
+	cfg.Brokers = cluster.ListenAddrs()
+	cfg.FlushInterval = time.Minute
+	m := NewMetrics(prometheus.NewRegistry())
+	in, err := New(cfg, []*tiling.View{v}, store, off, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	adm, err := kadm.NewOptClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for testutil.ToFloat64(m.events.WithLabelValues(v.Name, "applied")) < float64(len(events)) {
+		if time.Now().After(deadline) {
+			t.Fatal("the events were not applied within 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		_, err := in.SyncArchive(ctx, v.Name)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNotRunning) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	synced := time.Now()
+	for {
+		committed, err := adm.FetchOffsets(ctx, cfg.Group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := int64(0)
+		committed.Each(func(o kadm.OffsetResponse) { n += o.At })
+		if n == int64(len(events)) {
+			break
+		}
+		if time.Since(synced) > 20*time.Second {
+			t.Fatalf("%d of %d offsets committed 20s after SyncArchive (flush interval 1m)", n, len(events))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tilestream/tilestream/state"
 	"github.com/tilestream/tilestream/tiling"
@@ -192,28 +194,40 @@ func (in *Ingester) publishPending() error {
 }
 
 // rollDue rolls every buffer that is full or old enough, or all of them when
-// force is set. mu is held.
+// force is set: several at once, one per core, as each is a partition's own
+// files and progress. mu is held.
 func (in *Ingester) rollDue(force bool, only func(archKey) bool) error {
 	if in.arch == nil {
 		return nil
 	}
 	defer in.publishArchiveLag()
 	now := time.Now()
+	var due []archKey
 	for k, b := range in.mu.archive {
 		if !b.pending() || (only != nil && !only(k)) {
 			continue
 		}
 		if force || len(b.rows) >= in.cfg.ArchiveRollRows || now.Sub(b.opened) >= in.cfg.ArchiveRollInterval {
-			if err := in.roll(k, b); err != nil {
-				return err
-			}
+			due = append(due, k)
 		}
 	}
-	return nil
+	errs := make([]error, len(due))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, k := range due {
+		b := in.mu.archive[k]
+		g.Go(func() error {
+			errs[i] = in.roll(k, b)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
 }
 
 // roll writes a buffer's events into archive files, one per event date:
-// intent first, files next, then the progress with the intent removed.
+// intent first, files next, then the progress with the intent removed. Rolls
+// of distinct buffers may run in parallel: each touches only its buffer.
 func (in *Ingester) roll(k archKey, b *archBuf) error {
 	v := in.views[k.view]
 	start := time.Now()
@@ -309,6 +323,12 @@ func (in *Ingester) SyncArchive(ctx context.Context, view string) (int64, error)
 	defer in.mu.Unlock()
 	if err := in.rollDue(true, func(k archKey) bool { return k.view == vi }); err != nil {
 		return 0, err
+	}
+	// The consume loop commits the offsets the rolls made durable now, not
+	// at its next flush: a restart replays less.
+	select {
+	case in.commitNow <- struct{}{}:
+	default:
 	}
 	// Partitions this instance does not own are archived by other
 	// instances sharing the store: their progress, and the oldest event

@@ -54,6 +54,10 @@ type Ingester struct {
 	ready     atomic.Bool
 	watermark atomic.Pointer[map[string]int64] // view → stream watermark
 
+	// commitNow asks the consume loop to flush and commit at once (SyncArchive
+	// made the archive durable); it holds at most one request.
+	commitNow chan struct{}
+
 	// shardOf is the applier's shardOf: it does not change, so decoding
 	// calls it without mu.
 	shardOf func(key string) int
@@ -91,6 +95,7 @@ func New(cfg Config, views []*tiling.View, store Store, arch Archiver, m *Metric
 		m:         m,
 		log:       log,
 		logBad:    rate.Sometimes{First: 10, Interval: time.Second},
+		commitNow: make(chan struct{}, 1),
 		arch:      arch,
 		archStore: store,
 	}
@@ -209,9 +214,23 @@ func (in *Ingester) Run(ctx context.Context) error {
 func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
 	nextFlush := time.Now().Add(in.cfg.FlushInterval)
 	for {
+		// A poll waits until records come or the next flush is due, or a
+		// heal made the archive durable (SyncArchive): then the offsets it
+		// covers are committed at once.
 		pollCtx, cancel := context.WithDeadline(ctx, nextFlush)
+		kicked := make(chan bool, 1)
+		go func() {
+			select {
+			case <-in.commitNow:
+				cancel()
+				kicked <- true
+			case <-pollCtx.Done():
+				kicked <- false
+			}
+		}()
 		fetches := cl.PollRecords(pollCtx, in.cfg.PollRecords)
 		cancel()
+		commitNow := <-kicked
 		if fetches.IsClientClosed() {
 			return nil
 		}
@@ -232,7 +251,7 @@ func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
 		work := in.decode(fetches)
 		err := in.retrying(ctx, "apply", func() error { return in.process(work) })
 		done := ctx.Err() != nil
-		if err == nil && (done || !time.Now().Before(nextFlush)) {
+		if err == nil && (done || commitNow || !time.Now().Before(nextFlush)) {
 			fctx := ctx
 			if done {
 				var cancel context.CancelFunc

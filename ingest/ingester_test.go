@@ -52,7 +52,13 @@ func produceEvents(t *testing.T, brokers []string, topic string, partitions int3
 	if err := res.FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	for i, pr := range res {
+	// Results come in completion order, not in the order of recs.
+	index := make(map[*kgo.Record]int, n)
+	for i, r := range recs {
+		index[r] = i
+	}
+	for _, pr := range res {
+		i := index[pr.Record]
 		out[i].ev.Partition, out[i].ev.Offset = pr.Record.Partition, pr.Record.Offset
 	}
 	return out
@@ -62,8 +68,15 @@ func produceEvents(t *testing.T, brokers []string, topic string, partitions int3
 // offset of every partition, then stops it.
 func runUntilCommitted(t *testing.T, cfg Config, v *tiling.View, store *state.Store) *Metrics {
 	t.Helper()
+	return runUntilCommittedArchiving(t, cfg, v, store, nil)
+}
+
+// runUntilCommittedArchiving is runUntilCommitted with an offline log (arch
+// nil: none); offsets are then committed only once archived.
+func runUntilCommittedArchiving(t *testing.T, cfg Config, v *tiling.View, store *state.Store, arch Archiver) *Metrics {
+	t.Helper()
 	m := NewMetrics(prometheus.NewRegistry())
-	in, err := New(cfg, []*tiling.View{v}, store, nil, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	in, err := New(cfg, []*tiling.View{v}, store, arch, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
