@@ -213,10 +213,14 @@ func (d *dynStore) spanSegs(ctx context.Context, v *tiling.View, spans []spanID)
 	}
 	for i, s := range spans {
 		it := got[keys[i].MapKey()]
+		var closed bool
+		if it != nil {
+			_, closed = it.N(attrHourClosed)
+		}
 		switch {
 		case it == nil:
 			out[s] = []hourSeg{}
-		case func() bool { _, c := it.N(attrHourClosed); return c }():
+		case closed:
 			segs, err := d.hourSegs(ctx, v, []byte(s.pk), s.hour)
 			if err != nil {
 				return nil, err
@@ -572,18 +576,27 @@ func (r *rollups) untrack(job rollupJob) {
 	}
 }
 
-// rollUp seals the job's tile items (each conditioned on the offset this
-// instance wrote: one written since by another writer is left alone) and
-// absorbs them, span by span.
-func (d *dynStore) rollUp(ctx context.Context, job rollupJob) error {
-	pk, err := d.keyPK(job.v.Name, job.id.key)
+// rollUp seals the tile items of jobs of one key (each conditioned on the
+// offset this instance wrote: one written since by another writer is left
+// alone), then absorbs them span by span: one absorption per span for
+// every partition sealed in it.
+func (d *dynStore) rollUp(ctx context.Context, jobs []rollupJob) error {
+	v := jobs[0].v
+	pk, err := d.keyPK(v.Name, jobs[0].id.key)
 	if err != nil {
 		return err
 	}
-	byHour := map[int64][]int64{}
-	for t := range job.tiles {
-		h := job.v.RecordStart(t)
-		byHour[h] = append(byHour[h], t)
+	type sealing struct {
+		tile int64
+		part int32
+		off  int64
+	}
+	byHour := map[int64][]sealing{}
+	for _, job := range jobs {
+		for t, off := range job.tiles {
+			h := v.RecordStart(t)
+			byHour[h] = append(byHour[h], sealing{t, job.id.part, off})
+		}
 	}
 	hours := make([]int64, 0, len(byHour))
 	for h := range byHour {
@@ -594,11 +607,11 @@ func (d *dynStore) rollUp(ctx context.Context, job rollupJob) error {
 		var sealed atomic.Int64
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(8)
-		for _, t := range byHour[h] {
+		for _, s := range byHour[h] {
 			g.Go(func() error {
-				set := &dynamo.Item{PK: pk, SK: streamSK(t, job.id.part)}
+				set := &dynamo.Item{PK: pk, SK: streamSK(s.tile, s.part)}
 				set.SetN(attrSealed, 1)
-				err := d.t.Update(gctx, set, nil, dynamo.IfN(false, "o", "=", job.tiles[t]))
+				err := d.t.Update(gctx, set, nil, dynamo.IfN(false, "o", "=", s.off))
 				switch {
 				case errors.Is(err, dynamo.ErrConditionFailed):
 					return nil // changed or gone since: its writer tracks it
@@ -615,29 +628,44 @@ func (d *dynStore) rollUp(ctx context.Context, job rollupJob) error {
 		if sealed.Load() == 0 {
 			continue
 		}
-		if err := d.absorbHour(ctx, job.v, pk, h); err != nil {
+		if err := d.absorbHour(ctx, v, pk, h); err != nil {
 			return err
 		}
-		d.roll.rolled(job.id, h)
+		for _, job := range jobs {
+			d.roll.rolled(job.id, h)
+		}
 	}
 	return nil
 }
 
-// rollUpDue runs the roll-ups a commit's stream writes made due. A failure
+// rollUpDue runs the roll-ups a commit's stream writes made due, key by
+// key (the partitions of a key share its spans' segments). A failure
 // leaves a consistent state (sealed items count for readers until a
 // roll-up finishes them); its tiles are tried again later.
 func (d *dynStore) rollUpDue(ctx context.Context, recs []dynRecord) {
+	byKey := map[[2]string][]rollupJob{}
+	var order [][2]string
+	for _, job := range d.roll.track(recs) {
+		k := [2]string{job.id.view, job.id.key}
+		if byKey[k] == nil {
+			order = append(order, k)
+		}
+		byKey[k] = append(byKey[k], job)
+	}
 	var g errgroup.Group
 	g.SetLimit(16)
-	for _, job := range d.roll.track(recs) {
+	for _, k := range order {
+		jobs := byKey[k]
 		g.Go(func() error {
-			if err := d.rollUp(ctx, job); err != nil {
-				d.roll.untrack(job)
+			if err := d.rollUp(ctx, jobs); err != nil {
+				for _, job := range jobs {
+					d.roll.untrack(job)
+				}
 				d.m.rollupErrors.Inc()
-				d.log.Warn("roll up stream tiles", "view", job.v.Name, "partition", job.id.part, "err", err)
+				d.log.Warn("roll up stream tiles", "view", k[0], "err", err)
 			}
 			return nil
 		})
 	}
-	g.Wait() //nolint:errcheck // failures are counted and logged per job
+	g.Wait() //nolint:errcheck // failures are counted and logged per key
 }
