@@ -345,6 +345,129 @@ func (v *View) Aggregate(r *Record, e *Event) {
 	}
 }
 
+// Arena allocates the states of the tiles a batch builder makes in chunks
+// rather than one allocation per state: a day's build makes millions of
+// small states that live and die together. States from an arena keep their
+// whole chunk alive, so use it for what is dropped at once (a day's tiles),
+// not for what outlives it. Not safe for concurrent use.
+type Arena struct {
+	aggs     []aggSpec
+	chunk    int    // states of a kind per allocation
+	bytes    []byte // room for last and first's values
+	states   []State
+	counts   []countState
+	sums     []sumState
+	extremes []extremeState
+	means    []meanState
+	lasts    []lastState
+}
+
+// arenaChunk is how many states of a kind an arena allocates at once.
+const arenaChunk = 512
+
+// arenaValue is the room an arena gives each last or first state for its
+// value's JSON text.
+const arenaValue = 16
+
+// NewArena returns an empty arena for v's layout.
+func (v *View) NewArena() *Arena { return &Arena{aggs: v.aggs, chunk: arenaChunk} }
+
+// take returns a fresh zero element of *s, allocating a chunk of n when full.
+func take[T any](s *[]T, n int) *T {
+	if len(*s) == cap(*s) {
+		*s = make([]T, 0, n)
+	}
+	*s = (*s)[:len(*s)+1]
+	return &(*s)[len(*s)-1]
+}
+
+// newStates returns identity states of the layout, as View.NewStates does.
+func (a *Arena) newStates() []State {
+	n := len(a.aggs)
+	if cap(a.states)-len(a.states) < n {
+		a.states = make([]State, 0, n*a.chunk)
+	}
+	m := len(a.states)
+	a.states = a.states[:m+n]
+	out := a.states[m : m+n : m+n]
+	for i := range a.aggs {
+		sp := &a.aggs[i]
+		switch sp.kind {
+		case kindCount:
+			out[i] = take(&a.counts, a.chunk)
+		case kindSum:
+			out[i] = take(&a.sums, a.chunk)
+		case kindMin, kindMax:
+			s := take(&a.extremes, a.chunk)
+			s.max = sp.kind == kindMax
+			out[i] = s
+		case kindMean:
+			out[i] = take(&a.means, a.chunk)
+		case kindLast, kindFirst:
+			s := take(&a.lasts, a.chunk)
+			s.first, s.maxValue = sp.kind == kindFirst, sp.maxValue
+			// Room for a short value: its own bytes of a shared chunk (the
+			// capacity stops where the next state's room starts, so a longer
+			// value reallocates instead of overwriting it).
+			if len(a.bytes)+arenaValue > cap(a.bytes) {
+				a.bytes = make([]byte, 0, arenaValue*a.chunk)
+			}
+			m := len(a.bytes)
+			a.bytes = a.bytes[:m+arenaValue]
+			s.raw = a.bytes[m : m : m+arenaValue]
+			out[i] = s
+		default:
+			out[i] = newState(sp)
+		}
+	}
+	return out
+}
+
+// NewStatesIn is NewStates with the states taken from a.
+func (v *View) NewStatesIn(a *Arena) []State { return a.newStates() }
+
+// AggregateIn is Aggregate with the states of new tiles taken from a.
+func (v *View) AggregateIn(a *Arena, r *Record, e *Event) {
+	t := v.tileIn(a, r, AlignDown(e.TS, v.Granularity))
+	for i, sp := range v.aggs {
+		var in *Input
+		if sp.column >= 0 {
+			in = &e.Inputs[sp.column]
+		}
+		t.States[i].add(e, in)
+	}
+}
+
+// tileIn is tile with the states of a new tile taken from a.
+func (v *View) tileIn(a *Arena, r *Record, start int64) *Tile {
+	n := len(r.Tiles)
+	if n > 0 && r.Tiles[n-1].Start == start {
+		return &r.Tiles[n-1]
+	}
+	i := sort.Search(n, func(i int) bool { return r.Tiles[i].Start >= start })
+	if i < n && r.Tiles[i].Start == start {
+		return &r.Tiles[i]
+	}
+	r.Tiles = append(r.Tiles, Tile{})
+	copy(r.Tiles[i+1:], r.Tiles[i:])
+	r.Tiles[i] = Tile{Start: start, States: a.newStates()}
+	return &r.Tiles[i]
+}
+
+// RollupIn is Rollup with the block aggregates' states taken from a.
+func (v *View) RollupIn(a *Arena, r *Record, step int64) []Tile {
+	var out []Tile
+	for j := range r.Tiles {
+		t := &r.Tiles[j]
+		start := AlignDown(t.Start, step)
+		if n := len(out); n == 0 || out[n-1].Start != start {
+			out = append(out, Tile{Start: start, States: a.newStates()})
+		}
+		MergeStates(out[len(out)-1].States, t.States)
+	}
+	return out
+}
+
 // Rollup returns one tile per block of span step (a multiple of g) holding the
 // merge of r's tiles in that block, ascending.
 func (v *View) Rollup(r *Record, step int64) []Tile {
@@ -617,22 +740,32 @@ const detailVersion = 2
 //	the states of each tile's suffix, in layout order
 func (v *View) AppendDetailRecord(dst []byte, r *Record) []byte {
 	n := len(r.Tiles)
-	suffix := make([][]byte, n)
+	// The suffixes are computed from the last tile back, into one buffer;
+	// ends[i] is where tile i's suffix ends in it.
+	var buf []byte
+	ends := make([]int, n)
 	acc := v.newStates()
 	for i := n - 1; i >= 0; i-- {
 		MergeStates(acc, r.Tiles[i].States)
-		suffix[i] = appendStates(nil, acc)
+		buf = appendStates(buf, acc)
+		ends[i] = len(buf)
+	}
+	suffix := func(i int) []byte {
+		if i == n-1 {
+			return buf[:ends[i]]
+		}
+		return buf[ends[i+1]:ends[i]]
 	}
 	dst = append(dst, detailVersion)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for _, t := range r.Tiles {
 		dst = binary.AppendUvarint(dst, uint64((t.Start-r.Start)/v.Granularity))
 	}
-	for _, b := range suffix {
-		dst = binary.AppendUvarint(dst, uint64(len(b)))
+	for i := range n {
+		dst = binary.AppendUvarint(dst, uint64(len(suffix(i))))
 	}
-	for _, b := range suffix {
-		dst = append(dst, b...)
+	for i := range n {
+		dst = append(dst, suffix(i)...)
 	}
 	return dst
 }

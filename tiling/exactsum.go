@@ -23,7 +23,10 @@ const sumShift = 1074
 // The zero value is the empty sum. Adding NaN or ±Inf is the caller's error:
 // they are skipped (ingest rejects them as bad input before they get here).
 type ExactSum struct {
-	l *[sumLimbs]uint64 // nil means zero; allocated on the first non-zero add
+	// l, when not nil, holds the limbs. While l and packed are nil the sum is
+	// inline, in w (see below); it moves to l (spill) when a value falls
+	// outside w's reach.
+	l *[sumLimbs]uint64
 	// lo and hi bound the limbs that carry information, so adds and merges
 	// touch a few limbs rather than all 34: every limb below lo is zero and
 	// every limb at or above hi equals the sign fill (0, or ^0 when negative).
@@ -33,6 +36,129 @@ type ExactSum struct {
 	// is nil: a decoded sum stays packed until it changes, so a read merges it
 	// straight from its bytes without materialising 34 limbs.
 	packed []byte
+	// w, while l and packed are nil, holds the sum inline: the two's-complement
+	// integer w[0] + w[1]·2^64 + … + w[4]·2^256, times 2^(64·base) (limbs
+	// below base are zero, limbs from base+sumInline up are the sign fill).
+	// All zero is zero, whatever base. A sum of values within a factor of
+	// about 2^190 of each other (any amounts from cents to billions) stays
+	// inline: no allocation, and no 272-byte limb array to scan on merge.
+	w    [sumInline]uint64
+	base int
+}
+
+// sumInline is the width in limbs of an inline sum.
+const sumInline = 5
+
+// inlineNeg reports the sign of an inline sum.
+func (s *ExactSum) inlineNeg() bool { return s.w[sumInline-1]>>63 == 1 }
+
+// inlineZero reports whether an inline sum is zero.
+func (s *ExactSum) inlineZero() bool {
+	return s.w == [sumInline]uint64{}
+}
+
+// inlineSpan returns the absolute limb range [a, b) outside which an inline
+// sum's limbs are zero (below a) or the sign fill (from b up). b < a happens
+// for negative sums (−2^(64·k) has no limb that is not zero or fill).
+func (s *ExactSum) inlineSpan() (a, b int) {
+	fill := uint64(0)
+	if s.inlineNeg() {
+		fill = ^uint64(0)
+	}
+	hi := sumInline
+	for hi > 0 && s.w[hi-1] == fill {
+		hi--
+	}
+	lo := 0
+	for lo < sumInline && s.w[lo] == 0 {
+		lo++
+	}
+	return s.base + lo, s.base + hi
+}
+
+// limbAt returns the limb at absolute position p of an inline sum.
+func (s *ExactSum) limbAt(p int) uint64 {
+	switch {
+	case p < s.base:
+		return 0
+	case p < s.base+sumInline:
+		return s.w[p-s.base]
+	case s.inlineNeg():
+		return ^uint64(0)
+	}
+	return 0
+}
+
+// mergeInline adds the inline sum o into the inline sum s if the result
+// fits inline, and reports whether it did (s is unchanged when not).
+func (s *ExactSum) mergeInline(o *ExactSum) bool {
+	if o.inlineZero() {
+		return true
+	}
+	if s.inlineZero() {
+		s.w, s.base = o.w, o.base
+		return true
+	}
+	sa, sb := s.inlineSpan()
+	oa, ob := o.inlineSpan()
+	lo, hi := min(sa, oa), max(sb, ob, sa, oa)
+	// Each operand v has limbs zero below lo and sign fill from hi up, so
+	// −2^(64·hi) ≤ v < 2^(64·hi) in units of 2^0 limbs: the sum is within
+	// ±2^(64·hi+1), which the signed limbs [lo, hi+1) hold.
+	nb := min(lo, sumLimbs-sumInline)
+	if hi+1 > nb+sumInline {
+		return false
+	}
+	var w [sumInline]uint64
+	var c uint64
+	for j := range sumInline {
+		w[j], c = bits.Add64(s.limbAt(nb+j), o.limbAt(nb+j), c)
+	}
+	s.w, s.base = w, nb
+	return true
+}
+
+// spill moves an inline sum to allocated limbs.
+func (s *ExactSum) spill() {
+	w, base, neg := s.w, s.base, s.inlineNeg()
+	s.w, s.base = [sumInline]uint64{}, 0
+	s.alloc()
+	if w == [sumInline]uint64{} {
+		return
+	}
+	copy(s.l[base:], w[:])
+	if neg {
+		for i := base + sumInline; i < sumLimbs; i++ {
+			s.l[i] = ^uint64(0)
+		}
+	}
+	s.normalize()
+}
+
+// addSigned adds into s's limbs the two's-complement value whose limbs from
+// base are w and the sign fill of neg above them.
+func (s *ExactSum) addSigned(base int, w []uint64, neg bool) {
+	// Add w, then the fill above it: adding ^0 to every limb from b up (neg)
+	// is subtracting 1 at b, which an incoming carry cancels; adding 0
+	// leaves only the carry.
+	var c uint64
+	i := base
+	for k := 0; k < len(w) && i < sumLimbs; k, i = k+1, i+1 {
+		s.l[i], c = bits.Add64(s.l[i], w[k], c)
+	}
+	b := i
+	switch {
+	case neg && c == 0:
+		var br uint64 = 1
+		for i = b; br != 0 && i < sumLimbs; i++ {
+			s.l[i], br = bits.Sub64(s.l[i], 0, br)
+		}
+	case !neg && c == 1:
+		for i = b; c != 0 && i < sumLimbs; i++ {
+			s.l[i], c = bits.Add64(s.l[i], 0, c)
+		}
+	}
+	s.touched(base, i)
 }
 
 // alloc makes the limbs of a zero sum.
@@ -102,14 +228,26 @@ func (s *ExactSum) Add(x float64) {
 	if s.packed != nil {
 		s.unpack()
 	}
-	if s.l == nil {
-		s.alloc()
-	}
 	limb, bit := shift/64, uint(shift%64)
 	lo := m << bit
 	var hi uint64
 	if bit > 0 {
 		hi = m >> (64 - bit)
+	}
+	if s.l == nil {
+		x := ExactSum{base: min(limb, sumLimbs-sumInline)}
+		j := limb - x.base
+		x.w[j], x.w[j+1] = lo, hi
+		if b>>63 == 1 {
+			var c uint64 = 1
+			for k := range x.w {
+				x.w[k], c = bits.Add64(^x.w[k], 0, c)
+			}
+		}
+		if s.mergeInline(&x) {
+			return
+		}
+		s.spill()
 	}
 	if b>>63 == 0 {
 		s.addAt(limb, lo, hi)
@@ -153,12 +291,22 @@ func (s *ExactSum) Merge(o *ExactSum) {
 	}
 	if o.packed != nil {
 		if s.l == nil {
-			s.alloc()
+			s.spill()
 		}
 		s.mergePacked(o.packed)
 		return
 	}
 	if o.l == nil {
+		// o inline.
+		if s.l == nil {
+			if s.mergeInline(o) {
+				return
+			}
+			s.spill()
+		}
+		if !o.inlineZero() {
+			s.addSigned(o.base, o.w[:], o.inlineNeg())
+		}
 		return
 	}
 	neg := o.negative()
@@ -166,7 +314,7 @@ func (s *ExactSum) Merge(o *ExactSum) {
 		return // zero
 	}
 	if s.l == nil {
-		s.alloc()
+		s.spill()
 	}
 	// Add o's window, then o's fill above it: adding ^0 to every limb from
 	// o.hi up (o negative) is subtracting 1 at o.hi, which an incoming carry
@@ -204,7 +352,7 @@ func (s *ExactSum) IsZero() bool {
 		return s.packed[0] == 0
 	}
 	if s.l == nil {
-		return true
+		return s.inlineZero()
 	}
 	for _, v := range s.l {
 		if v != 0 {
@@ -225,10 +373,16 @@ func (s *ExactSum) magnitude() (m [sumLimbs]uint64, neg bool) {
 		return u.magnitude()
 	}
 	if s.l == nil {
-		return m, false
+		if s.inlineZero() {
+			return m, false
+		}
+		for p := s.base; p < sumLimbs; p++ {
+			m[p] = s.limbAt(p)
+		}
+	} else {
+		m = *s.l
 	}
-	m = *s.l
-	if !s.negative() {
+	if m[sumLimbs-1]>>63 == 0 {
 		return m, false
 	}
 	var c uint64 = 1
@@ -328,6 +482,9 @@ func (s *ExactSum) AppendBinary(dst []byte) []byte {
 	if s.packed != nil {
 		return append(dst, s.packed...) // canonical already
 	}
+	if s.l == nil {
+		return s.appendInline(dst)
+	}
 	m, neg := s.magnitude()
 	p := topBit(&m)
 	if p < 0 {
@@ -344,6 +501,47 @@ func (s *ExactSum) AppendBinary(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for k := 0; k < n; k++ {
 		dst = append(dst, byte(bitsAt(&m, lo+8*k)))
+	}
+	return dst
+}
+
+// appendInline is AppendBinary of an inline sum, from its five limbs: the
+// magnitude's limbs outside them are zero.
+func (s *ExactSum) appendInline(dst []byte) []byte {
+	if s.inlineZero() {
+		return append(dst, 0)
+	}
+	m, neg := s.w, s.inlineNeg()
+	if neg {
+		var c uint64 = 1
+		for i := range m {
+			m[i], c = bits.Add64(^m[i], 0, c)
+		}
+		dst = append(dst, 2)
+	} else {
+		dst = append(dst, 1)
+	}
+	top := sumInline - 1
+	for m[top] == 0 {
+		top--
+	}
+	p := top*64 + 63 - bits.LeadingZeros64(m[top])
+	low := 0
+	for m[low] == 0 {
+		low++
+	}
+	lo := low*64 + bits.TrailingZeros64(m[low])
+	n := (p - lo + 8) / 8
+	dst = binary.AppendUvarint(dst, uint64(s.base*64+lo))
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for k := 0; k < n; k++ {
+		q := lo + 8*k
+		i, off := q/64, uint(q%64)
+		v := m[i] >> off
+		if off > 0 && i+1 < sumInline {
+			v |= m[i+1] << (64 - off)
+		}
+		dst = append(dst, byte(v))
 	}
 	return dst
 }
