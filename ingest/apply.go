@@ -113,6 +113,10 @@ type shard struct {
 	limit int
 	// known filters the records the store may hold (nil: read each one).
 	known *known
+	// enc holds the shard's dirty records encoded for a flush, record i
+	// ending at ends[i] (encodeShards).
+	enc  []byte
+	ends []int
 }
 
 // dirtyRec is a record changed since the last flush.
@@ -445,8 +449,12 @@ func (a *applier) flush(force bool) (int, error) {
 	written := 0
 	for attempt := 1; ; attempt++ {
 		b := a.store.NewBatch()
-		for _, d := range dirty {
-			b.PutRecordIf(a.views[d.id.view], d.id.key, d.id.start, d.id.part, d.c.rec, d.c.ver)
+		if a.layout.PerPartition || len(a.shards) == 1 {
+			for _, d := range dirty {
+				b.PutRecordIf(a.views[d.id.view], d.id.key, d.id.start, d.id.part, d.c.rec, d.c.ver)
+			}
+		} else {
+			a.encodeShards(b)
 		}
 		for tp, p := range a.parts {
 			if p.dirty && progress {
@@ -509,6 +517,36 @@ func (a *applier) flush(force bool) (int, error) {
 		}
 	}
 }
+
+// encodeShards puts every shard's dirty records into b (Pebble: the shards'
+// dirty lists are the flush's), encoding the shards' records in parallel.
+func (a *applier) encodeShards(b *state.Batch) {
+	var wg sync.WaitGroup
+	for _, s := range a.shards {
+		wg.Go(func() {
+			s.enc, s.ends = s.enc[:0], s.ends[:0]
+			for _, d := range s.dirty {
+				s.enc = a.views[d.id.view].AppendRecord(s.enc, d.c.rec)
+				s.ends = append(s.ends, len(s.enc))
+			}
+		})
+	}
+	wg.Wait()
+	for _, s := range a.shards {
+		from := 0
+		for i, d := range s.dirty {
+			b.PutRecordBytes(a.views[d.id.view].Name, d.id.key, d.id.start, s.enc[from:s.ends[i]])
+			from = s.ends[i]
+		}
+		if cap(s.enc) > maxEncodeBuffer {
+			s.enc = nil // a flush this large is rare: do not hold its memory
+		}
+	}
+}
+
+// maxEncodeBuffer is the largest encoding buffer a shard keeps between
+// flushes, in bytes.
+const maxEncodeBuffer = 16 << 20
 
 // clean marks a unit written: its version is now its own offset.
 func (a *applier) clean(id recID, c *cached) {

@@ -446,3 +446,15 @@ func (s *Store) ScanStreamRecords(view string, fn func(key []byte, start int64))
 	}
 	return nil
 }
+
+// PutRecordBytes writes a stream record that v.AppendRecord encoded already
+// (Pebble only; on DynamoDB the batch fails): the ingest encodes the records
+// of a flush in parallel, then adds them here in one go.
+func (b *Batch) PutRecordBytes(view, key string, start int64, val []byte) {
+	if b.ops != nil {
+		b.fail(fmt.Errorf("put record %s/%q@%d: encoded records are for Pebble only", view, key, start))
+		return
+	}
+	_ = b.b.Set(recordKey(nil, view, key, start), val, nil)
+	b.n++
+}
