@@ -232,16 +232,22 @@ func (a *applier) prefetch(vi int, evs []*tiling.Event) error {
 		if err != nil {
 			return err
 		}
+		// Room first, so that every head of the poll stays cached.
+		adding := make([]int, len(a.shards))
+		for _, k := range keys {
+			adding[a.shardOf(k)]++
+		}
+		for si, sh := range a.shards {
+			if len(sh.heads)+adding[si] > sh.limit {
+				clear(sh.heads)
+			}
+		}
 		for _, k := range keys {
 			wb := tiling.MinTime
 			if h, ok := hs[k]; ok {
 				wb = h.Watermark
 			}
-			sh := a.shards[a.shardOf(k)]
-			if len(sh.heads) >= sh.limit {
-				clear(sh.heads)
-			}
-			sh.heads[headID{vi, k}] = wb
+			a.shards[a.shardOf(k)].heads[headID{vi, k}] = wb
 		}
 	}
 	var ids []state.UnitID

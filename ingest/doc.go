@@ -16,7 +16,9 @@
 // Pebble a Bloom filter per shard of the stream records the store may hold
 // (known.go: filled by a scan of the stored records at the first poll of a
 // run, then fed every record the applier creates) spares the point reads of
-// records that do not exist yet, nearly every record of a backlog replay.
+// records that do not exist yet, nearly every record of a backlog replay. A
+// flush encodes the shards' records in parallel, and archive rolls due
+// together run in parallel, one per core.
 //
 // # Exactly-once effect
 //
