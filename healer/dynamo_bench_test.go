@@ -127,7 +127,10 @@ func TestDynamoReadItemsStayBounded(t *testing.T) {
 	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	tiles := 0
 	// run feeds events every minute on every partition up to until, one
-	// flush (consume) per flushEvery, as the ingest would.
+	// flush (consume) per flushEvery, as the ingest would; before
+	// streamFrom only to the offline log (the first heal reads them there,
+	// and collects stream items below its watermark).
+	streamFrom := start + tiling.Day - 2*tiling.Hour
 	run := func(until int64) {
 		for w.now < until {
 			var evs []tiling.Event
@@ -139,7 +142,7 @@ func TestDynamoReadItemsStayBounded(t *testing.T) {
 					tiles++
 				}
 			}
-			consumeBatched(w, evs, oes)
+			consumeBatched(w, evs, oes, w.now >= streamFrom)
 			w.now += flushEvery
 			w.arch.e = w.now
 		}
@@ -152,7 +155,7 @@ func TestDynamoReadItemsStayBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := int(st.ItemsRead.Load() - n0)
-		t.Logf("read at %s: %d items (%d records), %d stream tiles written so far",
+		t.Logf("read at %s: %d items (%d records), %d (tile, partition) pairs with events so far",
 			time.UnixMilli(at).UTC().Format(time.RFC3339), n, kd.RecordsRead, tiles)
 		return n
 	}
@@ -193,9 +196,9 @@ func TestDynamoReadItemsStayBounded(t *testing.T) {
 
 // consumeBatched is world.consume as the ingest does it on DynamoDB: the
 // units a flush needs loaded in batch reads (state.Store.LoadRecords), then
-// one commit. Events are archived, and none is before the key's batch
-// watermark (the caller's events are all newer than any heal's).
-func consumeBatched(w *world, evs []tiling.Event, oes []oracle.Event) {
+// one commit (only archived when stream is false). None of the events is
+// before the key's batch watermark (they are newer than any heal's).
+func consumeBatched(w *world, evs []tiling.Event, oes []oracle.Event, stream bool) {
 	w.t.Helper()
 	byPart := map[int32][]state.ArchiveRow{}
 	for i := range evs {
@@ -208,6 +211,9 @@ func consumeBatched(w *world, evs []tiling.Event, oes []oracle.Event) {
 		}
 	}
 	w.events = append(w.events, oes...)
+	if !stream {
+		return
+	}
 	lay := w.store.StreamLayout()
 	var ids []state.UnitID
 	seen := map[state.UnitID]bool{}

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -20,34 +19,31 @@ import (
 // Hour segments (docs/format.md, "Hour segments"): the stream tile items of
 // one key's record span (an hour of minute tiles) are rolled up, by the
 // partition's consumer once it has moved past them, into one segment item
-// per span holding every partition's tiles merged and, per (tile,
-// partition), the highest offset the segment holds. A tile item then counts
-// only for what lies above that offset:
+// per span. A segment holds, per (tile, partition), a copy of that tile item
+// as it was absorbed, with its offset: a slot. Every tile item and every
+// slot is the whole state of its (tile, partition) up to its offset, and
+// offsets of one (tile, partition) only grow (each write is built on the
+// newest version, read under a condition), so:
 //
-//   - a reader counts a tile item of (tile, partition) at offset o only when
-//     o is above the highest offset the span's segments hold for it;
-//   - a tile item is rolled up in three steps: it is sealed (attribute s, set
-//     conditioned on its offset: ingest writes are conditioned on no seal,
-//     so a sealed item never changes), absorbed into the span's open
-//     segment (conditioned on the segment's version), then deleted
-//     (conditioned on its offset). Whoever finds a sealed item (the
-//     partition's consumer, a new owner, the same one after a crash)
-//     finishes the roll-up before writing the unit again;
-//   - a unit whose tile item is absent continues from the offset the
-//     segments hold: the ingest applies only the events above it, so a new
-//     tile item holds what the segments do not.
+//   - a reader uses, per (tile, partition), the newest of the tile item and
+//     the slots (the highest offset), and merges partitions;
+//   - a roll-up writes tile items into the span's open segment (conditioned
+//     on its version), replacing their slots, then deletes each item
+//     conditioned on its offset (one written since stays, and is newer);
+//   - a unit whose tile item is absent continues from its newest slot;
+//     a write on a version that a roll-up absorbed and deleted since is
+//     made anew when the slot is at that version (the writer's record holds
+//     everything the slot does).
 //
-// A query reads a span's tile items before its segments (segments sort
-// after them), so whatever it reads of a tile item that is being rolled up,
-// the events are counted once: the item before the segment absorbed it,
-// the segment after (the item is deleted only then).
+// No event is counted twice (one version per (tile, partition) is used)
+// and none is lost (the version used is the newest read: it holds every
+// older one's events).
 
-// Attributes of stream items.
+// Attributes of segments.
 const (
-	attrSealed      = "s"  // on a tile item: sealed for a roll-up (N, 1)
-	attrHourOffsets = "of" // on a segment: the (tile, partition) offsets it holds
-	attrHourVersion = "hv" // on a segment: its version, for conditional writes
-	attrHourClosed  = "c"  // on a segment: full; the next one is open (N, 1)
+	attrHourOffsets = "of" // the (tile, partition) offsets of its slots
+	attrHourVersion = "hv" // its version, for conditional writes
+	attrHourClosed  = "c"  // full; the next one is open (N, 1)
 )
 
 const (
@@ -58,7 +54,7 @@ const (
 	// the newest one the consumer wrote, wait before they are rolled up
 	// together: the bound on a partition's unrolled tile items per key
 	// beside the newest, traded against write units (each roll-up costs a
-	// seal and a delete per tile and one segment write).
+	// delete per tile and one segment write).
 	rollupBacklog = 6
 	// maxTracked bounds the tiles awaiting a roll-up that an instance keeps
 	// track of; past it the list is dropped (the tiles stay as they are
@@ -95,62 +91,139 @@ type hourSeg struct {
 	seg    int
 	ver    int64
 	closed bool
-	val    []byte // the record (Start: hour, no offsets) of the merged tiles
+	val    []byte // slot states (appendSlots)
 	offs   []byte // attrHourOffsets
+}
+
+// slot is one (tile, partition)'s state in a segment, or in a tile item.
+type slot struct {
+	off  int64
+	tile *tiling.Tile // nil: no events
 }
 
 // segmentOffsets encoding: version (1), uvarint m, m × (uvarint tile −
 // span start, uvarint partition, uvarint offset), ascending by tile and
 // partition.
-func appendSegmentOffsets(dst []byte, hour int64, offs map[tilePart]int64) []byte {
-	keys := make([]tilePart, 0, len(offs))
-	for k := range offs {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b tilePart) int {
-		if a.tile != b.tile {
-			return int(a.tile - b.tile)
-		}
-		return int(a.part - b.part)
-	})
+func appendSegmentOffsets(dst []byte, hour int64, keys []tilePart, slots map[tilePart]slot) []byte {
 	dst = append(dst, 1)
 	dst = binary.AppendUvarint(dst, uint64(len(keys)))
 	for _, k := range keys {
 		dst = binary.AppendUvarint(dst, uint64(k.tile-hour))
 		dst = binary.AppendUvarint(dst, uint64(k.part))
-		dst = binary.AppendUvarint(dst, uint64(offs[k]))
+		dst = binary.AppendUvarint(dst, uint64(slots[k].off))
 	}
 	return dst
 }
 
-func decodeSegmentOffsets(hour int64, b []byte, into map[tilePart]int64) error {
+func decodeSegmentOffsets(hour int64, b []byte) ([]tilePart, []int64, error) {
 	if len(b) == 0 || b[0] != 1 {
-		return fmt.Errorf("%w: segment offsets version", tiling.ErrCorrupt)
+		return nil, nil, fmt.Errorf("%w: segment offsets version", tiling.ErrCorrupt)
 	}
 	b = b[1:]
 	m, n := binary.Uvarint(b)
-	if n <= 0 {
-		return fmt.Errorf("%w: segment offsets", tiling.ErrCorrupt)
+	if n <= 0 || m > uint64(len(b)) {
+		return nil, nil, fmt.Errorf("%w: segment offsets", tiling.ErrCorrupt)
 	}
 	b = b[n:]
+	keys, offs := make([]tilePart, 0, m), make([]int64, 0, m)
 	for range m {
 		var f [3]uint64
 		for i := range f {
 			x, n := binary.Uvarint(b)
 			if n <= 0 {
-				return fmt.Errorf("%w: segment offsets", tiling.ErrCorrupt)
+				return nil, nil, fmt.Errorf("%w: segment offsets", tiling.ErrCorrupt)
 			}
 			f[i], b = x, b[n:]
 		}
-		k := tilePart{hour + int64(f[0]), int32(f[1])}
-		if cur, ok := into[k]; !ok || int64(f[2]) > cur {
-			into[k] = int64(f[2])
+		keys = append(keys, tilePart{hour + int64(f[0]), int32(f[1])})
+		offs = append(offs, int64(f[2]))
+	}
+	if len(b) != 0 {
+		return nil, nil, fmt.Errorf("%w: segment offsets: trailing bytes", tiling.ErrCorrupt)
+	}
+	return keys, offs, nil
+}
+
+// appendSlots encodes the states of a segment's slots: version (1),
+// uvarint n, n × (uvarint partition, uvarint byte length, the record of
+// that partition's slots: Start the span, no offsets, its tiles).
+func appendSlots(dst []byte, v *tiling.View, hour int64, keys []tilePart, slots map[tilePart]slot) []byte {
+	byPart := map[int32]*tiling.Record{}
+	var parts []int32
+	for _, k := range keys {
+		s := slots[k]
+		r := byPart[k.part]
+		if r == nil {
+			r = &tiling.Record{Start: hour}
+			byPart[k.part] = r
+			parts = append(parts, k.part)
+		}
+		if s.tile != nil {
+			r.Tiles = append(r.Tiles, *s.tile)
+		}
+	}
+	slices.Sort(parts)
+	dst = append(dst, 1)
+	dst = binary.AppendUvarint(dst, uint64(len(parts)))
+	for _, p := range parts {
+		rec := v.AppendRecord(nil, byPart[p])
+		dst = binary.AppendUvarint(dst, uint64(p))
+		dst = binary.AppendUvarint(dst, uint64(len(rec)))
+		dst = append(dst, rec...)
+	}
+	return dst
+}
+
+// decodeSlots returns a segment's slots.
+func decodeSlots(v *tiling.View, h hourSeg) (map[tilePart]slot, error) {
+	keys, offs, err := decodeSegmentOffsets(h.hour, h.offs)
+	if err != nil {
+		return nil, fmt.Errorf("segment @%d/%d: %w", h.hour, h.seg, err)
+	}
+	out := make(map[tilePart]slot, len(keys))
+	for i, k := range keys {
+		out[k] = slot{off: offs[i]}
+	}
+	b := h.val
+	bad := fmt.Errorf("segment @%d/%d: %w: slots", h.hour, h.seg, tiling.ErrCorrupt)
+	if len(b) == 0 || b[0] != 1 {
+		return nil, bad
+	}
+	b = b[1:]
+	n, m := binary.Uvarint(b)
+	if m <= 0 {
+		return nil, bad
+	}
+	b = b[m:]
+	for range n {
+		p, m := binary.Uvarint(b)
+		if m <= 0 {
+			return nil, bad
+		}
+		b = b[m:]
+		l, m := binary.Uvarint(b)
+		if m <= 0 || uint64(len(b)-m) < l {
+			return nil, bad
+		}
+		r, err := v.DecodeRecord(h.hour, b[m:m+int(l)])
+		if err != nil {
+			return nil, fmt.Errorf("segment @%d/%d: %w", h.hour, h.seg, err)
+		}
+		b = b[m+int(l):]
+		for i := range r.Tiles {
+			k := tilePart{r.Tiles[i].Start, int32(p)}
+			s, ok := out[k]
+			if !ok {
+				return nil, bad
+			}
+			s.tile = &r.Tiles[i]
+			out[k] = s
 		}
 	}
 	if len(b) != 0 {
-		return fmt.Errorf("%w: segment offsets: trailing bytes", tiling.ErrCorrupt)
+		return nil, bad
 	}
-	return nil
+	return out, nil
 }
 
 func decodeHourSeg(v *tiling.View, it *dynamo.Item) hourSeg {
@@ -167,13 +240,18 @@ func decodeHourSeg(v *tiling.View, it *dynamo.Item) hourSeg {
 	}
 }
 
-// covered returns, per (tile, partition), the highest offset the segments
-// hold.
-func covered(segs []hourSeg) (map[tilePart]int64, error) {
-	out := map[tilePart]int64{}
-	for _, s := range segs {
-		if err := decodeSegmentOffsets(s.hour, s.offs, out); err != nil {
-			return nil, fmt.Errorf("segment @%d/%d: %w", s.hour, s.seg, err)
+// newest returns, per (tile, partition), the newest slot of the segments.
+func newest(v *tiling.View, segs []hourSeg) (map[tilePart]slot, error) {
+	out := map[tilePart]slot{}
+	for _, h := range segs {
+		slots, err := decodeSlots(v, h)
+		if err != nil {
+			return nil, err
+		}
+		for k, s := range slots {
+			if cur, ok := out[k]; !ok || s.off > cur.off {
+				out[k] = s
+			}
 		}
 	}
 	return out, nil
@@ -181,7 +259,7 @@ func covered(segs []hourSeg) (map[tilePart]int64, error) {
 
 // hourSegs reads the segments of one span.
 func (d *dynStore) hourSegs(ctx context.Context, v *tiling.View, pk []byte, hour int64) ([]hourSeg, error) {
-	var segs []hourSeg
+	segs := []hourSeg{}
 	err := d.t.Query(ctx, pk, hourSK(v, hour, 0), streamSK(hour+v.Span(), 0), func(it *dynamo.Item) error {
 		if isHourSK(it.SK) {
 			segs = append(segs, decodeHourSeg(v, it))
@@ -225,7 +303,7 @@ func (d *dynStore) spanSegs(ctx context.Context, v *tiling.View, spans []spanID)
 			if err != nil {
 				return nil, err
 			}
-			out[s] = append([]hourSeg{}, segs...)
+			out[s] = segs
 		default:
 			out[s] = []hourSeg{decodeHourSeg(v, it)}
 		}
@@ -234,10 +312,9 @@ func (d *dynStore) spanSegs(ctx context.Context, v *tiling.View, spans []spanID)
 }
 
 // resolveUnit returns the unit (tile, part) for the ingest to write, from
-// its stored tile item it (nil: absent): the item when it is a live one;
-// after finishing its roll-up when it is sealed; when absent, an empty
-// record at the offset the span's segments hold (version -1: the write
-// creates the item).
+// its stored tile item it (nil: absent): the item, or when absent the
+// newest slot of the span's segments (version -1: the write creates the
+// item).
 func (d *dynStore) resolveUnit(ctx context.Context, v *tiling.View, pk []byte, key string, tile int64, part int32, it *dynamo.Item) (*tiling.Record, int64, error) {
 	return d.resolveUnitWith(ctx, v, pk, key, tile, part, it, nil)
 }
@@ -245,87 +322,80 @@ func (d *dynStore) resolveUnit(ctx context.Context, v *tiling.View, pk []byte, k
 // resolveUnitWith is resolveUnit with the span's segments, when known
 // (read after the tile item), in segs (nil: read them).
 func (d *dynStore) resolveUnitWith(ctx context.Context, v *tiling.View, pk []byte, key string, tile int64, part int32, it *dynamo.Item, segs []hourSeg) (*tiling.Record, int64, error) {
-	known := segs != nil
-	for range 8 {
-		if it == nil {
-			var err error
-			if !known {
-				segs, err = d.hourSegs(ctx, v, pk, v.RecordStart(tile))
-			}
-			if err != nil {
-				return nil, 0, fmt.Errorf("read segments of %s/%q@%d: %w", v.Name, key, tile, err)
-			}
-			cov, err := covered(segs)
-			if err != nil {
-				return nil, 0, err
-			}
-			off, ok := cov[tilePart{tile, part}]
-			if !ok {
-				return nil, -1, nil
-			}
-			return &tiling.Record{Start: v.RecordStart(tile), Offsets: []tiling.PartOffset{{Partition: part, Offset: off}}}, -1, nil
-		}
-		if _, sealed := it.N(attrSealed); !sealed {
-			return d.decodeStreamItem(v, key, tile, part, it)
-		}
-		if err := d.absorbHour(ctx, v, pk, v.RecordStart(tile)); err != nil {
-			return nil, 0, err
-		}
-		known = false
+	if it != nil {
+		return d.decodeStreamItem(v, key, tile, part, it)
+	}
+	s, ok, err := d.slotOf(ctx, v, pk, tile, part, segs)
+	if err != nil || !ok {
+		return nil, -1, err
+	}
+	r := &tiling.Record{Start: v.RecordStart(tile), Offsets: []tiling.PartOffset{{Partition: part, Offset: s.off}}}
+	if s.tile != nil {
+		r.Tiles = []tiling.Tile{*s.tile}
+	}
+	return r, -1, nil
+}
+
+// slotOf returns the newest slot of (tile, part) in the span's segments
+// (segs, or read when nil).
+func (d *dynStore) slotOf(ctx context.Context, v *tiling.View, pk []byte, tile int64, part int32, segs []hourSeg) (slot, bool, error) {
+	if segs == nil {
 		var err error
-		if it, err = d.t.Get(ctx, pk, streamSK(tile, part)); err != nil {
-			return nil, 0, err
+		if segs, err = d.hourSegs(ctx, v, pk, v.RecordStart(tile)); err != nil {
+			return slot{}, false, fmt.Errorf("read segments @%d: %w", tile, err)
 		}
 	}
-	return nil, 0, fmt.Errorf("stream tile %s/%q@%d/%d: sealed again and again", v.Name, key, tile, part)
+	best, err := newest(v, segs)
+	if err != nil {
+		return slot{}, false, err
+	}
+	s, ok := best[tilePart{tile, part}]
+	return s, ok, nil
 }
 
-// sealedTile is a sealed tile item found in a span.
-type sealedTile struct {
-	tile int64
-	part int32
-	off  int64
-	val  []byte
-	sk   []byte
+// spanItem is a tile item found in a span.
+type spanItem struct {
+	tilePart
+	off int64
+	val []byte
+	sk  []byte
 }
 
-// absorbHour finishes the roll-up of every sealed tile item of one span:
-// absorbs those the segments do not hold yet into the open segment (a new
-// one when it is full), then deletes them. Each step is conditional, so
-// several callers (the consumer, a new owner, a reload after a conflict)
-// may run it at once; each re-reads the span after a failed condition.
-func (d *dynStore) absorbHour(ctx context.Context, v *tiling.View, pk []byte, hour int64) error {
+// absorbHour rolls the tile items of want (per (tile, partition), present
+// in the span) up into the span's open segment (a new one when it is full),
+// then deletes every tile item of the span that a slot is as new as. Each
+// step is conditional, so several instances may run it at once; each
+// re-reads the span after a failed condition.
+func (d *dynStore) absorbHour(ctx context.Context, v *tiling.View, pk []byte, hour int64, want map[tilePart]bool) error {
 	for range 64 {
-		var sealed []sealedTile
+		var items []spanItem
 		var segs []hourSeg
 		err := d.t.Query(ctx, pk, streamSK(hour, 0), streamSK(hour+v.Span(), 0), func(it *dynamo.Item) error {
 			switch {
 			case isHourSK(it.SK):
 				segs = append(segs, decodeHourSeg(v, it))
 			case len(it.SK) == streamSKLen:
-				if _, ok := it.N(attrSealed); ok {
-					off, _ := it.N("o")
-					sealed = append(sealed, sealedTile{
-						tile: decodeTime(it.SK[1:9]), part: int32(binary.BigEndian.Uint32(it.SK[9:])),
-						off: off, val: it.B("v"), sk: it.SK,
-					})
-				}
+				off, _ := it.N("o")
+				items = append(items, spanItem{
+					tilePart: tilePart{decodeTime(it.SK[1:9]), int32(binary.BigEndian.Uint32(it.SK[9:]))},
+					off:      off, val: it.B("v"), sk: it.SK,
+				})
 			}
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("read span %s@%d: %w", v.Name, hour, err)
 		}
-		cov, err := covered(segs)
+		best, err := newest(v, segs)
 		if err != nil {
 			return err
 		}
-		var todo, done []sealedTile
-		for _, s := range sealed {
-			if c, ok := cov[tilePart{s.tile, s.part}]; ok && s.off <= c {
-				done = append(done, s)
-			} else {
-				todo = append(todo, s)
+		var todo, done []spanItem
+		for _, it := range items {
+			if s, ok := best[it.tilePart]; ok && it.off <= s.off {
+				done = append(done, it)
+			} else if want[it.tilePart] {
+				todo = append(todo, it)
 			}
 		}
 		if len(todo) == 0 {
@@ -340,12 +410,14 @@ func (d *dynStore) absorbHour(ctx context.Context, v *tiling.View, pk []byte, ho
 	return fmt.Errorf("roll-up of %s@%d: the span kept changing", v.Name, hour)
 }
 
-// absorbInto writes as many of todo as fit into the span's open segment:
-// a new segment after a closed (or without any) one, else the last one;
-// when none fits in the last one, it closes it.
-func (d *dynStore) absorbInto(ctx context.Context, v *tiling.View, pk []byte, hour int64, segs []hourSeg, todo []sealedTile) error {
-	target := hourSeg{hour: hour, ver: 0}
-	var cond *dynamo.Cond = dynamo.IfAbsent
+// absorbInto writes as many of todo as fit into the span's open segment,
+// each replacing its slot there: a new segment after a closed (or without
+// any) one, else the last one; when none fits in the last one, it closes
+// it.
+func (d *dynStore) absorbInto(ctx context.Context, v *tiling.View, pk []byte, hour int64, segs []hourSeg, todo []spanItem) error {
+	target := hourSeg{hour: hour}
+	cond := dynamo.IfAbsent
+	slots := map[tilePart]slot{}
 	if n := len(segs); n > 0 {
 		last := segs[n-1]
 		if last.closed {
@@ -353,35 +425,39 @@ func (d *dynStore) absorbInto(ctx context.Context, v *tiling.View, pk []byte, ho
 		} else {
 			target = last
 			cond = dynamo.IfN(false, attrHourVersion, "=", last.ver)
-		}
-	}
-	rec := &tiling.Record{Start: hour}
-	offs := map[tilePart]int64{}
-	if target.val != nil {
-		r, err := v.DecodeRecord(hour, target.val)
-		if err != nil {
-			return fmt.Errorf("segment %s@%d/%d: %w", v.Name, hour, target.seg, err)
-		}
-		rec = r
-		rec.Offsets = nil
-		if err := decodeSegmentOffsets(hour, target.offs, offs); err != nil {
-			return err
+			var err error
+			if slots, err = decodeSlots(v, last); err != nil {
+				return err
+			}
 		}
 	}
 	var val, of []byte
 	added := 0
-	for _, s := range todo {
-		r, err := v.DecodeRecord(hour, s.val)
+	for _, it := range todo {
+		r, err := v.DecodeRecord(hour, it.val)
 		if err != nil {
-			return fmt.Errorf("stream tile %s@%d/%d: %w", v.Name, s.tile, s.part, err)
+			return fmt.Errorf("stream tile %s@%d/%d: %w", v.Name, it.tile, it.part, err)
 		}
+		s := slot{off: it.off}
 		for i := range r.Tiles {
-			v.AddTile(rec, &r.Tiles[i])
+			if r.Tiles[i].Start == it.tile {
+				s.tile = &r.Tiles[i]
+			}
 		}
-		offs[tilePart{s.tile, s.part}] = s.off
-		nv, nof := v.AppendRecord(nil, rec), appendSegmentOffsets(nil, hour, offs)
+		slots[it.tilePart] = s
+		keys := make([]tilePart, 0, len(slots))
+		for k := range slots {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b tilePart) int {
+			if a.tile != b.tile {
+				return cmpInt64(a.tile, b.tile)
+			}
+			return cmpInt64(int64(a.part), int64(b.part))
+		})
+		nv, nof := appendSlots(nil, v, hour, keys, slots), appendSegmentOffsets(nil, hour, keys, slots)
 		if (added > 0 || target.val != nil) && len(nv)+len(nof) > segmentBytes {
-			break // it goes into the next segment (rec is dropped)
+			break // it goes into the next segment (slots is dropped)
 		}
 		val, of = nv, nof
 		added++
@@ -407,10 +483,20 @@ func (d *dynStore) absorbInto(ctx context.Context, v *tiling.View, pk []byte, ho
 	return nil
 }
 
-// finishAbsorb deletes sealed tile items the segments hold (each
-// conditioned on its offset: a new item of the same tile is left alone) and
-// writes the span's segments through to the cache.
-func (d *dynStore) finishAbsorb(ctx context.Context, pk []byte, segs []hourSeg, done []sealedTile) error {
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// finishAbsorb deletes tile items a slot is as new as (each conditioned on
+// its offset: one written since stays) and writes the span's segments
+// through to the cache.
+func (d *dynStore) finishAbsorb(ctx context.Context, pk []byte, segs []hourSeg, done []spanItem) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, s := range done {
@@ -576,26 +662,22 @@ func (r *rollups) untrack(job rollupJob) {
 	}
 }
 
-// rollUp seals the tile items of jobs of one key (each conditioned on the
-// offset this instance wrote: one written since by another writer is left
-// alone), then absorbs them span by span: one absorption per span for
-// every partition sealed in it.
+// rollUp rolls the tile items of jobs of one key up, span by span: one
+// absorption per span for every partition's tiles in it.
 func (d *dynStore) rollUp(ctx context.Context, jobs []rollupJob) error {
 	v := jobs[0].v
 	pk, err := d.keyPK(v.Name, jobs[0].id.key)
 	if err != nil {
 		return err
 	}
-	type sealing struct {
-		tile int64
-		part int32
-		off  int64
-	}
-	byHour := map[int64][]sealing{}
+	byHour := map[int64]map[tilePart]bool{}
 	for _, job := range jobs {
-		for t, off := range job.tiles {
+		for t := range job.tiles {
 			h := v.RecordStart(t)
-			byHour[h] = append(byHour[h], sealing{t, job.id.part, off})
+			if byHour[h] == nil {
+				byHour[h] = map[tilePart]bool{}
+			}
+			byHour[h][tilePart{t, job.id.part}] = true
 		}
 	}
 	hours := make([]int64, 0, len(byHour))
@@ -604,31 +686,7 @@ func (d *dynStore) rollUp(ctx context.Context, jobs []rollupJob) error {
 	}
 	sort.Slice(hours, func(i, j int) bool { return hours[i] < hours[j] })
 	for _, h := range hours {
-		var sealed atomic.Int64
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(8)
-		for _, s := range byHour[h] {
-			g.Go(func() error {
-				set := &dynamo.Item{PK: pk, SK: streamSK(s.tile, s.part)}
-				set.SetN(attrSealed, 1)
-				err := d.t.Update(gctx, set, nil, dynamo.IfN(false, "o", "=", s.off))
-				switch {
-				case errors.Is(err, dynamo.ErrConditionFailed):
-					return nil // changed or gone since: its writer tracks it
-				case err != nil:
-					return fmt.Errorf("seal stream tile: %w", err)
-				}
-				sealed.Add(1)
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			return err
-		}
-		if sealed.Load() == 0 {
-			continue
-		}
-		if err := d.absorbHour(ctx, v, pk, h); err != nil {
+		if err := d.absorbHour(ctx, v, pk, h, byHour[h]); err != nil {
 			return err
 		}
 		for _, job := range jobs {
@@ -640,8 +698,8 @@ func (d *dynStore) rollUp(ctx context.Context, jobs []rollupJob) error {
 
 // rollUpDue runs the roll-ups a commit's stream writes made due, key by
 // key (the partitions of a key share its spans' segments). A failure
-// leaves a consistent state (sealed items count for readers until a
-// roll-up finishes them); its tiles are tried again later.
+// leaves a consistent state (any step of a roll-up may be cut); its tiles
+// are tried again with the next one due.
 func (d *dynStore) rollUpDue(ctx context.Context, recs []dynRecord) {
 	byKey := map[[2]string][]rollupJob{}
 	var order [][2]string

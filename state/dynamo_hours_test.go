@@ -118,9 +118,8 @@ func (w *writer) clean(id unitID) {
 	}
 }
 
-// streamItems counts a key's stream items: tile items (live and sealed) and
-// segments.
-func streamItems(t *testing.T, s *Store, v *tiling.View, key string) (tiles, sealed, segs int) {
+// streamItems counts a key's stream items: tile items and segments.
+func streamItems(t *testing.T, s *Store, v *tiling.View, key string) (tiles, segs int) {
 	t.Helper()
 	pk, err := s.dyn.keyPK(v.Name, key)
 	if err != nil {
@@ -132,23 +131,21 @@ func streamItems(t *testing.T, s *Store, v *tiling.View, key string) (tiles, sea
 			segs++
 		case len(it.SK) == streamSKLen:
 			tiles++
-			if _, ok := it.N(attrSealed); ok {
-				sealed++
-			}
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tiles, sealed, segs
+	return tiles, segs
 }
 
 // TestDynamoRollupKeepsReadsExact rolls a key's stream tiles of three
 // partitions up into hour segments as they are written, then writes to
-// rolled-up units as a zombie writer holding a pre-roll-up copy would, as a
-// replay would, and to an item sealed by a roll-up that crashed: every read
-// equals Pebble's, fed the same events.
+// rolled-up units as a writer holding the rolled-up version would, as one
+// further behind would, as a replay would, and to an item a crashed
+// roll-up absorbed without deleting it: every read equals Pebble's, fed
+// the same events.
 func TestDynamoRollupKeepsReadsExact(t *testing.T) {
 	ctx := context.Background()
 	cfg := dynTable(t)
@@ -240,57 +237,49 @@ func TestDynamoRollupKeepsReadsExact(t *testing.T) {
 			zombieVer = wa.vers[id]
 		}
 	}
-	tiles, sealed, segs := streamItems(t, a, v, "k")
-	if segs != 2 || sealed != 0 || tiles > 3*(rollupBacklog+1) {
-		t.Fatalf("after 360 tile writes: %d tile items (%d sealed), %d segments; want 2 segments and at most %d tiles", tiles, sealed, segs, 3*(rollupBacklog+1))
+	tiles, segs := streamItems(t, a, v, "k")
+	if segs != 2 || tiles > 3*(rollupBacklog+1) {
+		t.Fatalf("after 360 tile writes: %d tile items, %d segments; want 2 segments and at most %d tiles", tiles, segs, 3*(rollupBacklog+1))
 	}
 	same("rolled up", a, b)
 
-	// A replay from before the roll-up skips what the segment holds.
+	// A replay from before the roll-up loads the slot, and skips what it
+	// holds.
 	r, ver, err := b.LoadRecord(v, "k", hour, 0)
-	if err != nil || ver != -1 || r == nil || !r.Applied(firstTile[0].Pos) || len(r.Tiles) != 0 {
-		t.Fatalf("load of a rolled-up unit: %+v ver %d %v; want it empty, absent, at the segment's offset", r, ver, err)
+	if err != nil || ver != -1 || r == nil || !r.Applied(firstTile[1].Pos) || len(r.Tiles) != 1 {
+		t.Fatalf("load of a rolled-up unit: %+v ver %d %v; want its slot, absent", r, ver, err)
 	}
 
-	// A zombie writer's copy from before the roll-up: its write fails, it
-	// reloads and applies only its new event.
+	// A writer's copy of the version that was rolled up (a zombie, or this
+	// very instance's ingest holding it in memory): its write is made anew,
+	// without a conflict, since it holds everything the slot does.
 	late := next(hour+30*1000, 0)
 	v.Add(zombieRec, &late)
 	wb := b.NewBatch()
 	wb.PutRecordIf(v, "k", hour, 0, zombieRec, zombieVer)
-	err = b.Commit(wb)
-	var we *WriteError
-	if !errors.As(err, &we) || !we.Records[0].Conflict || we.Records[0].CurrentVersion != -1 {
-		t.Fatalf("write of a rolled-up unit on its old version: %v", err)
-	}
-	cur := we.Records[0].Current
-	if cur == nil || !v.Add(cur, &late) {
-		t.Fatalf("the rolled-up unit as reloaded %+v takes the late event", cur)
-	}
-	wb = b.NewBatch()
-	wb.PutRecordIf(v, "k", hour, 0, cur, -1)
 	if err := b.Commit(wb); err != nil {
-		t.Fatal(err)
+		t.Fatalf("write on the rolled-up version: %v", err)
 	}
 	feedPebble(late)
 	same("a late event on a rolled-up unit", b)
 
-	// A roll-up that crashed after sealing the newest tile of partition 1:
-	// readers count the sealed item; the next write finishes the roll-up,
-	// then goes on from the segment.
+	// A writer two versions behind conflicts, reloads the tile item and
+	// applies its new event on top.
+	late2 := next(hour+40*1000, 0)
+	wa.apply(late2)
+	wa.flush()
+	feedPebble(late2)
+	same("a writer behind the rolled-up version", b)
+
+	// A roll-up that crashed after absorbing the newest tile of partition 1
+	// and before deleting it: the item and its slot are the same version,
+	// counted once; the next write supersedes both.
 	newest := unitID{"k", hour + 119*tiling.Minute, 1}
 	pk, _ := a.dyn.keyPK(v.Name, "k")
-	set := &dynamo.Item{PK: pk, SK: streamSK(newest.tile, newest.part)}
-	set.SetN(attrSealed, 1)
-	if err := a.dyn.t.Update(ctx, set, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	same("a sealed tile", b)
-	// ... and crashed again after absorbing it, before deleting it: the
-	// item stays, and counts no more.
-	it, err := a.dyn.t.Get(ctx, pk, set.SK)
+	sk := streamSK(newest.tile, newest.part)
+	it, err := a.dyn.t.Get(ctx, pk, sk)
 	if err != nil || it == nil {
-		t.Fatalf("sealed item: %v %v", it, err)
+		t.Fatalf("newest tile item: %v %v", it, err)
 	}
 	off, _ := it.N("o")
 	h := v.RecordStart(newest.tile)
@@ -298,20 +287,18 @@ func TestDynamoRollupKeepsReadsExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.dyn.absorbInto(ctx, v, pk, h, segsNow, []sealedTile{{tile: newest.tile, part: 1, off: off, val: it.B("v"), sk: it.SK}}); err != nil {
+	item := spanItem{tilePart: tilePart{newest.tile, newest.part}, off: off, val: it.B("v"), sk: sk}
+	if err := a.dyn.absorbInto(ctx, v, pk, h, segsNow, []spanItem{item}); err != nil {
 		t.Fatal(err)
 	}
-	if tiles, sealed, _ := streamItems(t, a, v, "k"); sealed != 1 || tiles == 0 {
-		t.Fatalf("%d tile items, %d sealed; want the absorbed one still there", tiles, sealed)
+	if s, ok, err := a.dyn.slotOf(ctx, v, pk, newest.tile, newest.part, nil); err != nil || !ok || s.off != off {
+		t.Fatalf("slot after the absorption: %+v %v %v, want offset %d", s, ok, err, off)
 	}
-	same("a sealed tile its segment holds", b)
+	same("a tile item its segment holds too", b)
 	e := next(newest.tile+30*1000, 1)
 	wa.apply(e)
 	wa.flush()
 	feedPebble(e)
-	if _, sealed, _ := streamItems(t, a, v, "k"); sealed != 0 {
-		t.Fatalf("%d sealed items left after a write finished their roll-up", sealed)
-	}
 	same("a write after a crashed roll-up", b)
 
 	// Garbage collection below a watermark takes segments of whole hours.
@@ -320,7 +307,7 @@ func TestDynamoRollupKeepsReadsExact(t *testing.T) {
 	if err := a.Commit(gc); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, segs := streamItems(t, a, v, "k"); segs != 1 {
+	if _, segs := streamItems(t, a, v, "k"); segs != 1 {
 		t.Fatalf("%d segments after collecting the first hour, want 1", segs)
 	}
 }
@@ -356,7 +343,7 @@ func TestDynamoRollupSegmentsSplitWhenFull(t *testing.T) {
 	if err := p.Commit(pb); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, segs := streamItems(t, s, v, "k"); segs < 2 {
+	if _, segs := streamItems(t, s, v, "k"); segs < 2 {
 		t.Fatalf("%d segments for 1.2 MB of tiles, want several", segs)
 	}
 	at := hour + tiling.Hour - 1

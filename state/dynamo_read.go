@@ -314,57 +314,62 @@ func (d *dynStore) immutable(ctx context.Context, pk []byte, sks [][]byte) (map[
 }
 
 // mergeStream turns the stream items of [RecordStart(from), to) into one
-// record per record span: the span's segments and the tile items of every
-// partition above what the segments hold for them, merged (merge is
-// associative and commutative, so the order does not matter).
+// record per record span: per (tile, partition) the newest of its tile item
+// and its slots in the span's segments (each holds every event of the
+// older ones), the partitions merged (merge is associative and
+// commutative, so the order does not matter).
 func mergeStream(v *tiling.View, items []streamItem, hours []hourSeg, from, to int64) ([]*tiling.Record, error) {
 	lo := v.RecordStart(from)
-	cov, err := covered(hours)
+	var inRange []hourSeg
+	for _, h := range hours {
+		if h.hour >= lo && h.hour < to {
+			inRange = append(inRange, h)
+		}
+	}
+	best, err := newest(v, inRange)
 	if err != nil {
 		return nil, err
-	}
-	byStart := map[int64]*tiling.Record{}
-	var starts []int64
-	add := func(start int64, r *tiling.Record) {
-		if cur := byStart[start]; cur != nil {
-			for j := range r.Tiles {
-				v.AddTile(cur, &r.Tiles[j])
-			}
-			return
-		}
-		r.Offsets = nil
-		byStart[start] = r
-		starts = append(starts, start)
-	}
-	for _, h := range hours {
-		if h.hour < lo || h.hour >= to {
-			continue
-		}
-		r, err := v.DecodeRecord(h.hour, h.val)
-		if err != nil {
-			return nil, fmt.Errorf("segment @%d/%d: %w", h.hour, h.seg, err)
-		}
-		add(h.hour, r)
 	}
 	for i := range items {
 		it := &items[i]
 		if it.tile < lo || it.tile >= to {
 			continue
 		}
-		if c, ok := cov[tilePart{it.tile, it.part}]; ok && it.off <= c {
-			continue // rolled up: its segment holds it
+		k := tilePart{it.tile, it.part}
+		if s, ok := best[k]; ok && it.off <= s.off {
+			continue // a segment holds this version, or a newer one
 		}
-		start := v.RecordStart(it.tile)
-		r, err := v.DecodeRecord(start, it.val)
+		r, err := v.DecodeRecord(v.RecordStart(it.tile), it.val)
 		if err != nil {
 			return nil, fmt.Errorf("stream tile @%d/%d: %w", it.tile, it.part, err)
 		}
-		add(start, r)
+		s := slot{off: it.off}
+		for j := range r.Tiles {
+			if r.Tiles[j].Start == it.tile {
+				s.tile = &r.Tiles[j]
+			}
+		}
+		best[k] = s
 	}
-	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
-	out := make([]*tiling.Record, len(starts))
-	for i, st := range starts {
-		out[i] = byStart[st]
+	keys := make([]tilePart, 0, len(best))
+	for k, s := range best {
+		if s.tile != nil && k.tile >= lo && k.tile < to {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].tile != keys[j].tile {
+			return keys[i].tile < keys[j].tile
+		}
+		return keys[i].part < keys[j].part
+	})
+	var out []*tiling.Record
+	for _, k := range keys {
+		start := v.RecordStart(k.tile)
+		if n := len(out); n == 0 || out[n-1].Start != start {
+			out = append(out, &tiling.Record{Start: start})
+		}
+		v.AddTile(out[len(out)-1], best[k].tile)
 	}
 	return out, nil
 }

@@ -230,12 +230,7 @@ func (d *dynStore) writeRecord(ctx context.Context, r *dynRecord) (RecordWrite, 
 	case r.prev < 0:
 		cond = dynamo.IfAbsent
 	default:
-		// On the version read, and not sealed for a roll-up (a sealed
-		// item never changes: its segment may hold it already).
-		cond = &dynamo.Cond{
-			Or:  []dynamo.Clause{{Attr: "o", Op: "=", N: r.prev}},
-			And: []dynamo.Clause{{Attr: attrSealed, Op: "absent"}},
-		}
+		cond = dynamo.IfN(false, "o", "=", r.prev)
 	}
 	err = d.t.Put(ctx, it, cond)
 	var ce *dynamo.ConditionError
@@ -257,8 +252,22 @@ func (d *dynStore) writeRecord(ctx context.Context, r *dynRecord) (RecordWrite, 
 		if d.cache != nil {
 			d.cache.dropStreamItem(pk, it.SK)
 		}
-		// A sealed item is finished rolling up first; an absent one
-		// continues from its segment's offset.
+		if cur == nil && r.prev >= 0 {
+			// Rolled up since it was read (by this instance's own roll-up,
+			// most often): when the newest slot is the version this write
+			// was built on, the write holds everything the slot does and
+			// more, and is made anew.
+			s, ok, err := d.slotOf(ctx, r.v, pk, r.tile, r.part, nil)
+			if err != nil {
+				return RecordWrite{}, err
+			}
+			if ok && s.off == r.prev {
+				again := *r
+				again.prev = -1
+				return d.writeRecord(ctx, &again)
+			}
+		}
+		// An absent item continues from the newest slot of its segments.
 		rec, ver, err := d.resolveUnit(ctx, r.v, pk, r.key, r.tile, r.part, cur)
 		if err != nil {
 			return RecordWrite{}, err

@@ -222,17 +222,14 @@ func (t *Table) Get(ctx context.Context, pk, sk []byte) (*Item, error) {
 }
 
 // Cond is a condition on the stored item of a write: it holds when the item
-// is absent (and IfAbsent is set) or when any of the Or clauses holds, and
-// every And clause holds too.
+// is absent (and IfAbsent is set) or when any of the clauses holds.
 type Cond struct {
 	IfAbsent bool
 	Or       []Clause
-	And      []Clause
 }
 
 // Clause compares a stored attribute with a value: numeric (N) unless B is
-// set; Op is one of = <> < <= > >=, or "absent" (the attribute does not
-// exist; no value). A missing attribute fails every comparison.
+// set; Op is one of = <> < <= > >=. A missing attribute fails every clause.
 type Clause struct {
 	Attr string
 	Op   string
@@ -253,45 +250,24 @@ func (c *Cond) expression() (expr *string, names map[string]string, values map[s
 	if c == nil {
 		return nil, nil, nil
 	}
-	i := 0
-	clause := func(cl Clause) string {
+	var parts []string
+	if c.IfAbsent {
+		parts = append(parts, "attribute_not_exists(pk)")
+	}
+	for i, cl := range c.Or {
 		if names == nil {
 			names, values = map[string]string{}, map[string]types.AttributeValue{}
 		}
 		n, v := fmt.Sprintf("#c%d", i), fmt.Sprintf(":c%d", i)
-		i++
 		names[n] = cl.Attr
-		if cl.Op == "absent" {
-			return "attribute_not_exists(" + n + ")"
-		}
 		if cl.B != nil {
 			values[v] = &types.AttributeValueMemberB{Value: cl.B}
 		} else {
 			values[v] = &types.AttributeValueMemberN{Value: fmt.Sprint(cl.N)}
 		}
-		return n + " " + cl.Op + " " + v
-	}
-	var parts []string
-	if c.IfAbsent {
-		parts = append(parts, "attribute_not_exists(pk)")
-	}
-	for _, cl := range c.Or {
-		parts = append(parts, clause(cl))
+		parts = append(parts, n+" "+cl.Op+" "+v)
 	}
 	s := strings.Join(parts, " OR ")
-	if len(c.And) > 0 {
-		ands := make([]string, 0, len(c.And)+1)
-		if s != "" {
-			ands = append(ands, "("+s+")")
-		}
-		for _, cl := range c.And {
-			ands = append(ands, clause(cl))
-		}
-		s = strings.Join(ands, " AND ")
-	}
-	if len(values) == 0 {
-		values = nil
-	}
 	return &s, names, values
 }
 
@@ -348,10 +324,7 @@ func (t *Table) writeError(op string, k Key, err error) error {
 func (t *Table) Update(ctx context.Context, set *Item, remove []string, c *Cond) error {
 	expr, names, values := c.expression()
 	if names == nil {
-		names = map[string]string{}
-	}
-	if values == nil {
-		values = map[string]types.AttributeValue{}
+		names, values = map[string]string{}, map[string]types.AttributeValue{}
 	}
 	var sets, rems []string
 	i := 0
