@@ -1,9 +1,16 @@
 package healer
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
+	"github.com/tilestream/tilestream/state"
 	"github.com/tilestream/tilestream/tiling"
 )
 
@@ -13,28 +20,68 @@ import (
 type dayBuild struct {
 	v     *tiling.View
 	start int64
-	keys  map[string]map[int64]*tiling.Record // key → block start → tiles
+	// keys maps a key to its blocks' records, ascending by start. A key has
+	// at most DaySpan/Span blocks (24 at 1-minute tiles) and few of them in
+	// sparse data, so a sorted slice beats a map per key.
+	keys map[string][]*tiling.Record
+	// The day's tiles, records and block aggregates are allocated in chunks:
+	// they are dropped together once the day is written. Day totals, which
+	// the heal keeps until the summaries, are not.
+	arena *tiling.Arena
+	// totals holds the day totals: the heal keeps all of them until it
+	// writes the summaries, so they get chunks of their own.
+	totals *tiling.Arena
+	recs   []tiling.Record
+	tiles  []tiling.Tile
 }
 
+// buildChunk is how many records (and first tiles) a day build allocates at
+// once.
+const buildChunk = 1024
+
 func newDayBuild(v *tiling.View, start int64) *dayBuild {
-	return &dayBuild{v: v, start: start, keys: map[string]map[int64]*tiling.Record{}}
+	return &dayBuild{v: v, start: start, keys: map[string][]*tiling.Record{}, arena: v.NewArena(), totals: v.NewArena()}
+}
+
+// newRecord returns an empty record starting at start, with room for one
+// tile.
+func (d *dayBuild) newRecord(start int64) *tiling.Record {
+	if len(d.recs) == cap(d.recs) {
+		d.recs = make([]tiling.Record, 0, buildChunk)
+		d.tiles = make([]tiling.Tile, buildChunk)
+	}
+	n := len(d.recs)
+	d.recs = d.recs[:n+1]
+	r := &d.recs[n]
+	r.Start, r.Tiles = start, d.tiles[n:n:n+1]
+	return r
 }
 
 // add aggregates e, which must fall in the day span.
 func (d *dayBuild) add(e *tiling.Event) {
-	blocks := d.keys[e.Key]
-	if blocks == nil {
-		blocks = map[int64]*tiling.Record{}
-		// The offline log's key strings share its buffers: keep a copy.
-		d.keys[strings.Clone(e.Key)] = blocks
-	}
+	blocks, ok := d.keys[e.Key]
 	start := d.v.RecordStart(e.TS)
-	r := blocks[start]
-	if r == nil {
-		r = &tiling.Record{Start: start}
-		blocks[start] = r
+	// Events of one file come roughly in time order: look from the end.
+	i := len(blocks)
+	for i > 0 && blocks[i-1].Start > start {
+		i--
 	}
-	d.v.Aggregate(r, e)
+	var r *tiling.Record
+	if i > 0 && blocks[i-1].Start == start {
+		r = blocks[i-1]
+	} else {
+		r = d.newRecord(start)
+		blocks = append(blocks, nil)
+		copy(blocks[i+1:], blocks[i:])
+		blocks[i] = r
+		if !ok {
+			// The offline log's key strings share its buffers: keep a copy.
+			d.keys[strings.Clone(e.Key)] = blocks
+		} else {
+			d.keys[e.Key] = blocks
+		}
+	}
+	d.v.AggregateIn(d.arena, r, e)
 }
 
 // keyDay is one key's built day.
@@ -44,42 +91,152 @@ type keyDay struct {
 	total   []tiling.State
 }
 
-// sortedKeys returns the keys in order, so writes and summaries are
-// deterministic.
-func (d *dayBuild) sortedKeys() []string {
+// finish returns the keys in order (so writes and summaries are
+// deterministic) with their detail records, day record and total.
+func (d *dayBuild) finish() ([]string, []keyDay) {
 	keys := make([]string, 0, len(d.keys))
 	for k := range d.keys {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	return keys
+	kds := make([]keyDay, len(keys))
+	for i, k := range keys {
+		kds[i] = d.finishKey(d.keys[k])
+	}
+	return keys, kds
 }
 
-// finish returns a key's detail records, day record and total.
-func (d *dayBuild) finish(key string) keyDay {
-	blocks := d.keys[key]
-	kd := keyDay{day: &tiling.Record{Start: d.start}, total: d.v.NewStates()}
+// finishKey builds one key's day from its blocks.
+func (d *dayBuild) finishKey(blocks []*tiling.Record) keyDay {
+	kd := keyDay{day: &tiling.Record{Start: d.start, Tiles: make([]tiling.Tile, 0, len(blocks))}, total: d.v.NewStatesIn(d.totals)}
+	kd.day.Only = make([]int64, 0, len(blocks))
 	for _, r := range blocks {
-		kd.details = append(kd.details, r)
-	}
-	sort.Slice(kd.details, func(i, j int) bool { return kd.details[i].Start < kd.details[j].Start })
-	kd.day.Only = []int64{}
-	multi := kd.details[:0:0]
-	for _, r := range kd.details {
-		up := d.v.Rollup(r, d.v.Span())
+		// A block of one tile needs no detail record (the day record says
+		// where its tile is) and its aggregate is that tile: merging it into
+		// the identity would encode the same bytes (the merge contract's
+		// identity, tested in tiling), so the tile's states serve as they are.
+		if len(r.Tiles) == 1 {
+			up := tiling.Tile{Start: r.Start, States: r.Tiles[0].States}
+			kd.day.Tiles = append(kd.day.Tiles, up)
+			tiling.MergeStates(kd.total, up.States)
+			kd.day.Only = append(kd.day.Only, r.Tiles[0].Start)
+			continue
+		}
+		up := d.v.RollupIn(d.arena, r, d.v.Span())
 		kd.day.Tiles = append(kd.day.Tiles, up...)
 		for i := range up {
 			tiling.MergeStates(kd.total, up[i].States)
 		}
-		// A block of one tile needs no detail record: the day record says
-		// where its tile is.
-		if len(r.Tiles) == 1 {
-			kd.day.Only = append(kd.day.Only, r.Tiles[0].Start)
-		} else {
-			kd.day.Only = append(kd.day.Only, tiling.MinTime)
-			multi = append(multi, r)
+		kd.day.Only = append(kd.day.Only, tiling.MinTime)
+		kd.details = append(kd.details, r)
+	}
+	return kd
+}
+
+// builtDay is one day span read from the offline log and built: its keys in
+// order with their records, ready to write.
+type builtDay struct {
+	keys  []string
+	kds   []keyDay
+	stats state.ReadStats
+	err   error
+}
+
+// errStopped ends the reads of a build pipeline that was stopped.
+var errStopped = errors.New("healer: day builds stopped")
+
+// workers is how many day spans a heal builds at once.
+func (h *Healer) workers() int {
+	if h.cfg.Workers > 0 {
+		return h.cfg.Workers
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// buildDays builds the day spans spans (ascending) on h.workers()
+// goroutines, reading each one's files with read, and returns their results
+// in order through next, which blocks until the next span is built (or ctx
+// ends). At most workers+1 built spans wait for the caller, so memory stays
+// bounded whatever the number of days. stop ends the builds and waits for
+// every goroutine; call it once, after the last next.
+//
+// Only reading and aggregation run here: the caller writes the records, so
+// what is written, in which order and in which batches, is what a heal on
+// one goroutine writes.
+func (h *Healer) buildDays(ctx context.Context, spans []int64, build func(s int64, stopped *atomic.Bool) *builtDay) (next func() (*builtDay, error), stop func()) {
+	n := min(h.workers(), len(spans))
+	results := make([]chan *builtDay, len(spans))
+	for i := range results {
+		results[i] = make(chan *builtDay, 1)
+	}
+	slots := make(chan struct{}, n+1) // spans started and not yet taken
+	jobs := make(chan int)
+	quit := make(chan struct{})
+	var stopped atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(jobs)
+		for i := range spans {
+			select {
+			case slots <- struct{}{}:
+			case <-quit:
+				return
+			}
+			select {
+			case jobs <- i:
+			case <-quit:
+				return
+			}
+		}
+	})
+	for range n {
+		wg.Go(func() {
+			for i := range jobs {
+				results[i] <- build(spans[i], &stopped)
+			}
+		})
+	}
+	i := 0
+	next = func() (*builtDay, error) {
+		select {
+		case b := <-results[i]:
+			i++
+			<-slots
+			return b, b.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
-	kd.details = multi
-	return kd
+	stop = func() {
+		stopped.Store(true)
+		close(quit)
+		wg.Wait()
+	}
+	return next, stop
+}
+
+// buildDay reads one day span's files and builds it. bad reports malformed
+// rows; it is called from the build goroutines.
+func (h *Healer) buildDay(v *tiling.View, s, target int64, files []state.DayFiles, stopped *atomic.Bool, bad func(file string, row int64, reason string)) *builtDay {
+	b := newDayBuild(v, s)
+	out := &builtDay{}
+	for _, d := range files {
+		rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
+			if stopped.Load() {
+				return errStopped
+			}
+			if ev.TS >= target {
+				return nil
+			}
+			b.add(ev)
+			return nil
+		}, bad)
+		if err != nil {
+			out.err = fmt.Errorf("read offline log %s day %d: %w", v.Name, d.Date, err)
+			return out
+		}
+		out.stats.Add(rs)
+	}
+	out.keys, out.kds = b.finish()
+	return out
 }

@@ -25,6 +25,10 @@ type Config struct {
 	// Owner names this healer in leases; instances sharing a store need
 	// distinct owners. Default: host name, process id and a random suffix.
 	Owner string
+	// Workers is how many day spans a heal reads and aggregates at once
+	// (the records are still written in order, by one goroutine). Default
+	// 0: GOMAXPROCS.
+	Workers int
 }
 
 // DefaultConfig returns the defaults.
@@ -46,6 +50,9 @@ func (c Config) Validate() error {
 	}
 	if c.HaltAfter <= 0 {
 		errs = append(errs, errors.New("healer: halt_after must be positive"))
+	}
+	if c.Workers < 0 {
+		errs = append(errs, errors.New("healer: workers must not be negative"))
 	}
 	if c.Lease < 0 || (c.Lease > 0 && c.Lease < 30*time.Millisecond) {
 		errs = append(errs, errors.New("healer: lease must be at least 30ms"))

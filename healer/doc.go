@@ -11,7 +11,11 @@
 //     range newly closed since the last W_b, or all of them on a full heal.
 //     Each is read once, deduplicated by event identity, and aggregated per
 //     key into detail records (tiles), a day record (block aggregates) and
-//     a day total, written under the new generation.
+//     a day total, written under the new generation. Day spans are read and
+//     aggregated on Config.Workers goroutines (a few spans ahead of the
+//     writes); the heal's goroutine writes them in day order, so the records,
+//     their batches and the state's progress are what one goroutine would
+//     write.
 //  3. Every key's summary (Base, and one total per day from FirstDay up to
 //     W_b′) is written under the new generation: recomputed days from this
 //     heal, others carried from the previous summary. Its cost grows with

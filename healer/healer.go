@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -429,6 +430,31 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			}
 		}
 	}
+	// Days to build from the offline log (not written before an
+	// interruption) are read and aggregated on several goroutines; this one
+	// writes them in order, exactly as if it had built them itself.
+	var builds []int64
+	for _, s := range todo {
+		if fp, done := resume.Done[s]; !done || fp != fps[s] {
+			builds = append(builds, s)
+		}
+	}
+	bad := func(file string, row int64, reason string) {
+		// A whole file's message names the file (and with S3 the
+		// request): the label stays one fixed value, the log has it.
+		label := reason
+		if row < 0 {
+			label = "bad_file"
+		}
+		h.m.badRows.WithLabelValues(v.Name, label).Inc()
+		h.logBad.Do(func() {
+			h.log.Warn("malformed offline-log row skipped", "view", v.Name, "file", file, "row", row, "reason", reason)
+		})
+	}
+	nextBuilt, stopBuilds := h.buildDays(ctx, builds, func(s int64, stopped *atomic.Bool) *builtDay {
+		return h.buildDay(v, s, target, spanFiles[s], stopped, bad)
+	})
+	defer stopBuilds()
 	for _, s := range todo {
 		recomputed[s] = true
 		if fp, done := resume.Done[s]; done && fp == fps[s] {
@@ -449,38 +475,18 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			prog.Days++
 			continue
 		}
-		b := newDayBuild(v, s)
 		if resumed {
 			// An interrupted attempt may have written part of this day
 			// under this generation: start it clean.
 			w.batch().DeleteDay(v.Name, gen, s)
 		}
-		for _, d := range spanFiles[s] {
-			rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
-				if ev.TS >= target {
-					return nil
-				}
-				b.add(ev)
-				return nil
-			}, func(file string, row int64, reason string) {
-				// A whole file's message names the file (and with S3 the
-				// request): the label stays one fixed value, the log has it.
-				label := reason
-				if row < 0 {
-					label = "bad_file"
-				}
-				h.m.badRows.WithLabelValues(v.Name, label).Inc()
-				h.logBad.Do(func() {
-					h.log.Warn("malformed offline-log row skipped", "view", v.Name, "file", file, "row", row, "reason", reason)
-				})
-			})
-			if err != nil {
-				return res, fmt.Errorf("read offline log %s day %d: %w", v.Name, d.Date, err)
-			}
-			stats.Add(rs)
+		built, err := nextBuilt()
+		if err != nil {
+			return res, err
 		}
-		for _, key := range b.sortedKeys() {
-			kd := b.finish(key)
+		stats.Add(built.stats)
+		for i, key := range built.keys {
+			kd := built.kds[i]
 			for _, det := range kd.details {
 				w.batch().PutDetail(v, gen, s, key, det)
 			}
