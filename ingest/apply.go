@@ -113,10 +113,6 @@ type shard struct {
 	limit int
 	// known filters the records the store may hold (nil: read each one).
 	known *known
-	// enc holds the shard's dirty records encoded for a flush, record i
-	// ending at ends[i] (encodeShards).
-	enc  []byte
-	ends []int
 }
 
 // dirtyRec is a record changed since the last flush.
@@ -525,34 +521,64 @@ func (a *applier) flush(force bool) (int, error) {
 }
 
 // encodeShards puts every shard's dirty records into b (Pebble: the shards'
-// dirty lists are the flush's), encoding the shards' records in parallel.
+// dirty lists are the flush's), encoded by one goroutine per shard while
+// this one copies the encoded records into b, a chunk at a time (so only a
+// few chunks of encoded bytes exist besides b).
 func (a *applier) encodeShards(b *state.Batch) {
+	type chunk struct {
+		recs []dirtyRec
+		buf  []byte
+		ends []int
+	}
+	chunks := make(chan *chunk, 2*len(a.shards))
+	free := make(chan *chunk, 3*len(a.shards))
 	var wg sync.WaitGroup
 	for _, s := range a.shards {
 		wg.Go(func() {
-			s.enc, s.ends = s.enc[:0], s.ends[:0]
-			for _, d := range s.dirty {
-				s.enc = a.views[d.id.view].AppendRecord(s.enc, d.c.rec)
-				s.ends = append(s.ends, len(s.enc))
+			var c *chunk
+			for i, d := range s.dirty {
+				if c == nil {
+					select {
+					case c = <-free:
+						c.buf, c.ends = c.buf[:0], c.ends[:0]
+					default:
+						c = &chunk{}
+					}
+					c.recs = s.dirty[i:i]
+				}
+				c.buf = a.views[d.id.view].AppendRecord(c.buf, d.c.rec)
+				c.ends = append(c.ends, len(c.buf))
+				c.recs = c.recs[:len(c.recs)+1]
+				if len(c.buf) >= encodeChunk {
+					chunks <- c
+					c = nil
+				}
+			}
+			if c != nil {
+				chunks <- c
 			}
 		})
 	}
-	wg.Wait()
-	for _, s := range a.shards {
+	go func() {
+		wg.Wait()
+		close(chunks)
+	}()
+	for c := range chunks {
 		from := 0
-		for i, d := range s.dirty {
-			b.PutRecordBytes(a.views[d.id.view].Name, d.id.key, d.id.start, s.enc[from:s.ends[i]])
-			from = s.ends[i]
+		for i, d := range c.recs {
+			b.PutRecordBytes(a.views[d.id.view].Name, d.id.key, d.id.start, c.buf[from:c.ends[i]])
+			from = c.ends[i]
 		}
-		if cap(s.enc) > maxEncodeBuffer {
-			s.enc = nil // a flush this large is rare: do not hold its memory
+		select {
+		case free <- c:
+		default:
 		}
 	}
 }
 
-// maxEncodeBuffer is the largest encoding buffer a shard keeps between
-// flushes, in bytes.
-const maxEncodeBuffer = 16 << 20
+// encodeChunk is the size of the chunks of encoded records a flush passes
+// from the encoding goroutines to the batch, in bytes.
+const encodeChunk = 1 << 20
 
 // clean marks a unit written: its version is now its own offset.
 func (a *applier) clean(id recID, c *cached) {
