@@ -57,11 +57,11 @@ func fullHeal(b *testing.B, v *tiling.View, off *state.OfflineLog, at int64) (he
 // history (2M events over 10,000 keys, 200k in -short mode; demo view, 1m
 // tiles) from the offline log's Parquet files into installed batch records
 // (day and detail records, summaries, heads) in a fresh Pebble store. The
-// heal runs on one goroutine (days one after another; Pebble flushes and
-// compacts in the background), so events/s/core divides by GOMAXPROCS only
-// to state the target's unit. events/cpu-s divides by the process CPU time
-// the heal used (its goroutine, Pebble's compactions, GC): the steadier
-// figure on a shared machine.
+// heal reads and aggregates days on GOMAXPROCS goroutines and writes them
+// on one (Pebble flushes and compacts in the background); events/s/core
+// divides by GOMAXPROCS. events/cpu-s divides by the process CPU time the
+// heal used (its goroutines, Pebble's compactions, GC): the steadier figure
+// on a shared machine.
 //
 // read is the offline log's own speed on the same files: ReadDay over every
 // day, doing nothing with the events. heal ÷ read is the heal's overhead.
