@@ -185,25 +185,25 @@ func decodeSlots(v *tiling.View, h hourSeg) (map[tilePart]slot, error) {
 		out[k] = slot{off: offs[i]}
 	}
 	b := h.val
-	bad := fmt.Errorf("segment @%d/%d: %w: slots", h.hour, h.seg, tiling.ErrCorrupt)
+	bad := func() error { return fmt.Errorf("segment @%d/%d: %w: slots", h.hour, h.seg, tiling.ErrCorrupt) }
 	if len(b) == 0 || b[0] != 1 {
-		return nil, bad
+		return nil, bad()
 	}
 	b = b[1:]
 	n, m := binary.Uvarint(b)
 	if m <= 0 {
-		return nil, bad
+		return nil, bad()
 	}
 	b = b[m:]
 	for range n {
 		p, m := binary.Uvarint(b)
 		if m <= 0 {
-			return nil, bad
+			return nil, bad()
 		}
 		b = b[m:]
 		l, m := binary.Uvarint(b)
 		if m <= 0 || uint64(len(b)-m) < l {
-			return nil, bad
+			return nil, bad()
 		}
 		r, err := v.DecodeRecord(h.hour, b[m:m+int(l)])
 		if err != nil {
@@ -214,14 +214,14 @@ func decodeSlots(v *tiling.View, h hourSeg) (map[tilePart]slot, error) {
 			k := tilePart{r.Tiles[i].Start, int32(p)}
 			s, ok := out[k]
 			if !ok {
-				return nil, bad
+				return nil, bad()
 			}
 			s.tile = &r.Tiles[i]
 			out[k] = s
 		}
 	}
 	if len(b) != 0 {
-		return nil, bad
+		return nil, bad()
 	}
 	return out, nil
 }
