@@ -29,9 +29,10 @@ const (
 	// knownMin is the smallest capacity of the filters of an applier, in
 	// records (1.2 MiB).
 	knownMin = 1 << 20
-	// knownMax is the most records an applier's filters cover (about 10
-	// MiB of filter, 80 MiB while it is filled); with more stream records
-	// in the store, the filters are dropped and every record is read.
+	// knownMax is the most stored records an applier's filters cover (at
+	// most 32 MiB of filters, bits rounded up to a power of two, and 64
+	// MiB of hashes while they are filled); with more stream records in
+	// the store, the filters are dropped and every record is read.
 	knownMax = 8 << 20
 )
 
