@@ -63,6 +63,11 @@ const (
 	// maxLone bounds the lone tiles of their spans kept track of per (key,
 	// partition).
 	maxLone = 64
+	// rollupCredit caps the time roll-ups may take at once after a quiet
+	// period; rollupTiles, the tiles one commit rolls up (the rest of those
+	// due wait for the next commits).
+	rollupCredit = 2 * time.Second
+	rollupTiles  = 1024
 )
 
 // hourSK is the sort key of segment seg of the record span starting at
@@ -536,8 +541,22 @@ type rollupID struct {
 type rollups struct {
 	mu      sync.Mutex
 	pending map[rollupID]*pendingTiles
-	segs    map[spanKey]bool // spans this instance wrote a segment of
-	n       int              // tiles in pending, and spans in segs
+	due     map[rollupID]bool // with rollupBacklog tiles waiting or more
+	segs    map[spanKey]bool  // spans this instance wrote a segment of
+	n       int               // tiles in pending, and spans in segs
+	// share: of the time, the most roll-ups may take
+	// (DynamoConfig.RollupShare); credit: the time they may still take,
+	// accrued since last.
+	share  float64
+	credit time.Duration
+	last   time.Time
+}
+
+// spend counts time roll-ups took.
+func (r *rollups) spend(d time.Duration) {
+	r.mu.Lock()
+	r.credit -= d
+	r.mu.Unlock()
 }
 
 type pendingTiles struct {
@@ -559,12 +578,17 @@ type rollupJob struct {
 // this instance wrote. A span's lone tile stays an item (rolled up, it
 // would leave a segment of one tile instead, for four requests); at most
 // maxLone of them wait per (key, partition), the oldest are forgotten.
-func (r *rollups) track(recs []dynRecord) []rollupJob {
+//
+// Roll-ups may take a share of the time (a quarter by default): while the ingest
+// catches up a backlog, commits follow each other and most (key,
+// partition)s due wait in due, and are rolled up once it has caught up.
+func (r *rollups) track(recs []dynRecord, now time.Time) []rollupJob {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.pending == nil || r.n > maxTracked {
 		r.pending, r.n = map[rollupID]*pendingTiles{}, 0
 		r.segs = map[spanKey]bool{}
+		r.due = map[rollupID]bool{}
 	}
 	touched := map[rollupID]bool{}
 	for i := range recs {
@@ -581,9 +605,33 @@ func (r *rollups) track(recs []dynRecord) []rollupJob {
 		p.tiles[rec.tile] = rec.off
 		touched[id] = true
 	}
-	var jobs []rollupJob
 	for id := range touched {
+		if len(r.pending[id].tiles)-1 >= rollupBacklog {
+			r.due[id] = true
+		}
+	}
+	if r.share < 1 {
+		// Credit accrues at share of the time passed, up to a cap; roll-ups
+		// spend it, and run only while there is some.
+		if !r.last.IsZero() {
+			r.credit = min(r.credit+time.Duration(float64(now.Sub(r.last))*r.share), rollupCredit)
+		}
+		r.last = now
+		if r.credit <= 0 {
+			return nil
+		}
+	}
+	var jobs []rollupJob
+	budget := rollupTiles
+	for id := range r.due {
+		if budget <= 0 {
+			break
+		}
+		delete(r.due, id)
 		p := r.pending[id]
+		if p == nil {
+			continue
+		}
 		newest := int64(tiling.MinTime)
 		for t := range p.tiles {
 			newest = max(newest, t)
@@ -620,6 +668,7 @@ func (r *rollups) track(recs []dynRecord) []rollupJob {
 		}
 		if len(job.tiles) > 0 {
 			jobs = append(jobs, job)
+			budget -= len(job.tiles)
 		}
 	}
 	return jobs
@@ -703,7 +752,9 @@ func (d *dynStore) rollUp(ctx context.Context, jobs []rollupJob) error {
 func (d *dynStore) rollUpDue(ctx context.Context, recs []dynRecord) {
 	byKey := map[[2]string][]rollupJob{}
 	var order [][2]string
-	for _, job := range d.roll.track(recs) {
+	start := time.Now()
+	defer func() { d.roll.spend(time.Since(start)) }()
+	for _, job := range d.roll.track(recs, start) {
 		k := [2]string{job.id.view, job.id.key}
 		if byKey[k] == nil {
 			order = append(order, k)

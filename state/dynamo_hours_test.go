@@ -151,8 +151,9 @@ func TestDynamoRollupKeepsReadsExact(t *testing.T) {
 	cfg := dynTable(t)
 	cfg.CachePath = filepath.Join(t.TempDir(), "cache")
 	cfg.Staleness = time.Hour // only write-through keeps the snapshot right
+	cfg.RollupShare = 1       // every roll-up as soon as due, whatever the load
 	a := openDyn(t, cfg)
-	b := openDyn(t, DynamoConfig{Table: cfg.Table}) // another instance, no cache
+	b := openDyn(t, DynamoConfig{Table: cfg.Table, RollupShare: 1}) // another instance, no cache
 	p, err := Open(Config{Path: t.TempDir()}, quietLog())
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +317,9 @@ func TestDynamoRollupKeepsReadsExact(t *testing.T) {
 // segment: the span gets several, and reads stay exact.
 func TestDynamoRollupSegmentsSplitWhenFull(t *testing.T) {
 	ctx := context.Background()
-	s := openDyn(t, dynTable(t))
+	cfg := dynTable(t)
+	cfg.RollupShare = 1
+	s := openDyn(t, cfg)
 	p, err := Open(Config{Path: t.TempDir()}, quietLog())
 	if err != nil {
 		t.Fatal(err)

@@ -39,6 +39,11 @@ type DynamoConfig struct {
 	// read again from DynamoDB. Default 2s. Keep it under half the healer's
 	// grace period.
 	Staleness time.Duration
+	// RollupShare is the largest share of the time that roll-ups of stream
+	// tiles into hour segments may take (docs/format.md), so that a backlog
+	// catches up first and is rolled up after. Default 0.25; 1 or more: no
+	// limit.
+	RollupShare float64
 	// Registerer receives the store's metrics; nil counts them without
 	// exporting.
 	Registerer prometheus.Registerer
@@ -50,8 +55,8 @@ func (c DynamoConfig) Validate() error {
 	if err := c.Table.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.TTL < 0 || c.CacheMaxBytes < 0 || c.Staleness < 0 {
-		errs = append(errs, errors.New("dynamodb: ttl, cache size and staleness must not be negative"))
+	if c.TTL < 0 || c.CacheMaxBytes < 0 || c.Staleness < 0 || c.RollupShare < 0 {
+		errs = append(errs, errors.New("dynamodb: ttl, cache size, staleness and roll-up share must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -97,7 +102,11 @@ func OpenDynamo(ctx context.Context, cfg DynamoConfig, log *slog.Logger) (*Store
 	if created {
 		log.Info("created the DynamoDB table", "table", t.Name())
 	}
+	if cfg.RollupShare == 0 {
+		cfg.RollupShare = 0.25
+	}
 	d := &dynStore{t: t, ttl: cfg.TTL, log: log, m: newDynMetrics(cfg.Registerer)}
+	d.roll.share = cfg.RollupShare
 	d.mu.inc = map[string]uint32{}
 	if cfg.CachePath != "" {
 		if d.cache, err = openLocalCache(cfg.CachePath, t.Name(), cfg.CacheMaxBytes, cfg.Staleness, d.m, log); err != nil {
