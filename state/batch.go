@@ -98,16 +98,16 @@ func (s *Store) Head(v *tiling.View, key string) (h Head, ok bool, err error) {
 // summaryForRead returns the key's summary at gen with only the day suffixes
 // a read at t needs decoded, or nil.
 func (s *Store) summaryForRead(v *tiling.View, gen uint64, key string, t int64) (*tiling.Summary, error) {
-	val, err := s.get(summaryKey(nil, v.Name, gen, key))
-	if err != nil || val == nil {
+	var sum *tiling.Summary
+	var derr error
+	ok, err := s.decodeAt(summaryKey(nil, v.Name, gen, key), func(val []byte) {
+		sum, derr = v.DecodeSummaryAt(val, t) // keeps nothing of val
+	})
+	if err != nil || !ok {
 		return nil, err
 	}
-	sum, err := v.DecodeSummaryForRead(val)
-	if err == nil {
-		err = v.PrepareSummary(sum, t)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("summary %s/%q@%d: %w", v.Name, key, gen, err)
+	if derr != nil {
+		return nil, fmt.Errorf("summary %s/%q@%d: %w", v.Name, key, gen, derr)
 	}
 	return sum, nil
 }

@@ -119,6 +119,35 @@ func TestReadDecodersKeepNoInput(t *testing.T) {
 		}
 	}
 
+	// A summary decoded for a read at t: Base and the suffixes t needs.
+	total := v.NewStates()
+	for i := range dayRec.Tiles {
+		tiling.MergeStates(total, dayRec.Tiles[i].States)
+	}
+	sum := &tiling.Summary{Watermark: day + tiling.Day, FirstDay: day, Base: hours[3].Tiles[0].States,
+		Days: []tiling.SummaryDay{{Start: day, Gen: 1, Total: total}}}
+	enc = v.AppendSummary(nil, sum)
+	at := day + tiling.Day // every window starts at the day: its suffix
+	pristine, err := v.DecodeSummary(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf = bytes.Clone(enc)
+	gotSum, err := v.DecodeSummaryAt(buf, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scribble(buf)
+	want := v.EvaluateBatch(at, &tiling.Batch{Summary: pristine}, nil)
+	gotVals := v.EvaluateBatch(at, &tiling.Batch{Summary: gotSum}, nil)
+	if fmt.Sprint(gotVals) != fmt.Sprint(want) {
+		t.Fatalf("summary: values changed with the input:\n%v\nwant\n%v", gotVals, want)
+	}
+	base := v.AppendRecord(nil, &tiling.Record{Start: day, Tiles: []tiling.Tile{{Start: day, States: gotSum.Base}}})
+	if wantBase := v.AppendRecord(nil, &tiling.Record{Start: day, Tiles: []tiling.Tile{{Start: day, States: sum.Base}}}); !bytes.Equal(base, wantBase) {
+		t.Fatal("summary: Base changed with the input")
+	}
+
 	h := Head{Watermark: day + 7, Gen: 3}
 	buf = encodeHead(h)
 	gotH, err := decodeHead(buf)

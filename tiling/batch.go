@@ -1,6 +1,7 @@
 package tiling
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"sort"
@@ -78,7 +79,7 @@ func (v *View) PrepareSummary(s *Summary, t int64) error {
 		if j >= len(s.Days) || s.suffix[j] != nil {
 			return nil
 		}
-		st, rest, err := v.decodeStates(s.suffixRaw[j], nil)
+		st, rest, err := v.decodeStates(bytes.Clone(s.suffixRaw[j]), nil)
 		if err != nil {
 			return fmt.Errorf("summary suffix %d: %w", j, err)
 		}
@@ -548,6 +549,22 @@ func (v *View) decodeStates(b []byte, ar *stateArena) ([]State, []byte, error) {
 // included (what the healer needs).
 func (v *View) DecodeSummary(b []byte) (*Summary, error) { return v.decodeSummary(b, true) }
 
+// DecodeSummaryAt decodes a summary for a read at t: the day suffixes the
+// read's windows need and Base, copied out of b, which the result does not
+// keep (a store can decode from the value it holds without copying it
+// whole). The result serves reads at t only.
+func (v *View) DecodeSummaryAt(b []byte, t int64) (*Summary, error) {
+	s, err := v.decodeSummary(b, false)
+	if err == nil {
+		err = v.PrepareSummary(s, t)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.suffixRaw = nil
+	return s, nil
+}
+
 // DecodeSummaryForRead decodes a summary without its day totals: a read
 // needs only the suffixes of its windows (PrepareSummary). The summary keeps
 // referring to b, which the caller must not change afterwards.
@@ -582,8 +599,17 @@ func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 	b = b[1:]
 	var err error
 	if hasBase {
+		base := b
 		if s.Base, b, err = v.decodeStates(b, nil); err != nil {
 			return nil, fmt.Errorf("summary base: %w", err)
+		}
+		if !totals {
+			// Decoded states may refer to their bytes: a summary for a read
+			// keeps only its suffixes' bytes (PrepareSummary copies what it
+			// decodes of them), so decode Base again from a copy of its own.
+			if s.Base, _, err = v.decodeStates(bytes.Clone(base[:len(base)-len(b)]), nil); err != nil {
+				return nil, fmt.Errorf("summary base: %w", err)
+			}
 		}
 	}
 	n, m := binary.Uvarint(b)
