@@ -99,6 +99,27 @@ func layoutRecords(t *testing.T, s *Store, view string) map[string][]byte {
 	return out
 }
 
+// translated is what tr makes of the record b stored at key k.
+func translated(t *testing.T, tr *tiling.Translator, k string, b []byte) []byte {
+	t.Helper()
+	var out []byte
+	var err error
+	switch k[0] {
+	case prefixRecord:
+		out, err = tr.Record(b)
+	case prefixSummary:
+		out, err = tr.Summary(b)
+	case prefixDay:
+		out, err = tr.DayRecord(b)
+	case prefixDetail:
+		out, err = tr.DetailRecord(b)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // TestLayoutTranslation: a view that drops a feature and adds another keeps
 // its records, translated; the added aggregate is pending until a heal of
 // the new layout reaches the horizon past the stream records' last tile.
@@ -135,20 +156,7 @@ func TestLayoutTranslation(t *testing.T) {
 		t.Fatalf("%d records after the translation, %d before", len(after), len(before))
 	}
 	for k, b := range before {
-		var want []byte
-		switch k[0] {
-		case prefixRecord:
-			want, err = tr.Record(b)
-		case prefixSummary:
-			want, err = tr.Summary(b)
-		case prefixDay:
-			want, err = tr.DayRecord(b)
-		case prefixDetail:
-			want, err = tr.DetailRecord(b)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := translated(t, tr, k, b)
 		if string(after[k]) != string(want) {
 			t.Fatalf("record %x not translated", k)
 		}
@@ -226,20 +234,7 @@ func TestLayoutTranslationResumes(t *testing.T) {
 	}
 	after := layoutRecords(t, s, "v")
 	for k, b := range before {
-		var want []byte
-		switch k[0] {
-		case prefixRecord:
-			want, err = tr.Record(b)
-		case prefixSummary:
-			want, err = tr.Summary(b)
-		case prefixDay:
-			want, err = tr.DayRecord(b)
-		case prefixDetail:
-			want, err = tr.DetailRecord(b)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := translated(t, tr, k, b)
 		if string(after[k]) != string(want) {
 			t.Fatalf("record %x: translated %d times?", k, 0)
 		}
