@@ -615,6 +615,11 @@ func TestHealCrashSafety(t *testing.T) {
 	heals.halt()
 	final := e.postHeal(t, `{"view":"txn"}`)[0]
 	t.Logf("final heal: %+v", final)
+	// On a loaded machine the reader may have had few turns during the
+	// kills: let it go on over the final state until it checked enough.
+	for deadline := time.Now().Add(time.Minute); reader.checked.Load() < 500 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	reader.halt()
 
 	// A heal asked for while the ingest is starting answers 503 (it cannot
