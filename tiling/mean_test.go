@@ -22,15 +22,25 @@ func TestMeanIsRoundedOnce(t *testing.T) {
 		{1e16, 1, -1e16, 1},
 		{-0.0},
 	}
+	// Random amounts over the whole range, sums near powers of two (where
+	// meanNear must step aside) and cents (the common case, its fast path).
 	r := rand.New(rand.NewPCG(5, 6))
-	for range 3000 {
-		n := 1 + r.IntN(9)
+	for i := range 30000 {
+		n := 1 + r.IntN(12)
 		xs := make([]float64, n)
-		for i := range xs {
-			xs[i] = randNumber(r, xs[:i])
+		for j := range xs {
+			switch i % 3 {
+			case 0:
+				xs[j] = randNumber(r, xs[:j])
+			case 1:
+				xs[j] = math.Ldexp(1, r.IntN(60)-30) * (1 + float64(r.IntN(5)-2)*0x1p-52)
+			default:
+				xs[j] = float64(r.IntN(2000000)-1000000) / 100
+			}
 		}
 		cases = append(cases, xs)
 	}
+	cases = append(cases, []float64{16383.999999999996, 4096, 4096.000000000002})
 	for _, xs := range cases {
 		var s meanState
 		exact := new(big.Rat)

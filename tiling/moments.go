@@ -408,6 +408,9 @@ func meanOf(sum *ExactSum, n uint64) float64 {
 		// The sum and n are float64s exactly: one IEEE division rounds once.
 		return sum.Float64() / float64(n)
 	}
+	if q, ok := meanNear(sum, n); ok {
+		return q
+	}
 	words := make([]big.Word, 0, sumLimbs*64/bits.UintSize)
 	for _, w := range m {
 		if bits.UintSize == 64 {
@@ -421,4 +424,53 @@ func meanOf(sum *ExactSum, n uint64) float64 {
 		x = -x
 	}
 	return x
+}
+
+// meanNear returns sum/n rounded once without big integers when that is
+// cheap to prove: q = fl(fl(sum)/n) is within 1.5 ulps of the exact
+// quotient Q; the residual R = sum − q·n is exact (q·n = h + l by FMA, n and
+// q float64s), and Q = q + R/n, so comparing |R| with n·ulp(q)/2 (away from
+// equality by a margin that covers rounding R to a float64) decides between
+// q and its neighbour towards R. ok is false near a rounding boundary, at
+// the edges of the range and across a binade, where meanOf divides exactly.
+func meanNear(sum *ExactSum, n uint64) (float64, bool) {
+	if n >= 1<<53 {
+		return 0, false
+	}
+	nf := float64(n)
+	q := sum.Float64() / nf
+	a := math.Abs(q)
+	if a < 0x1p-900 || a > 0x1p900 || math.IsInf(q, 0) || math.IsNaN(q) {
+		return 0, false
+	}
+	mant, _ := math.Frexp(a)
+	if mant == 0.5 {
+		return 0, false // a power of two: the ulp below is half the ulp above
+	}
+	h := q * nf
+	l := math.FMA(q, nf, -h)
+	var r ExactSum
+	r.Merge(sum)
+	r.Add(-h)
+	r.Add(-l)
+	rf := r.Float64()
+	ulp := math.Nextafter(a, math.Inf(1)) - a
+	half := nf * ulp / 2 // exact: n < 2^53, ulp a power of two in range
+	const margin = 0x1p-40
+	switch ra := math.Abs(rf); {
+	case ra < half*(1-margin):
+		return q, true
+	case ra > half*(1+margin) && ra < 3*half*(1-margin):
+		// Q lies between the midpoint past q and the one after: the
+		// neighbour of q towards R.
+		nb := math.Nextafter(q, math.Inf(-1))
+		if rf > 0 {
+			nb = math.Nextafter(q, math.Inf(1))
+		}
+		if m, _ := math.Frexp(math.Abs(nb)); m == 0.5 {
+			return 0, false // past a power of two the midpoints move
+		}
+		return nb, true
+	}
+	return 0, false
 }
