@@ -51,8 +51,9 @@ type fileConfig struct {
 }
 
 type fileHealer struct {
-	Grace string `yaml:"grace"`
-	Lease string `yaml:"lease"`
+	Grace   string `yaml:"grace"`
+	Lease   string `yaml:"lease"`
+	Workers *int   `yaml:"workers"`
 }
 
 type fileKafka struct {
@@ -176,7 +177,10 @@ type settings struct {
 	OfflineLogRollEvents   int
 	// HealerGrace is how long superseded records are kept after a heal.
 	HealerGrace time.Duration
-	HTTP        struct {
+	// HealerWorkers is how many day spans a heal builds at once; 0 means
+	// GOMAXPROCS.
+	HealerWorkers int
+	HTTP          struct {
 		Listen         string
 		MaxBatch       int   // keys per request
 		MaxBodyBytes   int64 // bytes per request body
@@ -703,6 +707,7 @@ func (c *checker) store(f *fileConfig, s *settings) {
 	if s.HealerGrace <= 0 {
 		c.addf("healer", "grace must be positive, got %s", f.Healer.Grace)
 	}
+	s.HealerWorkers = c.atLeast("healer", "workers", f.Healer.Workers, 0, 0)
 }
 
 func (c *checker) http(f *fileHTTP, s *settings) {
