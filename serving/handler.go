@@ -89,8 +89,8 @@ type handler struct {
 	// rebuilding: see Options.Rebuilding.
 	rebuilding func(view string) bool
 	// missing: see Options.Missing.
-	missing func(view string) []string
-	parallel   int // Options.ReadParallelism, at least 1
+	missing  func(view string) []string
+	parallel int // Options.ReadParallelism, at least 1
 	// bufs holds *[]byte response buffers (encode.go).
 	bufs sync.Pool
 }
