@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -120,38 +121,43 @@ func (ls *layouts) installed(view string) {
 
 // healPending heals every view with missing features as soon as a heal can
 // reach their horizon (now − lateness past it), instead of waiting for the
-// view's schedule, retrying until they are settled or ctx ends.
+// view's schedule, retrying until they are settled or ctx ends. Views wait
+// independently of each other.
 func (ls *layouts) healPending(ctx context.Context, heal func(ctx context.Context, view string) error) error {
+	var wg sync.WaitGroup
 	for name, vl := range ls.views {
 		if len(ls.Missing(name)) == 0 {
 			continue
 		}
-		wait := time.Until(time.UnixMilli(vl.horizon+vl.lateness)) + time.Second
-		for len(ls.Missing(name)) > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(max(wait, 0)):
-			}
-			err := heal(ctx, name)
-			switch {
-			case err == nil:
-				if err := ls.settle(name); err != nil {
-					ls.log.Error("settle the features a view change added", "view", name, "error", err)
-				}
-				wait = 10 * time.Second // a heal that stopped short of the horizon
-			case ctx.Err() != nil:
-				return nil
-			case errors.Is(err, ingest.ErrNotRunning), errors.Is(err, healer.ErrBusy):
-				wait = 5 * time.Second
-			default:
-				ls.log.Warn("heal for the features a view change added failed; retrying", "view", name, "error", err)
-				wait = 30 * time.Second
-			}
-		}
-		ls.log.Info("every feature of the changed view is served", "view", name)
+		wg.Go(func() { ls.healView(ctx, name, vl, heal) })
 	}
+	wg.Wait()
 	return nil
+}
+
+func (ls *layouts) healView(ctx context.Context, name string, vl *viewLayout, heal func(ctx context.Context, view string) error) {
+	wait := time.Until(time.UnixMilli(vl.horizon+vl.lateness)) + time.Second
+	for len(ls.Missing(name)) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(wait, 0)):
+		}
+		err := heal(ctx, name)
+		switch {
+		case err == nil:
+			ls.installed(name)
+			wait = 10 * time.Second // a heal that stopped short of the horizon
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, ingest.ErrNotRunning), errors.Is(err, healer.ErrBusy):
+			wait = 5 * time.Second
+		default:
+			ls.log.Warn("heal for the features a view change added failed; retrying", "view", name, "error", err)
+			wait = 30 * time.Second
+		}
+	}
+	ls.log.Info("every feature of the changed view is served", "view", name)
 }
 
 // checkStandaloneLayouts is checkLayouts for the commands that heal without
