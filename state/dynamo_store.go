@@ -1,7 +1,6 @@
 package state
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -14,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tilestream/tilestream/state/dynamo"
-	"github.com/tilestream/tilestream/tiling"
 )
 
 // DynamoConfig configures the DynamoDB online store.
@@ -70,6 +68,15 @@ type dynStore struct {
 	m     *dynMetrics
 	roll  rollups
 
+	// Layout translations (dynamo_layout.go): this instance's name in
+	// their leases, the lease, how often a waiting instance looks again,
+	// the items a scan page evaluates, and a hook after each page (tests).
+	owner          string
+	translateLease time.Duration
+	translatePoll  time.Duration
+	translatePage  int32
+	testPageHook   func(page int) error
+
 	mu struct {
 		sync.Mutex
 		inc map[string]uint32 // view → incarnation
@@ -107,6 +114,8 @@ func OpenDynamo(ctx context.Context, cfg DynamoConfig, log *slog.Logger) (*Store
 	}
 	d := &dynStore{t: t, ttl: cfg.TTL, log: log, m: newDynMetrics(cfg.Registerer)}
 	d.roll.share = cfg.RollupShare
+	d.owner = newOwner(cfg.CachePath)
+	d.translateLease, d.translatePoll, d.translatePage = defaultTranslateLease, defaultTranslatePoll, defaultTranslatePage
 	d.mu.inc = map[string]uint32{}
 	if cfg.CachePath != "" {
 		if d.cache, err = openLocalCache(cfg.CachePath, t.Name(), cfg.CacheMaxBytes, cfg.Staleness, d.m, log); err != nil {
@@ -200,84 +209,9 @@ func newIncarnation() []byte {
 // item format (hour segments of rolled-up stream tiles). A build that does
 // not know it sees another layout and never reads the view's items; this
 // one reads a table written without it (tile items only) as it is, and
-// tags it.
+// tags it. checkLayout, the translation of a view's items to a new layout
+// and finishRebuild are in dynamo_layout.go.
 const dynFormat = "+segments"
-
-func (d *dynStore) checkLayout(v *tiling.View) (bool, error) {
-	ctx, cancel := opCtx()
-	defer cancel()
-	fp := []byte(v.Fingerprint() + dynFormat)
-	untagged := []byte(v.Fingerprint())
-	for {
-		it, err := d.t.Get(ctx, layoutPK(v.Name), dskLay)
-		if err != nil {
-			return false, fmt.Errorf("read layout of view %s: %w", v.Name, err)
-		}
-		if it == nil {
-			nw := &dynamo.Item{PK: layoutPK(v.Name), SK: dskLay}
-			nw.SetB("v", fp)
-			nw.SetB("inc", newIncarnation())
-			if err := d.t.Put(ctx, nw, dynamo.IfAbsent); errors.Is(err, dynamo.ErrConditionFailed) {
-				continue // another instance wrote it first
-			} else if err != nil {
-				return false, fmt.Errorf("record layout of view %s: %w", v.Name, err)
-			}
-			d.setInc(v.Name, incOf(nw))
-			return false, nil
-		}
-		stored := it.B("v")
-		// A table of the format before segments: the same items, read
-		// alike; tag it (keeping its incarnation) so that older builds
-		// stay out.
-		if bytes.Equal(stored, untagged) || bytes.Equal(stored, append(bytes.Clone(untagged), rebuildMark...)) {
-			tagged := append(bytes.Clone(fp), stored[len(untagged):]...)
-			nw := &dynamo.Item{PK: layoutPK(v.Name), SK: dskLay}
-			nw.SetB("v", tagged)
-			nw.SetB("inc", it.B("inc"))
-			err := d.t.Put(ctx, nw, &dynamo.Cond{Or: []dynamo.Clause{{Attr: "v", Op: "=", B: stored}}})
-			if err != nil && !errors.Is(err, dynamo.ErrConditionFailed) {
-				return false, fmt.Errorf("tag layout of view %s: %w", v.Name, err)
-			}
-			continue
-		}
-		switch {
-		case bytes.Equal(stored, fp):
-			d.setInc(v.Name, incOf(it))
-			return false, nil
-		case bytes.Equal(stored, append(bytes.Clone(fp), rebuildMark...)):
-			d.setInc(v.Name, incOf(it))
-			return true, nil // an interrupted rebuild resumes
-		}
-		// A new layout: a new incarnation, with nothing in it yet.
-		nw := &dynamo.Item{PK: layoutPK(v.Name), SK: dskLay}
-		nw.SetB("v", append(bytes.Clone(fp), rebuildMark...))
-		nw.SetB("inc", newIncarnation())
-		err = d.t.Put(ctx, nw, &dynamo.Cond{Or: []dynamo.Clause{{Attr: "v", Op: "=", B: stored}}})
-		if errors.Is(err, dynamo.ErrConditionFailed) {
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("reset view %s for its new layout: %w", v.Name, err)
-		}
-		d.log.Warn("the view's items of its previous layout stay in the table unreferenced (the ttl backstop, when set, expires its stream tiles)",
-			"view", v.Name, "table", d.t.Name())
-		d.setInc(v.Name, incOf(nw))
-		return true, nil
-	}
-}
-
-func (d *dynStore) finishRebuild(v *tiling.View) error {
-	inc, err := d.incarnation(v.Name)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := opCtx()
-	defer cancel()
-	nw := &dynamo.Item{PK: layoutPK(v.Name), SK: dskLay}
-	nw.SetB("v", []byte(v.Fingerprint()+dynFormat))
-	nw.SetB("inc", binary.BigEndian.AppendUint32(nil, inc))
-	return d.t.Put(ctx, nw, nil)
-}
 
 // ---------------------------------------------------------------------------
 // Small per-view and per-partition items

@@ -19,7 +19,7 @@ type LayoutStatus struct {
 	// ingest starts, then FinishRebuild.
 	Rebuild bool
 	// Pending are partial aggregates that the stored records hold empty: a
-	// change of features added them, and records were translated (Pebble).
+	// change of features added them, and records were translated.
 	// The features computed from them are wrong until a full heal installs
 	// a batch watermark at or past Horizon; ClearPending then drops them.
 	Pending []tiling.LayoutAgg
@@ -87,11 +87,12 @@ func (s *Store) writeLayout(view string, m layoutMeta) error {
 // ones empty and reported Pending. Otherwise the view is wiped and marked
 // for a rebuild (LayoutStatus.Rebuild), as CheckLayout describes.
 //
-// On DynamoDB every change is a rebuild under a new incarnation.
+// On DynamoDB the view's items are translated into a new incarnation, which
+// the layout item names once they all are (dynamo_layout.go); a rebuild
+// starts in a new, empty incarnation.
 func (s *Store) CheckLayoutStatus(v *tiling.View) (LayoutStatus, error) {
 	if s.dyn != nil {
-		rebuild, err := s.dyn.checkLayout(v)
-		return LayoutStatus{Rebuild: rebuild}, err
+		return s.dyn.checkLayout(v)
 	}
 	fp := v.Fingerprint()
 	meta, legacy, found, err := s.readLayout(v.Name)
@@ -277,7 +278,7 @@ func (s *Store) translateSome(v *tiling.View, tr *tiling.Translator, m *layoutMe
 // hold every event's states. It returns the aggregates still pending.
 func (s *Store) SettlePending(v *tiling.View) ([]tiling.LayoutAgg, error) {
 	if s.dyn != nil {
-		return nil, nil
+		return s.dyn.settlePending(v)
 	}
 	meta, _, found, err := s.readLayout(v.Name)
 	if err != nil || !found || len(meta.Pending) == 0 || meta.Fingerprint != v.Fingerprint() {
