@@ -54,22 +54,35 @@ func fullHeal(b *testing.B, v *tiling.View, off *state.OfflineLog, at int64) (he
 }
 
 // BenchmarkHeal is the heal's throughput: a full heal of 30 days of archived
-// history (2M events over 10,000 keys, 200k in -short mode; demo view, 1m
-// tiles) from the offline log's Parquet files into installed batch records
-// (day and detail records, summaries, heads) in a fresh Pebble store. The
-// heal reads and aggregates days on GOMAXPROCS goroutines and writes them
-// on one (Pebble flushes and compacts in the background); events/s/core
-// divides by GOMAXPROCS. events/cpu-s divides by the process CPU time the
-// heal used (its goroutines, Pebble's compactions, GC): the steadier figure
-// on a shared machine.
+// history from the offline log's Parquet files into installed batch records
+// (day and detail records, summaries, heads) in a fresh Pebble store (demo
+// view, 1m tiles), at two densities:
+//
+//   - keys=10000: 2M events over 10,000 keys (200k in -short mode), about 7
+//     events per key and day: nearly every event opens a tile, a block and
+//     a day of its own, so the cost is per record written.
+//   - keys=2: the same 2M events over 2 keys (1M events each, as the issue's
+//     dense key): about 23 events per 1-minute tile, so the cost is per
+//     event read and aggregated.
+//
+// The heal reads, aggregates and encodes days on GOMAXPROCS goroutines and
+// Pebble ingests each day's records as tables; events/s/core divides by
+// GOMAXPROCS. events/cpu-s divides by the process CPU time the heal used
+// (its goroutines, Pebble, GC): the steadier figure on a shared machine.
 //
 // read is the offline log's own speed on the same files: ReadDay over every
 // day, doing nothing with the events. heal ÷ read is the heal's overhead.
 func BenchmarkHeal(b *testing.B) {
-	n, keys := 2_000_000, 10_000
+	n := 2_000_000
 	if testing.Short() {
 		n = 200_000
 	}
+	for _, keys := range []int{10_000, 2} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) { benchHeal(b, n, keys) })
+	}
+}
+
+func benchHeal(b *testing.B, n, keys int) {
 	v := demoView(b)
 	at := time.Now().UnixMilli()
 	off, _ := archivedHistory(b, v, n, keys, at, false)

@@ -98,7 +98,8 @@ func (d *dayBuild) finish() ([]string, []keyDay) {
 	for k := range d.keys {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	// The store's key order: Pebble tables take records in it.
+	sort.Slice(keys, func(i, j int) bool { return state.KeyLess(keys[i], keys[j]) })
 	kds := make([]keyDay, len(keys))
 	for i, k := range keys {
 		kds[i] = d.finishKey(d.keys[k])
@@ -139,11 +140,25 @@ type builtDay struct {
 	keys  []string
 	kds   []keyDay
 	stats state.ReadStats
-	err   error
+	// tables holds the day's records, encoded by the build, when the store
+	// ingests tables (Pebble) and the day is large enough; else the writer
+	// puts kds in batches.
+	tables *state.Tables
+	err    error
 }
 
 // errStopped ends the reads of a build pipeline that was stopped.
 var errStopped = errors.New("healer: day builds stopped")
+
+// useTables says whether n records go into a table (on a store that takes
+// them) rather than through batches.
+func (h *Healer) useTables(n int) bool {
+	min := h.cfg.TableRecords
+	if min == 0 {
+		min = state.MinTableRecords
+	}
+	return min > 0 && n >= min
+}
 
 // workers is how many day spans a heal builds at once.
 func (h *Healer) workers() int {
@@ -164,6 +179,9 @@ func (h *Healer) workers() int {
 // what is written, in which order and in which batches, is what a heal on
 // one goroutine writes.
 func (h *Healer) buildDays(ctx context.Context, spans []int64, build func(s int64, stopped *atomic.Bool) *builtDay) (next func() (*builtDay, error), stop func()) {
+	if len(spans) == 0 {
+		return func() (*builtDay, error) { return nil, errors.New("healer: no day to build") }, func() {}
+	}
 	n := min(h.workers(), len(spans))
 	results := make([]chan *builtDay, len(spans))
 	for i := range results {
@@ -211,13 +229,23 @@ func (h *Healer) buildDays(ctx context.Context, spans []int64, build func(s int6
 		stopped.Store(true)
 		close(quit)
 		wg.Wait()
+		// Days built and never taken: drop their tables.
+		for _, c := range results[i:] {
+			select {
+			case b := <-c:
+				if b.tables != nil {
+					b.tables.Abort()
+				}
+			default:
+			}
+		}
 	}
 	return next, stop
 }
 
 // buildDay reads one day span's files and builds it. bad reports malformed
 // rows; it is called from the build goroutines.
-func (h *Healer) buildDay(v *tiling.View, s, target int64, files []state.DayFiles, stopped *atomic.Bool, bad func(file string, row int64, reason string)) *builtDay {
+func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []state.DayFiles, stopped *atomic.Bool, bad func(file string, row int64, reason string)) *builtDay {
 	b := newDayBuild(v, s)
 	out := &builtDay{}
 	for _, d := range files {
@@ -238,5 +266,21 @@ func (h *Healer) buildDay(v *tiling.View, s, target int64, files []state.DayFile
 		out.stats.Add(rs)
 	}
 	out.keys, out.kds = b.finish()
+	records := 0
+	for _, kd := range out.kds {
+		records += 1 + len(kd.details)
+	}
+	if h.useTables(records) {
+		if t := h.store.NewTables(v, gen); t != nil {
+			for i, key := range out.keys {
+				kd := out.kds[i]
+				for _, det := range kd.details {
+					t.PutDetail(v, s, key, det)
+				}
+				t.PutDayRecord(v, s, key, kd.day)
+			}
+			out.tables = t
+		}
+	}
 	return out
 }

@@ -74,8 +74,8 @@ func sameState(t *testing.T, a, b []byte) bool {
 }
 
 // TestParallelBuildsWriteTheSameStore: a heal that builds its days on
-// several goroutines leaves a store byte for byte identical to one built on
-// one goroutine — records, summaries, heads and the healer's state — and
+// several goroutines and writes them as Pebble tables leaves a store byte
+// for byte identical to one built on one goroutine and written in batches — records, summaries, heads and the healer's state — and
 // serves the oracle's values; so does an incremental heal after it.
 func TestParallelBuildsWriteTheSameStore(t *testing.T) {
 	v := testView(t, tiling.Minute, []int64{tiling.Hour, tiling.Day, 7 * tiling.Day, tiling.Lifetime}, tiling.MinTime)
@@ -86,14 +86,16 @@ func TestParallelBuildsWriteTheSameStore(t *testing.T) {
 		dir string
 	}
 	var runs []run
-	for _, workers := range []int{1, 3} {
+	// One goroutine writing batches; three goroutines writing every day and
+	// the summaries as Pebble tables.
+	for _, cfg := range []struct{ workers, tables int }{{1, -1}, {3, 1}} {
 		dir := t.TempDir()
 		store, err := state.Open(state.Config{Path: dir}, quiet())
 		if err != nil {
 			t.Fatal(err)
 		}
 		w := worldOn(t, store, v, lateness)
-		w.h.cfg.Workers = workers
+		w.h.cfg.Workers, w.h.cfg.TableRecords = cfg.workers, cfg.tables
 		w.now, w.arch.e = now, now
 		runs = append(runs, run{w, dir})
 	}

@@ -29,6 +29,11 @@ type Config struct {
 	// (the records are still written in order, by one goroutine). Default
 	// 0: GOMAXPROCS.
 	Workers int
+	// TableRecords is the fewest records a built day (or a heal's
+	// summaries) must hold to be written on Pebble as a table that Pebble
+	// ingests whole, instead of through batches (docs/format.md, "Heal
+	// tables"). Default 0: state.MinTableRecords; negative: never.
+	TableRecords int
 }
 
 // DefaultConfig returns the defaults.

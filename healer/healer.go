@@ -34,6 +34,9 @@ type Store interface {
 	DetailSuffix(v *tiling.View, gen uint64, day int64, key string, block, from int64) ([]tiling.State, error)
 	CollectKeys(v *tiling.View, gen uint64, fn func(key string) error) error
 	ArchiveProgress(view string) (map[int32]state.Progress, error)
+	// NewTables returns nil when the store takes no tables (DynamoDB).
+	NewTables(v *tiling.View, gen uint64) *state.Tables
+	IngestTables(ts ...*state.Tables) error
 	ArchivePending(view string) (map[int32]int64, error)
 	StreamLayout() state.StreamLayout
 	AcquireLease(view, owner string, now time.Time, d time.Duration) error
@@ -452,7 +455,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 		})
 	}
 	nextBuilt, stopBuilds := h.buildDays(ctx, builds, func(s int64, stopped *atomic.Bool) *builtDay {
-		return h.buildDay(v, s, target, spanFiles[s], stopped, bad)
+		return h.buildDay(v, gen, s, target, spanFiles[s], stopped, bad)
 	})
 	defer stopBuilds()
 	for _, s := range todo {
@@ -485,14 +488,29 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			return res, err
 		}
 		stats.Add(built.stats)
+		if built.tables != nil {
+			// Encoded by the build: what the batch holds (a resumed day's
+			// deletion) goes first, then Pebble takes the day's tables.
+			if err := w.flush(); err != nil {
+				built.tables.Abort()
+				return res, err
+			}
+			n := built.tables.Len()
+			if err := h.store.IngestTables(built.tables); err != nil {
+				return res, err
+			}
+			w.records += n
+		}
 		for i, key := range built.keys {
 			kd := built.kds[i]
-			for _, det := range kd.details {
-				w.batch().PutDetail(v, gen, s, key, det)
-			}
-			w.batch().PutDayRecord(v, gen, s, key, kd.day)
-			if err := w.wrote(1 + len(kd.details)); err != nil {
-				return res, err
+			if built.tables == nil {
+				for _, det := range kd.details {
+					w.batch().PutDetail(v, gen, s, key, det)
+				}
+				w.batch().PutDayRecord(v, gen, s, key, kd.day)
+				if err := w.wrote(1 + len(kd.details)); err != nil {
+					return res, err
+				}
 			}
 			if totals[key] == nil {
 				totals[key] = map[int64][]tiling.State{}
@@ -575,16 +593,28 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			keys = append(keys, k)
 		}
 	}
-	sort.Strings(keys)
+	// The store's key order: Pebble tables take summaries in it.
+	sort.Slice(keys, func(i, j int) bool { return state.KeyLess(keys[i], keys[j]) })
 	spans := make([]int64, 0, len(newDays))
 	for s := range newDays {
 		spans = append(spans, s)
 	}
 	sort.Slice(spans, func(i, j int) bool { return spans[i] < spans[j] })
+	var sums *state.Tables
+	if h.useTables(len(keys)) {
+		sums = h.store.NewTables(v, gen)
+	}
 	for _, key := range keys {
 		sum, err := h.summary(v, key, old[key], totals[key], newDays, spans, recomputed, firstDay, target, rebuildBase)
 		if err != nil {
+			if sums != nil {
+				sums.Abort()
+			}
 			return res, err
+		}
+		if sums != nil {
+			sums.PutSummary(v, key, sum)
+			continue
 		}
 		w.batch().PutSummary(v, gen, key, sum)
 		if err := w.wrote(1); err != nil {
@@ -592,7 +622,17 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 		}
 	}
 	if err := w.flush(); err != nil {
+		if sums != nil {
+			sums.Abort()
+		}
 		return res, err
+	}
+	if sums != nil {
+		n := sums.Len()
+		if err := h.store.IngestTables(sums); err != nil {
+			return res, err
+		}
+		w.records += n
 	}
 	// The superseded records become garbage once no read can still use
 	// them: after the grace period.

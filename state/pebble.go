@@ -44,6 +44,9 @@ type Store struct {
 	db  *pebble.DB // Pebble; nil on DynamoDB
 	dyn *dynStore  // DynamoDB; nil on Pebble
 	log *slog.Logger
+	// opts and path: Pebble's, for the tables a heal ingests (tables.go).
+	opts *pebble.Options
+	path string
 
 	mu struct {
 		sync.Mutex
@@ -68,11 +71,16 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	opts.EnsureDefaults() // the tables a heal writes take their settings from opts
 	db, err := pebble.Open(cfg.Path, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", cfg.Path, err)
 	}
-	return &Store{db: db, log: log}, nil
+	if err := resetTables(cfg.Path); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &Store{db: db, log: log, opts: opts, path: cfg.Path}, nil
 }
 
 // Close closes the store; it is idempotent.
