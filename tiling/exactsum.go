@@ -234,6 +234,9 @@ func (s *ExactSum) Add(x float64) {
 	if bit > 0 {
 		hi = m >> (64 - bit)
 	}
+	if s.l == nil && s.addInline(limb, lo, hi, b>>63 == 1) {
+		return
+	}
 	if s.l == nil {
 		x := ExactSum{base: min(limb, sumLimbs-sumInline)}
 		j := limb - x.base
@@ -254,6 +257,38 @@ func (s *ExactSum) Add(x float64) {
 	} else {
 		s.subAt(limb, lo, hi)
 	}
+}
+
+// addInline adds ±(lo + hi·2^64)·2^(64·limb) into a non-zero inline sum in
+// place when the value's limbs fall inside its window with a limb to spare
+// above both (so the result fits the window), and reports whether it did.
+// The sum of a value spanning limbs [limb, limb+2) and a sum whose limbs
+// from b up are the sign fill lies within ±2^(64·max(b, limb+2)+1), which
+// the signed limbs up to max(b, limb+2)+1 ≤ base+sumInline hold: the
+// window's own two's-complement arithmetic, carry out dropped, is exact.
+func (s *ExactSum) addInline(limb int, lo, hi uint64, neg bool) bool {
+	j := limb - s.base
+	if j < 0 || j+3 > sumInline || s.inlineZero() {
+		return false
+	}
+	if _, b := s.inlineSpan(); b >= s.base+sumInline {
+		return false
+	}
+	var c uint64
+	if !neg {
+		s.w[j], c = bits.Add64(s.w[j], lo, 0)
+		s.w[j+1], c = bits.Add64(s.w[j+1], hi, c)
+		for k := j + 2; k < sumInline; k++ {
+			s.w[k], c = bits.Add64(s.w[k], 0, c)
+		}
+		return true
+	}
+	s.w[j], c = bits.Sub64(s.w[j], lo, 0)
+	s.w[j+1], c = bits.Sub64(s.w[j+1], hi, c)
+	for k := j + 2; k < sumInline; k++ {
+		s.w[k], c = bits.Sub64(s.w[k], 0, c)
+	}
+	return true
 }
 
 func (s *ExactSum) addAt(limb int, lo, hi uint64) {

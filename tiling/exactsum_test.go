@@ -94,3 +94,64 @@ func TestExactSumInlineSmallSums(t *testing.T) {
 		t.Fatal("sums of cents to billions spilled to limbs")
 	}
 }
+
+// TestExactSumLongInlineSequences: long runs of adds into one inline sum
+// (the in-place path: values inside the window, both signs, carries and
+// borrows across limbs, cancellation to zero, values that leave the window)
+// encode and round exactly as the same adds into limbs.
+func TestExactSumLongInlineSequences(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	gens := []func() float64{
+		func() float64 { return float64(r.IntN(2_000_000)-1_000_000) / 100 },
+		func() float64 { return float64(r.Int64N(1<<53)) * float64(1-2*r.IntN(2)) },
+		func() float64 { return math.Ldexp(float64(r.Int64N(1<<53)), r.IntN(140)-70) * float64(1-2*r.IntN(2)) },
+		func() float64 { return math.Ldexp(1, r.IntN(200)-100) * float64(1-2*r.IntN(2)) },
+	}
+	inlineEnd := 0
+	for trial := range 600 {
+		var s, ref ExactSum
+		ref.spill()
+		var added []float64
+		far := -1
+		if trial%4 == 0 {
+			far = r.IntN(400)
+		}
+		for n := r.IntN(400) + 1; n > 0; n-- {
+			x := gens[r.IntN(len(gens))]()
+			if n == far {
+				x = r.NormFloat64() * math.Ldexp(1, r.IntN(1800)-900) // far out: spills
+			}
+			if r.IntN(8) == 0 && len(added) > 0 {
+				x = -added[r.IntN(len(added))] // cancel an earlier value
+			}
+			added = append(added, x)
+			s.Add(x)
+			ref.Add(x)
+		}
+		if s.l == nil {
+			inlineEnd++
+		}
+		if got, want := s.AppendBinary(nil), ref.AppendBinary(nil); string(got) != string(want) {
+			t.Fatalf("trial %d: encoding %x, limbs give %x", trial, got, want)
+		}
+		if g, w := s.Float64(), ref.Float64(); g != w {
+			t.Fatalf("trial %d: %v, limbs give %v", trial, g, w)
+		}
+		if s.IsZero() != ref.IsZero() {
+			t.Fatalf("trial %d: IsZero %v, limbs give %v", trial, s.IsZero(), ref.IsZero())
+		}
+	}
+	if inlineEnd < 200 {
+		t.Fatalf("only %d of 600 sums ended inline: the trials miss the in-place path", inlineEnd)
+	}
+	// Borrows down to zero and back across every limb of the window.
+	var s, ref ExactSum
+	ref.spill()
+	for _, x := range []float64{1, -math.Ldexp(1, 150), math.Ldexp(1, 150), -1, -1, 0.5, math.Ldexp(1, 64), -math.Ldexp(1, 64)} {
+		s.Add(x)
+		ref.Add(x)
+		if got, want := s.AppendBinary(nil), ref.AppendBinary(nil); string(got) != string(want) {
+			t.Fatalf("after %v: encoding %x, limbs give %x", x, got, want)
+		}
+	}
+}
