@@ -151,6 +151,21 @@ func (d *dynStore) writeLayoutItem(ctx context.Context, view, v string, inc uint
 	return &layoutItem{v: v, inc: inc, meta: meta, ver: ver, hasVer: true}, nil
 }
 
+// Incarnation returns the incarnation that the view's layout item names, as
+// stored now (DynamoDB; 0 on Pebble or for a view without one).
+func (s *Store) Incarnation(view string) (uint32, error) {
+	if s.dyn == nil {
+		return 0, nil
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	li, err := s.dyn.readLayoutItem(ctx, view)
+	if err != nil || li == nil {
+		return 0, err
+	}
+	return li.inc, nil
+}
+
 // checkLayout is CheckLayoutStatus on DynamoDB.
 func (d *dynStore) checkLayout(v *tiling.View) (LayoutStatus, error) {
 	fp := v.Fingerprint() + dynFormat
