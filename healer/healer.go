@@ -645,6 +645,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			g.Days = append(g.Days, dayGen{Day: s, Gen: d.Gen})
 		}
 	}
+	sortDays(g.Days)
 	newState := &viewState{Gen: gen, Watermark: target, FirstDay: firstDay, Days: newDays,
 		Garbage: append(st.Garbage, g), Fingerprint: v.Fingerprint(), HealedAt: h.now().UnixMilli()}
 	res.Events = stats.Events
@@ -987,7 +988,14 @@ func pendingGarbage(p *pending, now time.Time) garbage {
 	for d := range p.Done {
 		g.Days = append(g.Days, dayGen{Day: d, Gen: p.Gen})
 	}
+	sortDays(g.Days)
 	return g
+}
+
+// sortDays orders a garbage entry's days, so that the stored state does not
+// depend on map order.
+func sortDays(days []dayGen) {
+	sort.Slice(days, func(i, j int) bool { return days[i].Day < days[j].Day })
 }
 
 // maxWindow is the view's longest non-lifetime window (0 for none).
