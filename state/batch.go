@@ -112,7 +112,9 @@ func (s *Store) summaryForRead(v *tiling.View, gen uint64, key string, t int64) 
 	return sum, nil
 }
 
-// DayRecord returns the key's day record of day at gen, or nil.
+// DayRecord returns the key's day record of day at gen, or nil, as
+// DecodeDayRecord gives it: its tiles merge to the day's total (the healer
+// reads days back whole; a read decodes one suffix, DecodeDaySuffix).
 func (s *Store) DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error) {
 	if s.dyn != nil {
 		return s.dyn.dayRecord(v, gen, day, key)
@@ -129,6 +131,56 @@ func (s *Store) DayRecord(v *tiling.View, gen uint64, day int64, key string) (*t
 		return nil, fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, gen, day, derr)
 	}
 	return r, nil
+}
+
+// daySuffixes decodes, from the key's day record of day (one get), the
+// suffix of every window start of needs inside that day into b.Days, and
+// returns the needs whose start falls inside a block of several tiles: those
+// need the block's detail record too.
+func (s *Store) daySuffixes(v *tiling.View, key string, needs []tiling.BatchNeed, day int64, b *tiling.Batch) ([]tiling.BatchNeed, error) {
+	var details []tiling.BatchNeed
+	var derr error
+	var gen uint64
+	for _, n := range needs {
+		if n.Day == day {
+			gen = n.Gen
+		}
+	}
+	_, err := s.decodeAt(dayKey(nil, v.Name, gen, day, key), func(val []byte) {
+		for _, n := range needs {
+			if n.Day != day {
+				continue
+			}
+			st, detail, err := v.DecodeDaySuffix(day, val, n.Start) // keeps nothing of val
+			if err != nil {
+				derr = err
+				return
+			}
+			b.Days[n.Start] = st
+			if detail {
+				details = append(details, n)
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, gen, day, derr)
+	}
+	return details, nil
+}
+
+// mergeDayPart merges a detail record's suffix into a day record's (either
+// may be nil), in place: both were decoded for this read.
+func mergeDayPart(day, detail []tiling.State) []tiling.State {
+	if day == nil {
+		return detail
+	}
+	if detail != nil {
+		tiling.MergeStates(day, detail)
+	}
+	return day
 }
 
 // DetailSuffix returns the aggregate of the key's tiles of block from from
@@ -181,25 +233,25 @@ func (s *Store) ReadKey(ctx context.Context, v *tiling.View, key string, t int64
 		}
 		kd.RecordsRead++
 		kd.BatchWatermark = sum.Watermark
-		b := &tiling.Batch{Summary: sum, DayRecords: map[int64]*tiling.Record{}, Suffixes: map[int64][]tiling.State{}}
-		for _, n := range v.BatchNeeds(t, sum) {
-			if _, done := b.DayRecords[n.Day]; !done {
-				r, err := s.DayRecord(v, n.Gen, n.Day, key)
+		b := &tiling.Batch{Summary: sum, Days: map[int64][]tiling.State{}}
+		needs := v.BatchNeeds(t, sum)
+		read := map[int64]bool{}
+		for _, n := range needs {
+			if read[n.Day] {
+				continue
+			}
+			read[n.Day] = true
+			details, err := s.daySuffixes(v, key, needs, n.Day, b)
+			if err != nil {
+				return kd, err
+			}
+			kd.RecordsRead++
+			for _, m := range details {
+				st, err := s.DetailSuffix(v, m.Gen, m.Day, key, m.Block, m.Start)
 				if err != nil {
 					return kd, err
 				}
-				b.DayRecords[n.Day] = r
-				kd.RecordsRead++
-			}
-			if _, single := b.DayRecords[n.Day].SingleTile(n.Block); single {
-				continue // the day record has the block's one tile
-			}
-			if n.Block != tiling.MinTime {
-				st, err := s.DetailSuffix(v, n.Gen, n.Day, key, n.Block, n.Start)
-				if err != nil {
-					return kd, err
-				}
-				b.Suffixes[n.Start] = st
+				b.Days[m.Start] = mergeDayPart(b.Days[m.Start], st)
 				kd.RecordsRead++
 			}
 		}

@@ -177,7 +177,7 @@ func (d *dynStore) readKey(ctx context.Context, v *tiling.View, key string, t in
 			return kd, fmt.Errorf("summary %s/%q@%d: %w", v.Name, key, h.Gen, err)
 		}
 		kd.BatchWatermark = sum.Watermark
-		b := &tiling.Batch{Summary: sum, DayRecords: map[int64]*tiling.Record{}, Suffixes: map[int64][]tiling.State{}}
+		b := &tiling.Batch{Summary: sum, Days: map[int64][]tiling.State{}}
 		if err := d.batchRecords(ctx, v, pk, key, t, b, &kd); err != nil {
 			return kd, err
 		}
@@ -192,10 +192,10 @@ func (d *dynStore) readKey(ctx context.Context, v *tiling.View, key string, t in
 	return kd, nil
 }
 
-// batchRecords fetches the day records and detail suffixes BatchNeeds asks
-// for: two rounds at most (the day records, then the detail records of
-// blocks with more than one tile), each one batch read, cached forever
-// (a generation's records never change).
+// batchRecords fetches the day records BatchNeeds asks for and decodes the
+// suffix of each window start from them, then the detail records of the
+// starts inside blocks of several tiles: two rounds at most, each one batch
+// read, cached forever (a generation's records never change).
 func (d *dynStore) batchRecords(ctx context.Context, v *tiling.View, pk []byte, key string, t int64, b *tiling.Batch, kd *KeyData) error {
 	needs := v.BatchNeeds(t, b.Summary)
 	if len(needs) == 0 {
@@ -209,51 +209,42 @@ func (d *dynStore) batchRecords(ctx context.Context, v *tiling.View, pk []byte, 
 			dayKeys = append(dayKeys, daySK(n.Gen, n.Day))
 		}
 	}
+	kd.RecordsRead += len(dayKeys)
 	days, err := d.immutable(ctx, pk, dayKeys)
 	if err != nil {
 		return fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 	}
+	var withDetail []tiling.BatchNeed
 	for _, n := range needs {
-		if _, done := b.DayRecords[n.Day]; done {
+		val := days[string(daySK(n.Gen, n.Day))]
+		if val == nil {
 			continue
 		}
-		var r *tiling.Record
-		if val := days[string(daySK(n.Gen, n.Day))]; val != nil {
-			if r, err = v.DecodeDayRecord(n.Day, val); err != nil {
-				return fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, n.Gen, n.Day, err)
-			}
+		st, detail, err := v.DecodeDaySuffix(n.Day, val, n.Start)
+		if err != nil {
+			return fmt.Errorf("day record %s/%q@%d/%d: %w", v.Name, key, n.Gen, n.Day, err)
 		}
-		b.DayRecords[n.Day] = r
-		kd.RecordsRead++
+		b.Days[n.Start] = st
+		if detail {
+			withDetail = append(withDetail, n)
+		}
 	}
-	// A block needs its detail record when it has several tiles: the day
-	// record has an aggregate for every block with data, and says which
-	// hold one tile (no detail record then).
-	needsDetail := func(n tiling.BatchNeed) bool {
-		dr := b.DayRecords[n.Day]
-		if n.Block == tiling.MinTime || dr == nil || !hasTile(dr, n.Block) {
-			return false
-		}
-		_, single := dr.SingleTile(n.Block)
-		return !single
+	if len(withDetail) == 0 {
+		return nil
 	}
 	var detailKeys [][]byte
-	for _, n := range needs {
-		if needsDetail(n) {
+	blocks := map[int64]bool{}
+	for _, n := range withDetail {
+		if !blocks[n.Block] { // two window starts in one block: one key
+			blocks[n.Block] = true
 			detailKeys = append(detailKeys, detailSK(n.Gen, n.Day, n.Block))
 		}
-	}
-	if len(detailKeys) == 0 {
-		return nil
 	}
 	details, err := d.immutable(ctx, pk, detailKeys)
 	if err != nil {
 		return fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 	}
-	for _, n := range needs {
-		if !needsDetail(n) {
-			continue
-		}
+	for _, n := range withDetail {
 		val := details[string(detailSK(n.Gen, n.Day, n.Block))]
 		if val == nil {
 			continue
@@ -262,16 +253,10 @@ func (d *dynStore) batchRecords(ctx context.Context, v *tiling.View, pk []byte, 
 		if err != nil {
 			return fmt.Errorf("detail record %s/%q@%d/%d: %w", v.Name, key, n.Gen, n.Block, err)
 		}
-		b.Suffixes[n.Start] = st
+		b.Days[n.Start] = mergeDayPart(b.Days[n.Start], st)
 		kd.RecordsRead++
 	}
 	return nil
-}
-
-// hasTile reports whether r has a tile starting at start.
-func hasTile(r *tiling.Record, start int64) bool {
-	i := sort.Search(len(r.Tiles), func(i int) bool { return r.Tiles[i].Start >= start })
-	return i < len(r.Tiles) && r.Tiles[i].Start == start
 }
 
 // immutable returns the values of generation records of one key partition

@@ -147,33 +147,30 @@ func (s *Summary) Day(start int64) *SummaryDay {
 // Batch is what a read fetched of a key's batch side.
 type Batch struct {
 	Summary *Summary
-	// DayRecords maps a day start to its record of block aggregates (tiles
-	// of one block span each); Details maps a block start to its record of
-	// tiles. Only what BatchNeeds asked for is present.
-	DayRecords map[int64]*Record
-	Details    map[int64]*Record
-	// Suffixes maps a window start s inside a block to the aggregate of the
-	// block's tiles from s on, as a detail record's suffix index gives it
-	// (DecodeDetailSuffix): one decode per window however full the block.
-	// It takes precedence over Details for that start.
-	Suffixes map[int64][]State
+	// Days maps a window start s that falls inside a day (not on its first
+	// instant) to the batch data of [s, end of that day): the day record's
+	// suffix from s (DecodeDaySuffix) merged, when s is inside a block of
+	// several tiles, with the detail record's suffix from s
+	// (DecodeDetailSuffix). Absent or nil: nothing there. Only the starts
+	// BatchNeeds asked for are present.
+	Days map[int64][]State
 }
 
-// BatchNeed names a record a read needs: the day record of Day, and when
-// Block is not MinTime also the detail record of that block.
+// BatchNeed names a record a read needs: the day record of Day at Gen, for
+// the window start Start inside it. When DecodeDaySuffix says so, the read
+// also needs the detail record of Block, the block holding Start.
 type BatchNeed struct {
 	Day   int64
 	Block int64
 	Gen   uint64
-	// Start is the window start inside Block whose suffix the read needs.
 	Start int64
 }
 
-// BatchNeeds returns the day and detail records a read at t needs beside the
-// summary s.
+// BatchNeeds returns the day records a read at t needs beside the summary s,
+// one entry per distinct window start inside a day.
 func (v *View) BatchNeeds(t int64, s *Summary) []BatchNeed {
 	var out []BatchNeed
-	seen := map[BatchNeed]bool{}
+	seen := map[int64]bool{}
 	for _, w := range v.windows {
 		start := v.WindowStart(w, t)
 		if start >= s.Watermark || start < s.FirstDay {
@@ -181,19 +178,11 @@ func (v *View) BatchNeeds(t int64, s *Summary) []BatchNeed {
 		}
 		day := AlignDown(start, v.DaySpan())
 		sd := s.Day(day)
-		if sd == nil || start == day {
-			continue // nothing that day, or the whole day from the summary
+		if sd == nil || start == day || seen[start] {
+			continue // nothing that day, the whole day from the summary, or asked for
 		}
-		n := BatchNeed{Day: day, Block: MinTime, Gen: sd.Gen, Start: start}
-		if block := AlignDown(start, v.span); block != start {
-			n.Block = block
-		} else {
-			n.Start = MinTime
-		}
-		if !seen[n] {
-			seen[n] = true
-			out = append(out, n)
-		}
+		seen[start] = true
+		out = append(out, BatchNeed{Day: day, Block: AlignDown(start, v.span), Gen: sd.Gen, Start: start})
 	}
 	return out
 }
@@ -209,7 +198,7 @@ func (v *View) BatchNeeds(t int64, s *Summary) []BatchNeed {
 // that start at or after W_b on the way), then whole days of the summary,
 // latest first, finishing each window when the days reach its start. A
 // window starting within a day is finished on a copy that also takes that
-// day's blocks and tiles from its start. Each tile and day is merged once,
+// day's part from its start (Batch.Days). Each tile and day is merged once,
 // however many windows there are.
 func (v *View) EvaluateBatch(t int64, b *Batch, records []*Record) []any {
 	if b == nil || b.Summary == nil {
@@ -270,49 +259,12 @@ func (v *View) EvaluateBatch(t int64, b *Batch, records []*Record) []any {
 		if j := s.suffixIndex(v, start); j < len(s.Days) {
 			MergeStates(w, s.suffixStates(v, j))
 		}
-		day := AlignDown(start, v.DaySpan())
-		if start != day && s.Day(day) != nil {
-			v.dayPart(w, b, day, start)
+		if part := b.Days[start]; part != nil && start != AlignDown(start, v.DaySpan()) {
+			MergeStates(w, part)
 		}
 		finish(wins[next].idx, w)
 	}
 	return out
-}
-
-// dayPart merges into acc the batch data of [start, end of day), start
-// within the day: the block aggregates of the day record after start's
-// block, and the tiles of start's block from start.
-func (v *View) dayPart(acc []State, b *Batch, day, start int64) {
-	block := AlignDown(start, v.span)
-	if dr := b.DayRecords[day]; dr != nil {
-		for j := range dr.Tiles {
-			if t := &dr.Tiles[j]; t.Start > block || (t.Start == block && start == block) {
-				MergeStates(acc, t.States)
-			}
-		}
-	}
-	if block != start {
-		if only, single := b.DayRecords[day].SingleTile(block); single {
-			// One tile in the block: its aggregate is the block's.
-			if only >= start {
-				for j := range b.DayRecords[day].Tiles {
-					if t := &b.DayRecords[day].Tiles[j]; t.Start == block {
-						MergeStates(acc, t.States)
-					}
-				}
-			}
-		} else if st, ok := b.Suffixes[start]; ok {
-			if st != nil {
-				MergeStates(acc, st)
-			}
-		} else if det := b.Details[block]; det != nil {
-			for j := range det.Tiles {
-				if t := &det.Tiles[j]; t.Start >= start {
-					MergeStates(acc, t.States)
-				}
-			}
-		}
-	}
 }
 
 func (v *View) newStates() []State {
@@ -665,13 +617,81 @@ func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 	return s, nil
 }
 
-// AppendDayRecord appends the encoding of a day record: tiles of one block
-// each, in the record encoding with the block span as the tile step.
+// dayVersion is the first byte of a day record of suffix aggregates. A
+// day record of block aggregates (version 1, the record encoding) starts
+// with recordVersion, or with dayOnlyMarker.
+const dayVersion = 2
+
+// AppendDayRecord appends the encoding of a day record. r holds one
+// aggregate per block (tiles of the block span), and Only may say which
+// blocks hold a single tile. The record stores, per block, the merge of that
+// block and every later one of the day behind an index, so a read decodes
+// one suffix whatever the day holds (DecodeDaySuffix):
+//
+//	version byte (2)
+//	uvarint n: blocks present, ascending
+//	n × uvarint block index within the day,
+//	    uvarint 0 for a block of several tiles, else 1 + the index of its one tile within the block
+//	n × uvarint byte length of the block's suffix states
+//	the states of each block's suffix, in layout order
+//
+// The day holding lifetime_start, when it starts inside the day, keeps the
+// version 1 encoding (block aggregates): the healer takes Base's part of that
+// day from them, block by block.
+func (v *View) AppendDayRecord(dst []byte, r *Record) []byte {
+	if v.lifetimeDay(r.Start) {
+		return v.appendDayRecordV1(dst, r)
+	}
+	n := len(r.Tiles)
+	// The suffixes are computed from the last block back, into one buffer;
+	// ends[i] is where block i's suffix ends in it.
+	var buf []byte
+	ends := make([]int, n)
+	acc := v.newStates()
+	for i := n - 1; i >= 0; i-- {
+		MergeStates(acc, r.Tiles[i].States)
+		buf = appendStates(buf, acc)
+		ends[i] = len(buf)
+	}
+	suffix := func(i int) []byte {
+		if i == n-1 {
+			return buf[:ends[i]]
+		}
+		return buf[ends[i+1]:ends[i]]
+	}
+	dst = append(dst, dayVersion)
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for i, t := range r.Tiles {
+		dst = binary.AppendUvarint(dst, uint64((t.Start-r.Start)/v.span))
+		var single uint64
+		if r.Only != nil && r.Only[i] != MinTime {
+			single = uint64((r.Only[i]-t.Start)/v.Granularity) + 1
+		}
+		dst = binary.AppendUvarint(dst, single)
+	}
+	for i := range n {
+		dst = binary.AppendUvarint(dst, uint64(len(suffix(i))))
+	}
+	for i := range n {
+		dst = append(dst, suffix(i)...)
+	}
+	return dst
+}
+
+// lifetimeDay reports whether lifetime_start falls inside the day starting
+// at day, after its first instant.
+func (v *View) lifetimeDay(day int64) bool {
+	return v.LifetimeStart != MinTime && v.LifetimeStart > day && v.LifetimeStart < day+v.DaySpan()
+}
+
+// appendDayRecordV1 appends the version 1 encoding of a day record: the
+// record encoding with the block span as the tile step, one aggregate per
+// block.
 //
 // A day record with Only set starts with a marker byte (0xD2), uvarint n and
 // n uvarints — 0 for a block of several tiles, else 1 + the index of its
 // single tile within the block — before the tiles.
-func (v *View) AppendDayRecord(dst []byte, r *Record) []byte {
+func (v *View) appendDayRecordV1(dst []byte, r *Record) []byte {
 	if r.Only != nil {
 		dst = append(dst, dayOnlyMarker)
 		dst = binary.AppendUvarint(dst, uint64(len(r.Only)))
@@ -688,8 +708,187 @@ func (v *View) AppendDayRecord(dst []byte, r *Record) []byte {
 
 const dayOnlyMarker = 0xD2
 
-// DecodeDayRecord decodes a day record starting at day.
+// dayEntry is one block of a version 2 day record: its index within the day,
+// its single tile (0: several tiles, else 1 + the tile's index within the
+// block) and where its suffix lies among the states.
+type dayEntry struct {
+	idx, single uint64
+	off, size   uint64
+}
+
+// parseDay reads the index of a version 2 day record b, appending its blocks
+// to ents, and returns them with the states that follow.
+func (v *View) parseDay(b []byte, ents []dayEntry) ([]dayEntry, []byte, error) {
+	if len(b) == 0 || b[0] != dayVersion {
+		return nil, nil, fmt.Errorf("day record: bad version: %w", ErrVersion)
+	}
+	b = b[1:]
+	per, tiles := uint64(v.DaySpan()/v.span), uint64(v.span/v.Granularity)
+	n, m := binary.Uvarint(b)
+	if m <= 0 || n > per || n > uint64(len(b)) {
+		return nil, nil, fmt.Errorf("day record: block count: %w", ErrCorrupt)
+	}
+	b = b[m:]
+	for i := uint64(0); i < n; i++ {
+		idx, m := binary.Uvarint(b)
+		if m <= 0 || idx >= per || (i > 0 && idx <= ents[len(ents)-1].idx) {
+			return nil, nil, fmt.Errorf("day record: block index: %w", ErrCorrupt)
+		}
+		b = b[m:]
+		single, m := binary.Uvarint(b)
+		if m <= 0 || single > tiles {
+			return nil, nil, fmt.Errorf("day record: single tile: %w", ErrCorrupt)
+		}
+		b = b[m:]
+		ents = append(ents, dayEntry{idx: idx, single: single})
+	}
+	var off uint64
+	for i := range ents {
+		l, m := binary.Uvarint(b)
+		if m <= 0 || l > uint64(len(b)) {
+			return nil, nil, fmt.Errorf("day record: suffix length: %w", ErrCorrupt)
+		}
+		b = b[m:]
+		ents[i].off, ents[i].size = off, l
+		off += l
+	}
+	if off != uint64(len(b)) {
+		return nil, nil, fmt.Errorf("day record: %d bytes of states for %d: %w", len(b), off, ErrCorrupt)
+	}
+	return ents, b, nil
+}
+
+// decodeDayStates decodes one block's suffix from the states of a version 2
+// day record, copying its bytes (decoded states may refer to them).
+func (v *View) decodeDayStates(body []byte, e dayEntry) ([]State, error) {
+	st, rest, err := v.decodeStates(bytes.Clone(body[e.off:e.off+e.size]), nil)
+	if err != nil {
+		return nil, fmt.Errorf("day record: %w", err)
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("day record: %d trailing bytes in a suffix: %w", len(rest), ErrCorrupt)
+	}
+	return st, nil
+}
+
+// DecodeDaySuffix returns, from the day record b of the day starting at day,
+// the batch data of [from, end of day) that the day record holds (nil when
+// none), from ≥ day: the merge of the blocks after from's block, and of
+// from's block too when from is its first instant or the block's one tile
+// is at or after from. detail reports that from falls inside a block of
+// several tiles: the read needs that block's detail record from from
+// (DecodeDetailSuffix) besides.
+//
+// A version 2 record gives it from one suffix, whatever the day holds; a
+// version 1 record (stores written before, and the day of lifetime_start)
+// is decoded whole and its blocks merged. The result keeps nothing of b.
+func (v *View) DecodeDaySuffix(day int64, b []byte, from int64) (states []State, detail bool, err error) {
+	if len(b) == 0 {
+		return nil, false, fmt.Errorf("day record: empty: %w", ErrCorrupt)
+	}
+	block := AlignDown(from, v.span)
+	if b[0] != dayVersion {
+		r, err := v.decodeDayRecordV1(day, b)
+		if err != nil {
+			return nil, false, err
+		}
+		return v.mergeBlocks(r, from), v.needsDetail(r, from), nil
+	}
+	var buf [32]dayEntry
+	ents, body, err := v.parseDay(b, buf[:0])
+	if err != nil {
+		return nil, false, err
+	}
+	// The first block at or after from's block, then past it when from's
+	// block holds nothing from from on, or holds it in a detail record.
+	pick := 0
+	for pick < len(ents) && day+int64(ents[pick].idx)*v.span < block {
+		pick++
+	}
+	if pick < len(ents) && day+int64(ents[pick].idx)*v.span == block && from != block {
+		if s := ents[pick].single; s == 0 {
+			pick, detail = pick+1, true
+		} else if block+int64(s-1)*v.Granularity < from {
+			pick++
+		}
+	}
+	if pick == len(ents) {
+		return nil, detail, nil
+	}
+	states, err = v.decodeDayStates(body, ents[pick])
+	if err != nil {
+		return nil, false, err
+	}
+	return states, detail, nil
+}
+
+// mergeBlocks is DecodeDaySuffix's states from a record of block
+// aggregates: the merge of the blocks after from's block, and of from's block
+// when from is its start or its one tile is at or after from; nil when none.
+func (v *View) mergeBlocks(r *Record, from int64) []State {
+	block := AlignDown(from, v.span)
+	var acc []State
+	for i := range r.Tiles {
+		t := &r.Tiles[i]
+		take := t.Start > block || (t.Start == block && from == block)
+		if t.Start == block && from != block {
+			only, single := r.SingleTile(block)
+			take = single && only >= from
+		}
+		if take {
+			if acc == nil {
+				acc = v.newStates()
+			}
+			MergeStates(acc, t.States)
+		}
+	}
+	return acc
+}
+
+// needsDetail reports whether from falls inside a block of r that has
+// several tiles (a detail record).
+func (v *View) needsDetail(r *Record, from int64) bool {
+	block := AlignDown(from, v.span)
+	if from == block {
+		return false
+	}
+	for i := range r.Tiles {
+		if r.Tiles[i].Start == block {
+			_, single := r.SingleTile(block)
+			return !single
+		}
+	}
+	return false
+}
+
+// DecodeDayRecord decodes a day record starting at day for the healer,
+// which reads days back whole. A version 1 record gives one tile per block,
+// the block's aggregate, and Only. A version 2 record holds no block's own
+// aggregate: it gives one tile, the day's total (the suffix of its first
+// block), at the first block, and no Only; merging the tiles gives the
+// day's total either way.
 func (v *View) DecodeDayRecord(day int64, b []byte) (*Record, error) {
+	if len(b) == 0 || b[0] != dayVersion {
+		return v.decodeDayRecordV1(day, b)
+	}
+	ents, body, err := v.parseDay(b, nil)
+	if err != nil {
+		return nil, err
+	}
+	r := &Record{Start: day}
+	if len(ents) == 0 {
+		return r, nil
+	}
+	st, err := v.decodeDayStates(body, ents[0])
+	if err != nil {
+		return nil, err
+	}
+	r.Tiles = []Tile{{Start: day + int64(ents[0].idx)*v.span, States: st}}
+	return r, nil
+}
+
+// decodeDayRecordV1 decodes a version 1 day record (block aggregates).
+func (v *View) decodeDayRecordV1(day int64, b []byte) (*Record, error) {
 	var only []uint64
 	if len(b) > 0 && b[0] == dayOnlyMarker {
 		b = b[1:]
@@ -724,8 +923,8 @@ func (v *View) DecodeDayRecord(day int64, b []byte) (*Record, error) {
 	return r, nil
 }
 
-// SingleTile reports, for the block starting at block in day record dr,
-// whether the block holds one tile and, if so, its start.
+// SingleTile reports, for the block starting at block in a version 1 day
+// record dr, whether the block holds one tile and, if so, its start.
 func (dr *Record) SingleTile(block int64) (start int64, single bool) {
 	if dr == nil || dr.Only == nil {
 		return 0, false

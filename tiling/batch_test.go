@@ -1,6 +1,7 @@
 package tiling
 
 import (
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -9,10 +10,13 @@ import (
 )
 
 // evaluateBatchRef is EvaluateBatch as first written: each window merges its
-// own stream tiles and batch data. The one-walk EvaluateBatch must give the
-// same values.
-func (v *View) evaluateBatchRef(t int64, b *Batch, records []*Record) []any {
-	wb := b.Summary.Watermark
+// own stream tiles and batch data, a window starting inside a day the tiles
+// of that day from its start, as the heal built them (not as the day and
+// detail records give them). The one-walk EvaluateBatch must give the same
+// values.
+func (v *View) evaluateBatchRef(t int64, bb *builtBatch, records []*Record) []any {
+	s := bb.summary
+	wb := s.Watermark
 	end := v.End(t)
 	out := make([]any, len(v.Features))
 	for wi, w := range v.windows {
@@ -26,7 +30,6 @@ func (v *View) evaluateBatchRef(t int64, b *Batch, records []*Record) []any {
 				}
 			}
 		}
-		s := b.Summary
 		if start < s.Watermark {
 			if start < s.FirstDay {
 				if s.Base != nil {
@@ -42,7 +45,13 @@ func (v *View) evaluateBatchRef(t int64, b *Batch, records []*Record) []any {
 					case d.Start > day || (d.Start == day && start == day):
 						MergeStates(acc, d.Total)
 					case d.Start == day:
-						v.dayPart(acc, b, day, start)
+						for _, r := range bb.blocks {
+							for j := range r.Tiles {
+								if tl := &r.Tiles[j]; tl.Start >= start && AlignDown(tl.Start, v.DaySpan()) == day {
+									MergeStates(acc, tl.States)
+								}
+							}
+						}
 					}
 				}
 			}
@@ -54,10 +63,54 @@ func (v *View) evaluateBatchRef(t int64, b *Batch, records []*Record) []any {
 	return out
 }
 
+// builtBatch is a key's batch side as a heal writes it.
+type builtBatch struct {
+	summary *Summary
+	// blocks are the tiles of each block; days the block aggregates of each
+	// day, Only set, as the healer hands them to AppendDayRecord; details
+	// the blocks of several tiles, as it hands them to AppendDetailRecord.
+	blocks, days, details map[int64]*Record
+	// dayEnc and detailEnc are their encodings.
+	dayEnc, detailEnc map[int64][]byte
+}
+
+// read returns the batch side a read at t gets from the records: the
+// summary and, per window start inside a day, the day record's suffix and
+// the detail record's when the day record says so (as state.ReadKey).
+func (bb *builtBatch) read(tb testing.TB, v *View, t int64) *Batch {
+	tb.Helper()
+	b := &Batch{Summary: bb.summary, Days: map[int64][]State{}}
+	for _, n := range v.BatchNeeds(t, bb.summary) {
+		st, detail, err := v.DecodeDaySuffix(n.Day, bb.dayEnc[n.Day], n.Start)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if detail {
+			enc := bb.detailEnc[n.Block]
+			if enc == nil {
+				tb.Fatalf("the day record of %d needs the detail record of %d, which the heal did not write", n.Day, n.Block)
+			}
+			ds, err := v.DecodeDetailSuffix(n.Block, enc, n.Start)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if st == nil {
+				st = ds
+			} else if ds != nil {
+				MergeStates(st, ds)
+			}
+		}
+		b.Days[n.Start] = st
+	}
+	return b
+}
+
 // buildBatch lays out the case's events as a heal at wb would, through the
 // batch codecs: the summary (Base before firstDay, a total per day), day
-// records and detail records; and the stream records of the events from wb.
-func buildBatch(tb testing.TB, c *propCase, wb, firstDay int64) (*Batch, []*Record) {
+// records (version 1, block aggregates, when v1 is set, as stores written
+// before hold them) and detail records, blocks of one tile marked in the
+// day record instead; and the stream records of the events from wb.
+func buildBatch(tb testing.TB, c *propCase, wb, firstDay int64, v1 bool) (*builtBatch, []*Record) {
 	tb.Helper()
 	v := c.view
 	group := func(keep func(ts int64) bool) records {
@@ -84,47 +137,44 @@ func buildBatch(tb testing.TB, c *propCase, wb, firstDay int64) (*Batch, []*Reco
 			MergeStates(s.Base, r.Tiles[i].States)
 		}
 	}
-	b := &Batch{DayRecords: map[int64]*Record{}, Details: map[int64]*Record{}}
-	days := map[int64]*Record{}
+	bb := &builtBatch{blocks: map[int64]*Record{}, days: map[int64]*Record{}, details: map[int64]*Record{},
+		dayEnc: map[int64][]byte{}, detailEnc: map[int64][]byte{}}
 	for _, r := range group(func(ts int64) bool { return ts >= firstDay && ts < wb }).sorted() {
-		enc := v.AppendRecord(nil, &Record{Start: r.Start, Tiles: r.Tiles})
-		d, err := v.DecodeRecord(r.Start, enc)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		b.Details[r.Start] = d
+		bb.blocks[r.Start] = r
 		day := AlignDown(r.Start, v.DaySpan())
-		if days[day] == nil {
-			days[day] = &Record{Start: day}
+		if bb.days[day] == nil {
+			bb.days[day] = &Record{Start: day}
 		}
-		days[day].Tiles = append(days[day].Tiles, v.Rollup(r, v.Span())...)
+		dr := bb.days[day]
+		dr.Tiles = append(dr.Tiles, v.Rollup(r, v.Span())...)
+		if len(r.Tiles) == 1 {
+			dr.Only = append(dr.Only, r.Tiles[0].Start)
+			continue
+		}
+		dr.Only = append(dr.Only, MinTime)
+		bb.details[r.Start] = r
+		bb.detailEnc[r.Start] = v.AppendDetailRecord(nil, r)
 	}
-	for _, day := range slices.Sorted(func(yield func(int64) bool) {
-		for d := range days {
-			if !yield(d) {
-				return
-			}
-		}
-	}) {
-		dr := days[day]
+	for _, day := range slices.Sorted(maps.Keys(bb.days)) {
+		dr := bb.days[day]
 		total := v.NewStates()
 		for i := range dr.Tiles {
 			MergeStates(total, dr.Tiles[i].States)
 		}
 		s.Days = append(s.Days, SummaryDay{Start: day, Gen: 1, Total: total})
-		d, err := v.DecodeDayRecord(day, v.AppendDayRecord(nil, dr))
-		if err != nil {
-			tb.Fatal(err)
+		if v1 {
+			bb.dayEnc[day] = v.appendDayRecordV1(nil, dr)
+		} else {
+			bb.dayEnc[day] = v.AppendDayRecord(nil, dr)
 		}
-		b.DayRecords[day] = d
 	}
 	sum, err := v.DecodeSummary(v.AppendSummary(nil, s))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b.Summary = sum
+	bb.summary = sum
 	stream := decodeAll(tb, v, encodeAll(v, group(func(ts int64) bool { return ts >= wb }))).sorted()
-	return b, stream
+	return bb, stream
 }
 
 // TestEvaluateBatch checks EvaluateBatch on random cases against the
@@ -144,7 +194,7 @@ func TestEvaluateBatch(t *testing.T) {
 			longest = max(longest, f.Window)
 		}
 		firstDay := AlignDown(wb-longest-g, v.DaySpan()) - v.DaySpan()*r.Int64N(2)
-		b, stream := buildBatch(t, c, wb, firstDay)
+		bb, stream := buildBatch(t, c, wb, firstDay, trial%3 == 2)
 		raw := make([]oracle.Event, len(c.events))
 		for i, e := range c.events {
 			raw[i] = e.raw
@@ -154,8 +204,9 @@ func TestEvaluateBatch(t *testing.T) {
 			if v.End(at) <= wb {
 				at = wb
 			}
+			b := bb.read(t, v, at)
 			got := v.EvaluateBatch(at, b, stream)
-			ref := v.evaluateBatchRef(at, b, stream)
+			ref := v.evaluateBatchRef(at, bb, stream)
 			// A read decodes only the day suffixes its windows need: the
 			// same values, byte for byte.
 			rs, err := v.DecodeSummaryForRead(v.AppendSummary(nil, b.Summary))

@@ -318,14 +318,14 @@ func BenchmarkServe30dBatch(b *testing.B) {
 					stream = v.AppendRecord(nil, rec)
 					continue
 				}
-				day := &Record{Start: rec.Start, Tiles: v.Rollup(rec, v.Span())}
+				day := &Record{Start: rec.Start, Tiles: v.Rollup(rec, v.Span()), Only: []int64{MinTime}}
 				total := v.NewStates()
 				for i := range day.Tiles {
 					MergeStates(total, day.Tiles[i].States)
 				}
 				s.Days = append(s.Days, SummaryDay{Start: rec.Start, Gen: 1, Total: total})
 				dayRecs[rec.Start] = v.AppendDayRecord(nil, day)
-				details[rec.Start] = v.AppendRecord(nil, &Record{Start: rec.Start, Tiles: rec.Tiles})
+				details[rec.Start] = v.AppendDetailRecord(nil, &Record{Start: rec.Start, Tiles: rec.Tiles})
 			}
 			summary := v.AppendSummary(nil, s)
 			at := t0 + 30*Day - 1
@@ -345,16 +345,24 @@ func BenchmarkServe30dBatch(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				batch := &Batch{Summary: sum, DayRecords: map[int64]*Record{}, Details: map[int64]*Record{}}
+				batch := &Batch{Summary: sum, Days: map[int64][]State{}}
 				for _, n := range v.BatchNeeds(at, sum) {
-					if batch.DayRecords[n.Day], err = v.DecodeDayRecord(n.Day, dayRecs[n.Day]); err != nil {
+					st, detail, err := v.DecodeDaySuffix(n.Day, dayRecs[n.Day], n.Start)
+					if err != nil {
 						b.Fatal(err)
 					}
-					if n.Block != MinTime {
-						if batch.Details[n.Block], err = v.DecodeRecord(n.Block, details[n.Block]); err != nil {
+					if detail {
+						ds, err := v.DecodeDetailSuffix(n.Block, details[n.Block], n.Start)
+						if err != nil {
 							b.Fatal(err)
 						}
+						if st == nil {
+							st = ds
+						} else if ds != nil {
+							MergeStates(st, ds)
+						}
 					}
+					batch.Days[n.Start] = st
 				}
 				r, err := v.DecodeRecord(wb, stream)
 				if err != nil {

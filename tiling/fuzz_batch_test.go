@@ -19,7 +19,7 @@ import (
 // input byte picks the decoder:
 //
 //	0 DecodeSummary, 1 DecodeSummaryForRead and PrepareSummary,
-//	2 DecodeDayRecord, 3 DecodeDetailSuffix
+//	2 DecodeDayRecord and DecodeDaySuffix, 3 DecodeDetailSuffix
 //
 // Seeds are in testdata/fuzz/FuzzDecodeBatch/ (regenerated with -update).
 //
@@ -83,6 +83,9 @@ func batchSeeds(tb testing.TB, v *View, golden []goldenRecord) map[string][]byte
 		}
 		only.Only[0] = dr.Tiles[0].Start
 		out["day-only-"+itoa(day)] = append([]byte{batchDay}, v.AppendDayRecord(nil, only)...)
+		// Version 1 (block aggregates), as stores written before hold them.
+		out["day-v1-"+itoa(day)] = append([]byte{batchDay}, v.appendDayRecordV1(nil, dr)...)
+		out["day-v1-only-"+itoa(day)] = append([]byte{batchDay}, v.appendDayRecordV1(nil, only)...)
 	}
 	enc := v.AppendSummary(nil, s)
 	out["summary"] = append([]byte{batchSummary}, enc...)
@@ -199,18 +202,65 @@ func fuzzBatch(t *testing.T, v *View, kind byte, b []byte) {
 				t.Fatalf("block %d at %d: out of the day, unaligned or unsorted", i, tl.Start)
 			}
 		}
+		total := v.NewStates()
+		for i := range r.Tiles {
+			MergeStates(total, r.Tiles[i].States)
+		}
+		// The suffix from the day's start is its total.
+		st, _, err := v.DecodeDaySuffix(day, b, day)
+		if err != nil {
+			t.Fatalf("a day record that decodes has no suffix from its start: %v", err)
+		}
+		if st == nil {
+			st = v.NewStates()
+		}
+		if a, z := appendStates(nil, st), appendStates(nil, total); !bytes.Equal(a, z) {
+			t.Fatalf("the suffix from the day's start %x is not the day's total %x", a, z)
+		}
+		// Re-encoded in the current version: the same total, and for a
+		// record of block aggregates (version 1) the same suffix from every
+		// time.
 		enc := v.AppendDayRecord(nil, r)
 		r2, err := v.DecodeDayRecord(day, enc)
 		if err != nil {
 			t.Fatalf("re-encoding %x of an accepted day record does not decode: %v", enc, err)
 		}
-		if enc2 := v.AppendDayRecord(nil, r2); !bytes.Equal(enc, enc2) {
-			t.Fatalf("day record encoding not stable:\n %x\n %x", enc, enc2)
+		total2 := v.NewStates()
+		for i := range r2.Tiles {
+			MergeStates(total2, r2.Tiles[i].States)
+		}
+		if a, z := appendStates(nil, total2), appendStates(nil, total); !bytes.Equal(a, z) {
+			t.Fatalf("re-encoded day record's total %x, was %x", a, z)
+		}
+		froms := append([]int64{day + Minute, day + v.Span(), day + v.Span() + 17*Minute}, times...)
+		if b[0] != dayVersion {
+			for _, from := range froms {
+				want, wd, err := v.DecodeDaySuffix(day, b, from)
+				if err != nil {
+					t.Fatalf("a version 1 day record that decodes fails from %d: %v", from, err)
+				}
+				got, gd, err := v.DecodeDaySuffix(day, enc, from)
+				if err != nil {
+					t.Fatalf("re-encoded day record from %d: %v", from, err)
+				}
+				if a, z := appendStates(nil, got), appendStates(nil, want); !bytes.Equal(a, z) || gd != wd {
+					t.Fatalf("from %d: re-encoded suffix %x (detail %v), version 1 %x (detail %v)", from, a, gd, z, wd)
+				}
+			}
 		}
 		// Read as the day of a summary, windows starting inside it.
-		s := &Summary{Watermark: day + v.DaySpan(), FirstDay: day, Days: []SummaryDay{{Start: day, Gen: 1, Total: v.NewStates()}}}
+		s := &Summary{Watermark: day + v.DaySpan(), FirstDay: day, Days: []SummaryDay{{Start: day, Gen: 1, Total: total}}}
 		for _, at := range times {
-			checkJSON(t, v, v.EvaluateBatch(at, &Batch{Summary: s, DayRecords: map[int64]*Record{day: r}}, nil))
+			batch := &Batch{Summary: s, Days: map[int64][]State{}}
+			for _, n := range v.BatchNeeds(at, s) {
+				st, _, err := v.DecodeDaySuffix(n.Day, b, n.Start)
+				if err != nil {
+					checkDecodeError(t, "day suffix", err)
+					return
+				}
+				batch.Days[n.Start] = st
+			}
+			checkJSON(t, v, v.EvaluateBatch(at, batch, nil))
 		}
 
 	case batchDetail:

@@ -599,4 +599,62 @@ func TestWorstCaseTileBytes(t *testing.T) {
 		t.Errorf("the worst-case record does not decode: %v", err)
 	}
 	t.Logf("worst-case tile: %d bytes encoded, %d assumed, limit %d", len(b), v.WorstTileBytes(), MaxTileBytes)
+
+	// A day of the worst tile in every block: each block's suffix (the merge
+	// of it and every later block) stays within the tile bound, the record
+	// within a day's blocks of it (a store splits it into items), and every
+	// suffix decodes. Per aggregate the largest state whose merge of a day's
+	// blocks does not count past 2^64 events (counts near 2^62 in every
+	// block are beyond any store).
+	per := v.DaySpan() / v.Span()
+	worst := v.NewTile(0)
+	for i := range v.aggs {
+		a := &v.aggs[i]
+		for _, s := range worstStates(t, a) {
+			acc, ok := newState(a), true
+			for range per {
+				d, _, err := decodeState(a, s.appendBinary(nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				acc.merge(d)
+				if _, _, err := decodeState(a, acc.appendBinary(nil)); err != nil {
+					ok = false
+				}
+			}
+			if n := len(s.appendBinary(nil)); ok && n > len(worst.States[i].appendBinary(nil)) {
+				worst.States[i] = s
+			}
+		}
+	}
+	b = v.AppendRecord(nil, &Record{Start: 0, Tiles: []Tile{worst}})
+	day := &Record{Start: 0}
+	for i := range per {
+		st, err := v.DecodeRecord(0, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		day.Tiles = append(day.Tiles, Tile{Start: i * v.Span(), States: st.Tiles[0].States})
+		day.Only = append(day.Only, MinTime)
+	}
+	enc := v.AppendDayRecord(nil, day)
+	if limit := int(per)*(v.WorstTileBytes()+8) + 16; len(enc) > limit {
+		t.Errorf("the worst-case day record takes %d bytes, over %d", len(enc), limit)
+	}
+	ents, _, err := v.parseDay(enc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range ents {
+		if e.size > uint64(v.WorstTileBytes()) {
+			t.Errorf("block %d's suffix takes %d bytes, beyond the tile bound %d", i, e.size, v.WorstTileBytes())
+		}
+		if _, _, err := v.DecodeDaySuffix(0, enc, int64(i)*v.Span()); err != nil {
+			t.Errorf("block %d's suffix does not decode: %v", i, err)
+		}
+	}
+	if _, err := v.DecodeDayRecord(0, enc); err != nil {
+		t.Errorf("the worst-case day record does not decode: %v", err)
+	}
+	t.Logf("worst-case day record: %d bytes for %d blocks", len(enc), per)
 }

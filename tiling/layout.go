@@ -181,14 +181,45 @@ func (t *Translator) Record(b []byte) ([]byte, error) {
 	return t.to.AppendRecord(nil, r), nil
 }
 
-// DayRecord translates an encoded day record.
+// DayRecord translates an encoded day record in its own version: a
+// version 2 record's suffixes are translated in place, the index kept (a
+// suffix of translated states is the translated suffix: states are
+// translated one partial aggregate at a time); a version 1 record's block
+// aggregates are translated and written as version 1 again.
 func (t *Translator) DayRecord(b []byte) ([]byte, error) {
-	r, err := t.from.DecodeDayRecord(0, b)
+	if len(b) == 0 || b[0] != dayVersion {
+		r, err := t.from.decodeDayRecordV1(0, b)
+		if err != nil {
+			return nil, err
+		}
+		t.tiles(r)
+		return t.to.appendDayRecordV1(nil, r), nil
+	}
+	ents, body, err := t.from.parseDay(b, nil)
 	if err != nil {
 		return nil, err
 	}
-	t.tiles(r)
-	return t.to.AppendDayRecord(nil, r), nil
+	suffix := make([][]byte, len(ents))
+	for i, e := range ents {
+		st, err := t.from.decodeDayStates(body, e)
+		if err != nil {
+			return nil, err
+		}
+		suffix[i] = appendStates(nil, t.states(st))
+	}
+	out := []byte{dayVersion}
+	out = binary.AppendUvarint(out, uint64(len(ents)))
+	for _, e := range ents {
+		out = binary.AppendUvarint(out, e.idx)
+		out = binary.AppendUvarint(out, e.single)
+	}
+	for _, s := range suffix {
+		out = binary.AppendUvarint(out, uint64(len(s)))
+	}
+	for _, s := range suffix {
+		out = append(out, s...)
+	}
+	return out, nil
 }
 
 // Summary translates an encoded summary; its day suffixes are recomputed.

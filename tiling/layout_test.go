@@ -96,8 +96,9 @@ func TestTranslatorMatchesRebuild(t *testing.T) {
 
 		wb := a.base + g*r.Int64N(a.length/g+1)
 		firstDay := AlignDown(wb-a.length-g, va.DaySpan()) - va.DaySpan()*r.Int64N(2)
-		batchA, streamA := buildBatch(t, a, wb, firstDay)
-		batchB, streamB := buildBatch(t, b, wb, firstDay)
+		v1 := trial%3 == 2 // day records as stores written before hold them
+		batchA, streamA := buildBatch(t, a, wb, firstDay, v1)
+		batchB, streamB := buildBatch(t, b, wb, firstDay, v1)
 		check := func(what string, got []byte, err error, want []byte) {
 			t.Helper()
 			if err != nil {
@@ -108,14 +109,14 @@ func TestTranslatorMatchesRebuild(t *testing.T) {
 			}
 		}
 
-		got, err := tr.Summary(va.AppendSummary(nil, batchA.Summary))
-		sb := batchB.Summary
+		got, err := tr.Summary(va.AppendSummary(nil, batchA.summary))
+		sb := batchB.summary
 		sb.Base = blank(sb.Base)
 		for i := range sb.Days {
 			sb.Days[i].Total = blank(sb.Days[i].Total)
 		}
 		check("summary", got, err, vb.AppendSummary(nil, sb))
-		if len(streamA) != len(streamB) || len(batchA.DayRecords) != len(batchB.DayRecords) || len(batchA.Details) != len(batchB.Details) {
+		if len(streamA) != len(streamB) || len(batchA.days) != len(batchB.days) || len(batchA.details) != len(batchB.details) {
 			t.Fatalf("trial %d: the two views built different record sets", trial)
 		}
 		blankTiles := func(rec *Record) *Record {
@@ -128,13 +129,19 @@ func TestTranslatorMatchesRebuild(t *testing.T) {
 			got, err := tr.Record(va.AppendRecord(nil, streamA[i]))
 			check(fmt.Sprintf("stream record %d", streamA[i].Start), got, err, vb.AppendRecord(nil, blankTiles(streamB[i])))
 		}
-		for day, ra := range batchA.DayRecords {
-			got, err := tr.DayRecord(va.AppendDayRecord(nil, ra))
-			check(fmt.Sprintf("day record %d", day), got, err, vb.AppendDayRecord(nil, blankTiles(batchB.DayRecords[day])))
+		for day := range batchA.days {
+			want := blankTiles(batchB.days[day])
+			if v1 {
+				got, err := tr.DayRecord(batchA.dayEnc[day])
+				check(fmt.Sprintf("version 1 day record %d", day), got, err, vb.appendDayRecordV1(nil, want))
+				continue
+			}
+			got, err := tr.DayRecord(batchA.dayEnc[day])
+			check(fmt.Sprintf("day record %d", day), got, err, vb.AppendDayRecord(nil, want))
 		}
-		for block, ra := range batchA.Details {
+		for block, ra := range batchA.details {
 			got, err := tr.DetailRecord(va.AppendDetailRecord(nil, ra))
-			check(fmt.Sprintf("detail record %d", block), got, err, vb.AppendDetailRecord(nil, blankTiles(batchB.Details[block])))
+			check(fmt.Sprintf("detail record %d", block), got, err, vb.AppendDetailRecord(nil, blankTiles(batchB.details[block])))
 		}
 	}
 }
