@@ -166,6 +166,32 @@ func (s *Store) Incarnation(view string) (uint32, error) {
 	return li.inc, nil
 }
 
+// LayoutCurrent reports whether the view's stored layout is still the one
+// this store checked at start (CheckLayoutStatus): on DynamoDB another
+// instance, started with a changed view, may have moved the view to a new
+// incarnation since; what this one writes then reaches only the old one.
+// Always true on Pebble (one process).
+func (s *Store) LayoutCurrent(v *tiling.View) (bool, error) {
+	if s.dyn == nil {
+		return true, nil
+	}
+	d := s.dyn
+	d.mu.Lock()
+	inc, ok := d.mu.inc[v.Name]
+	d.mu.Unlock()
+	if !ok {
+		return true, nil // not checked (yet)
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	li, err := d.readLayoutItem(ctx, v.Name)
+	if err != nil {
+		return true, fmt.Errorf("read layout of view %s: %w", v.Name, err)
+	}
+	fp := v.Fingerprint() + dynFormat
+	return li != nil && li.inc == inc && (li.v == fp || li.v == fp+rebuildMark), nil
+}
+
 // checkLayout is CheckLayoutStatus on DynamoDB.
 func (d *dynStore) checkLayout(v *tiling.View) (LayoutStatus, error) {
 	fp := v.Fingerprint() + dynFormat
@@ -353,10 +379,24 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 		}
 		return LayoutStatus{}, err
 	}
+	// renew writes the layout item again with the lease renewed (and the
+	// cursor, horizon and count as they are).
+	renew := func() error {
+		t.Expires = time.Now().Add(d.translateLease).UnixMilli()
+		nw, err := d.writeLayoutItem(ctx, v.Name, li.v, li.inc, &m, li)
+		if errors.Is(err, dynamo.ErrConditionFailed) {
+			return errTranslationLost
+		}
+		if err != nil {
+			return err
+		}
+		li = nw
+		return nil
+	}
 	// Hold the old incarnation's healing lease: no heal or collection of
 	// the old layout changes its items while they are copied.
-	if err := d.holdOldLease(ctx, v.Name, t.FromInc); err != nil {
-		return LayoutStatus{}, err
+	if err := d.holdOldLease(ctx, v.Name, t.FromInc, renew); err != nil {
+		return LayoutStatus{}, fmt.Errorf("translate view %s: %w", v.Name, err)
 	}
 	var start *dynamo.Key
 	if t.CursorPK != nil {
@@ -391,16 +431,10 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 		}
 		t.CursorPK, t.CursorSK = next.PK, next.SK
 		t.Items += int64(len(puts))
-		t.Expires = time.Now().Add(d.translateLease).UnixMilli()
-		nw, err := d.writeLayoutItem(ctx, v.Name, li.v, li.inc, &m, li)
-		if errors.Is(err, dynamo.ErrConditionFailed) {
-			return errTranslationLost
-		}
-		if err != nil {
+		if err := renew(); err != nil {
 			return err
 		}
-		li = nw
-		if err := d.holdOldLease(ctx, v.Name, t.FromInc); err != nil {
+		if err := d.holdOldLease(ctx, v.Name, t.FromInc, renew); err != nil {
 			return err
 		}
 		page++
@@ -438,9 +472,17 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 func (d *dynStore) oldLeaseOwner() []byte { return []byte("layout translation by " + d.owner) }
 
 // holdOldLease takes or renews the healing lease of incarnation inc for the
-// translation, waiting while a heal of the old layout holds it.
-func (d *dynStore) holdOldLease(ctx context.Context, view string, inc uint32) error {
+// translation, waiting while a heal of the old layout holds it; renew keeps
+// the translation's own lease meanwhile.
+func (d *dynStore) holdOldLease(ctx context.Context, view string, inc uint32, renew func() error) error {
+	renewed := time.Now()
 	for logged := false; ; {
+		if time.Since(renewed) > d.translateLease/3 {
+			if err := renew(); err != nil {
+				return err
+			}
+			renewed = time.Now()
+		}
 		now := time.Now()
 		it := &dynamo.Item{PK: viewPK(view, inc), SK: dskLease}
 		it.SetB("owner", d.oldLeaseOwner())

@@ -302,6 +302,14 @@ func TestDynamoLayoutTranslation(t *testing.T) {
 	if got := evaluate(t, stay, old, hour); !reflect.DeepEqual(got, oldValues) {
 		t.Fatalf("the old view's instance serves\n%v\nafter the translation, before\n%v", got, oldValues)
 	}
+	// The instance of the old view finds its layout gone; the new one's is
+	// current.
+	if cur, err := stay.LayoutCurrent(old); err != nil || cur {
+		t.Fatalf("the old view's instance: layout current %v, %v", cur, err)
+	}
+	if cur, err := s.LayoutCurrent(nv); err != nil || !cur {
+		t.Fatalf("the new view's instance: layout current %v, %v", cur, err)
+	}
 	// Checked again: the same status, nothing translated again.
 	if again, err := s.CheckLayoutStatus(nv); err != nil || !reflect.DeepEqual(again, st) {
 		t.Fatalf("check again: %+v %v, want %+v", again, err, st)

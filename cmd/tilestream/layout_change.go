@@ -122,7 +122,8 @@ func (ls *layouts) installed(view string) {
 // healPending heals every view with missing features as soon as a heal can
 // reach their horizon (now − lateness past it), instead of waiting for the
 // view's schedule, retrying until they are settled or ctx ends. Views wait
-// independently of each other.
+// independently of each other. Then it watches the views' layouts (watch)
+// until ctx ends.
 func (ls *layouts) healPending(ctx context.Context, heal func(ctx context.Context, view string) error) error {
 	var wg sync.WaitGroup
 	for name, vl := range ls.views {
@@ -132,7 +133,45 @@ func (ls *layouts) healPending(ctx context.Context, heal func(ctx context.Contex
 		wg.Go(func() { ls.healView(ctx, name, vl, heal) })
 	}
 	wg.Wait()
-	return nil
+	return ls.watch(ctx, layoutWatchEvery)
+}
+
+// layoutWatchEvery is how often watch reads the views' layouts.
+const layoutWatchEvery = 10 * time.Second
+
+// errLayoutMoved: another instance changed a view's layout.
+var errLayoutMoved = errors.New("the view's layout was changed by another instance")
+
+// watch returns an error when another instance, started with a changed view,
+// has moved a view to another layout (DynamoDB: a new incarnation): this
+// instance runs the previous configuration, and what it would go on
+// consuming would reach only the previous layout's items. It stops the
+// service (its partitions go to the instances of the new layout, which
+// replay them from the committed offsets) rather than diverge quietly. It
+// returns nil when ctx ends.
+func (ls *layouts) watch(ctx context.Context, every time.Duration) error {
+	if ls.store.Table() == nil {
+		return nil // Pebble: one process
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+		for name, vl := range ls.views {
+			ok, err := ls.store.LayoutCurrent(vl.v)
+			if err != nil {
+				ls.log.Warn("read the view's layout", "view", name, "error", err)
+				continue
+			}
+			if !ok {
+				ls.log.Error("the view's layout was changed by an instance started with another configuration of it; this instance stops: restart it with that configuration",
+					"view", name)
+				return fmt.Errorf("view %s: %w; restart with the new configuration", name, errLayoutMoved)
+			}
+		}
+	}
 }
 
 func (ls *layouts) healView(ctx context.Context, name string, vl *viewLayout, heal func(ctx context.Context, view string) error) {
