@@ -408,7 +408,7 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 		viewIncPrefix(dpkGenKeys, v.Name, t.FromInc),
 		viewIncPrefix(dpkDayKeys, v.Name, t.FromInc),
 	}
-	page := 0
+	page, written, began := 0, int64(0), time.Now()
 	err = d.t.ScanPrefixes(ctx, prefixes, start, d.translatePage, func(items []*dynamo.Item, next *dynamo.Key) error {
 		var puts []*dynamo.Item
 		for _, it := range items {
@@ -426,6 +426,7 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 				return err
 			}
 		}
+		written += int64(len(puts))
 		if next == nil {
 			return nil // the flip below records the end
 		}
@@ -438,6 +439,9 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 			return err
 		}
 		page++
+		if page%50 == 0 {
+			d.log.Info("translating the view's items to the new layout", "view", v.Name, "items", t.Items)
+		}
 		if d.testPageHook != nil {
 			return d.testPageHook(page)
 		}
@@ -461,7 +465,7 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 	d.setInc(v.Name, li.inc)
 	d.releaseOldLease(ctx, v.Name, t.FromInc)
 	d.log.Info("view items translated to the new layout", "view", v.Name, "pending", len(done.Pending),
-		"horizon", time.UnixMilli(done.Horizon).UTC())
+		"horizon", time.UnixMilli(done.Horizon).UTC(), "items", written, "seconds", time.Since(began).Seconds())
 	d.log.Warn("the view's items of its previous layout stay in the table unreferenced (the ttl backstop, when set, expires its stream tiles)",
 		"view", v.Name, "table", d.t.Name())
 	return LayoutStatus{Pending: done.Pending, Horizon: done.Horizon}, nil
