@@ -257,20 +257,37 @@ func TestDynamoLayoutTranslation(t *testing.T) {
 	}
 	s.Close()
 
-	// An instance of the old view is healing it (its lease for 2 s more).
-	if err := stay.AcquireLease(old.Name, "old-healer", time.Now(), 2*time.Second); err != nil {
+	// An instance of the old view is healing it (its lease for 7 s more).
+	if err := stay.AcquireLease(old.Name, "old-healer", time.Now(), 7*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// The instance restarts with the new view, over its cache.
+	// The instance restarts with the new view, over its cache; its
+	// translation's lease (3 s) outlives the wait only by its renewals.
 	s = openDyn(t, cfg)
 	s.dyn.translatePoll = 50 * time.Millisecond
+	s.dyn.translateLease = 3 * time.Second
+	// Another instance of the new view starts meanwhile: it waits.
+	other := openDyn(t, DynamoConfig{Table: cfg.Table})
+	other.dyn.translatePoll = 50 * time.Millisecond
+	otherDone := make(chan error, 1)
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		_, err := other.CheckLayoutStatus(nv)
+		otherDone <- err
+	}()
 	start := time.Now()
 	st, err := s.CheckLayoutStatus(nv)
 	if err != nil || st.Rebuild {
 		t.Fatalf("CheckLayoutStatus: %+v, %v", st, err)
 	}
-	if took := time.Since(start); took < 1500*time.Millisecond {
+	if took := time.Since(start); took < 6*time.Second {
 		t.Fatalf("the translation took %v: it did not wait for the old layout's heal to give its lease up", took)
+	}
+	if err := <-otherDone; err != nil {
+		t.Fatalf("the other instance of the new view: %v", err)
+	}
+	if a, b := s.dyn.mu.inc[nv.Name], other.dyn.mu.inc[nv.Name]; a != b {
+		t.Fatalf("the instances of the new view use incarnations %x and %x", a, b)
 	}
 	if err := stay.AcquireLease(old.Name, "old-healer", time.Now(), time.Second); err != nil {
 		t.Fatalf("the translation kept the old layout's healing lease: %v", err)
