@@ -33,6 +33,7 @@ type dayBuild struct {
 	totals *tiling.Arena
 	recs   []tiling.Record
 	tiles  []tiling.Tile
+	vals   []byte // encoded day records
 }
 
 // buildChunk is how many records (and first tiles) a day build allocates at
@@ -87,8 +88,10 @@ func (d *dayBuild) add(e *tiling.Event) {
 // keyDay is one key's built day.
 type keyDay struct {
 	details []*tiling.Record // ascending by block
-	day     *tiling.Record   // one tile per block: the block aggregates
-	total   []tiling.State
+	// day is the day record, encoded; its encoding computes the day's
+	// total (the merge of every block) on the way.
+	day   []byte
+	total []tiling.State
 }
 
 // finish returns the keys in order (so writes and summaries are
@@ -109,27 +112,30 @@ func (d *dayBuild) finish() ([]string, []keyDay) {
 
 // finishKey builds one key's day from its blocks.
 func (d *dayBuild) finishKey(blocks []*tiling.Record) keyDay {
-	kd := keyDay{day: &tiling.Record{Start: d.start, Tiles: make([]tiling.Tile, 0, len(blocks))}, total: d.v.NewStatesIn(d.totals)}
-	kd.day.Only = make([]int64, 0, len(blocks))
+	kd := keyDay{total: d.v.NewStatesIn(d.totals)}
+	day := &tiling.Record{Start: d.start, Tiles: make([]tiling.Tile, 0, len(blocks)), Only: make([]int64, 0, len(blocks))}
 	for _, r := range blocks {
 		// A block of one tile needs no detail record (the day record says
 		// where its tile is) and its aggregate is that tile: merging it into
 		// the identity would encode the same bytes (the merge contract's
 		// identity, tested in tiling), so the tile's states serve as they are.
 		if len(r.Tiles) == 1 {
-			up := tiling.Tile{Start: r.Start, States: r.Tiles[0].States}
-			kd.day.Tiles = append(kd.day.Tiles, up)
-			tiling.MergeStates(kd.total, up.States)
-			kd.day.Only = append(kd.day.Only, r.Tiles[0].Start)
+			day.Tiles = append(day.Tiles, tiling.Tile{Start: r.Start, States: r.Tiles[0].States})
+			day.Only = append(day.Only, r.Tiles[0].Start)
 			continue
 		}
-		up := d.v.RollupIn(d.arena, r, d.v.Span())
-		kd.day.Tiles = append(kd.day.Tiles, up...)
-		for i := range up {
-			tiling.MergeStates(kd.total, up[i].States)
-		}
-		kd.day.Only = append(kd.day.Only, tiling.MinTime)
+		day.Tiles = append(day.Tiles, d.v.RollupIn(d.arena, r, d.v.Span())...)
+		day.Only = append(day.Only, tiling.MinTime)
 		kd.details = append(kd.details, r)
+	}
+	// The encoded records of a day share chunks, dropped with the day.
+	if cap(d.vals)-len(d.vals) < 1024 {
+		d.vals = make([]byte, 0, 64<<10)
+	}
+	n := len(d.vals)
+	kd.day = d.v.AppendDayRecordTotal(d.vals[n:n], day, kd.total)
+	if cap(kd.day) == cap(d.vals)-n {
+		d.vals = d.vals[:n+len(kd.day)] // encoded in place (else it grew a slice of its own)
 	}
 	return kd
 }
@@ -277,7 +283,7 @@ func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []s
 				for _, det := range kd.details {
 					t.PutDetail(v, s, key, det)
 				}
-				t.PutDayRecord(v, s, key, kd.day)
+				t.PutDayRecordBytes(s, key, kd.day)
 			}
 			out.tables = t
 		}

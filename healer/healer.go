@@ -507,7 +507,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 				for _, det := range kd.details {
 					w.batch().PutDetail(v, gen, s, key, det)
 				}
-				w.batch().PutDayRecord(v, gen, s, key, kd.day)
+				w.batch().PutDayRecordBytes(v, gen, s, key, kd.day)
 				if err := w.wrote(1 + len(kd.details)); err != nil {
 					return res, err
 				}

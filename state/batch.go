@@ -306,12 +306,24 @@ func (b *Batch) PutSummary(v *tiling.View, gen uint64, key string, s *tiling.Sum
 // PutDayRecord writes a key's day record of generation gen.
 func (b *Batch) PutDayRecord(v *tiling.View, gen uint64, day int64, key string, r *tiling.Record) {
 	if b.ops != nil {
+		b.PutDayRecordBytes(v, gen, day, key, v.AppendDayRecord(nil, r))
+		return
+	}
+	b.buf = v.AppendDayRecord(b.buf[:0], r)
+	b.PutDayRecordBytes(v, gen, day, key, b.buf)
+}
+
+// PutDayRecordBytes writes a key's day record of generation gen, encoded
+// (tiling.View.AppendDayRecord). val must not change until the batch is
+// committed.
+func (b *Batch) PutDayRecordBytes(v *tiling.View, gen uint64, day int64, key string, val []byte) {
+	if b.ops != nil {
 		inc, err := b.d.incarnation(v.Name)
 		if err != nil {
 			b.fail(err)
 			return
 		}
-		n := b.ops.putGen(keyPK(v.Name, inc, key), daySK(gen, day), v.AppendDayRecord(nil, r))
+		n := b.ops.putGen(keyPK(v.Name, inc, key), daySK(gen, day), val)
 		list := &dynamo.Item{PK: dayKeysPK(v.Name, inc, gen, day, shardOf(key)), SK: listSK(key)}
 		list.SetB("k", []byte(key))
 		if n > 1 {
@@ -326,8 +338,7 @@ func (b *Batch) PutDayRecord(v *tiling.View, gen uint64, day int64, key string, 
 		b.n++
 		return
 	}
-	b.buf = v.AppendDayRecord(b.buf[:0], r)
-	_ = b.b.Set(dayKey(nil, v.Name, gen, day, key), b.buf, nil)
+	_ = b.b.Set(dayKey(nil, v.Name, gen, day, key), val, nil)
 	b.n++
 }
 

@@ -74,6 +74,11 @@ func (t *Tables) PutDayRecord(v *tiling.View, day int64, key string, r *tiling.R
 	t.set(prefixDay, dayKey(nil, t.view, t.gen, day, key), t.buf)
 }
 
+// PutDayRecordBytes writes a key's encoded day record.
+func (t *Tables) PutDayRecordBytes(day int64, key string, val []byte) {
+	t.set(prefixDay, dayKey(nil, t.view, t.gen, day, key), val)
+}
+
 // PutDetail writes a key's detail record.
 func (t *Tables) PutDetail(v *tiling.View, day int64, key string, r *tiling.Record) {
 	t.buf = v.AppendDetailRecord(t.buf[:0], r)

@@ -639,7 +639,19 @@ const dayVersion = 2
 // version 1 encoding (block aggregates): the healer takes Base's part of that
 // day from them, block by block.
 func (v *View) AppendDayRecord(dst []byte, r *Record) []byte {
+	return v.AppendDayRecordTotal(dst, r, nil)
+}
+
+// AppendDayRecordTotal is AppendDayRecord that also leaves the day's total
+// (the merge of every block), which the encoding computes on the way, in
+// total: states of the view holding nothing yet (nil: not wanted).
+func (v *View) AppendDayRecordTotal(dst []byte, r *Record, total []State) []byte {
 	if v.lifetimeDay(r.Start) {
+		for i := range r.Tiles {
+			if total != nil {
+				MergeStates(total, r.Tiles[i].States)
+			}
+		}
 		return v.appendDayRecordV1(dst, r)
 	}
 	n := len(r.Tiles)
@@ -647,7 +659,10 @@ func (v *View) AppendDayRecord(dst []byte, r *Record) []byte {
 	// ends[i] is where block i's suffix ends in it.
 	var buf []byte
 	ends := make([]int, n)
-	acc := v.newStates()
+	acc := total
+	if acc == nil {
+		acc = v.newStates()
+	}
 	for i := n - 1; i >= 0; i-- {
 		MergeStates(acc, r.Tiles[i].States)
 		buf = appendStates(buf, acc)

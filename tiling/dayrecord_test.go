@@ -306,3 +306,24 @@ func TestDayRecordCorrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestDayRecordTotal: AppendDayRecordTotal encodes what AppendDayRecord
+// does and leaves the day's total, equal to the merge of every block, for
+// days of every kind of aggregate (and the version 1 day of lifetime_start).
+func TestDayRecordTotal(t *testing.T) {
+	for seed := range uint64(300) {
+		c := newDayCase(t, seed)
+		total := c.v.newStates()
+		got := c.v.AppendDayRecordTotal(nil, c.rec, total)
+		if want := c.v.AppendDayRecord(nil, c.rec); !bytes.Equal(got, want) {
+			t.Fatalf("seed %d: AppendDayRecordTotal encodes %x, AppendDayRecord %x", seed, got, want)
+		}
+		want := c.v.newStates()
+		for i := range c.rec.Tiles {
+			MergeStates(want, c.rec.Tiles[i].States)
+		}
+		if g, w := appendStates(nil, total), appendStates(nil, want); !bytes.Equal(g, w) {
+			t.Fatalf("seed %d: total %x, the merge of the blocks %x", seed, g, w)
+		}
+	}
+}
