@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/smithy-go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -225,11 +226,15 @@ func (f *throttler) GetItem(ctx context.Context, in *dynamodb.GetItemInput, o ..
 	return f.API.GetItem(ctx, in, o...)
 }
 
-// TestDynamoThrottlingStallsIngest throttles every DynamoDB item call for
-// two seconds while a backlog is consumed: the ingest stalls (the gauge up,
-// errors counted as throttled, nothing committed past what is durable),
-// never exits, and once the throttling stops it catches up with every event
-// counted once.
+// TestDynamoThrottlingStallsIngest throttles every DynamoDB item call while
+// a backlog is consumed, until the ingest has stalled on it (a few of its
+// steps failed as throttled and wait to be retried, the stalled gauge up):
+// it never exits, nothing is committed past what is durable, and once the
+// throttling stops it catches up with every event counted once. The
+// throttling ends on the ingest's own progress, not after a span of wall
+// clock: on a loaded machine the consumer may not even have joined its
+// group within a couple of seconds (only the lag loop's reads of the
+// heal generation were throttled then, and no ingest step).
 func TestDynamoThrottlingStallsIngest(t *testing.T) {
 	const partitions = 4
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "transactions"))
@@ -257,20 +262,51 @@ func TestDynamoThrottlingStallsIngest(t *testing.T) {
 	now := time.Now().UnixMilli()
 	th.on.Store(true)
 	events := produceEvents(t, cluster.ListenAddrs(), "transactions", partitions, 2000, 30, now, r)
-	stop := time.AfterFunc(2*time.Second, func() { th.on.Store(false) })
-	defer stop.Stop()
 
 	cfg := DefaultConfig()
 	cfg.Brokers = cluster.ListenAddrs()
 	cfg.FlushInterval = 50 * time.Millisecond
 	cfg.LagInterval = 100 * time.Millisecond
-	m := runUntilCommitted(t, cfg, v, store)
+	m := NewMetrics(prometheus.NewRegistry())
+	throttledSteps := func() float64 {
+		return testutil.ToFloat64(m.storeErrors.WithLabelValues("apply", "throttled")) + testutil.ToFloat64(m.storeErrors.WithLabelValues("flush", "throttled"))
+	}
+	// The ingest retries a throttled step with a backoff from 25-50 ms,
+	// doubling: three failures are a stall, not one unlucky call.
+	const stallSteps = 3
+	var stalledSeen atomic.Bool
+	quit, unthrottled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(unthrottled)
+		defer th.on.Store(false)
+		// A deadline for a hang only: the ingest not reaching its
+		// first step in a minute.
+		deadline := time.Now().Add(time.Minute)
+		for throttledSteps() < stallSteps || testutil.ToFloat64(m.stalled) != 1 {
+			if time.Now().After(deadline) {
+				return
+			}
+			select {
+			case <-quit:
+				return
+			case <-time.After(5 * time.Millisecond): // poll interval
+			}
+		}
+		stalledSeen.Store(true)
+	}()
+	defer func() {
+		close(quit)
+		<-unthrottled
+	}()
+	runUntilCommittedWith(t, cfg, v, store, nil, m)
+	<-unthrottled
 	if th.calls.Load() == 0 {
 		t.Fatal("nothing was throttled")
 	}
-	throttled := testutil.ToFloat64(m.storeErrors.WithLabelValues("apply", "throttled")) + testutil.ToFloat64(m.storeErrors.WithLabelValues("flush", "throttled"))
-	if throttled == 0 {
-		t.Errorf("no tilestream_ingest_store_errors_total{reason=throttled} after %d throttled calls", th.calls.Load())
+	throttled := throttledSteps()
+	if throttled < stallSteps || !stalledSeen.Load() {
+		t.Errorf("%v tilestream_ingest_store_errors_total{reason=throttled} after %d throttled calls (stalled gauge seen up: %v), want at least %d with the gauge up",
+			throttled, th.calls.Load(), stalledSeen.Load(), stallSteps)
 	}
 	if got := testutil.ToFloat64(m.stalled); got != 0 {
 		t.Errorf("stalled gauge %v after recovery, want 0", got)

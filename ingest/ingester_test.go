@@ -76,6 +76,14 @@ func runUntilCommitted(t *testing.T, cfg Config, v *tiling.View, store *state.St
 func runUntilCommittedArchiving(t *testing.T, cfg Config, v *tiling.View, store *state.Store, arch Archiver) *Metrics {
 	t.Helper()
 	m := NewMetrics(prometheus.NewRegistry())
+	runUntilCommittedWith(t, cfg, v, store, arch, m)
+	return m
+}
+
+// runUntilCommittedWith is runUntilCommittedArchiving counting in m, which
+// the caller may watch while the ingest runs.
+func runUntilCommittedWith(t *testing.T, cfg Config, v *tiling.View, store *state.Store, arch Archiver, m *Metrics) {
+	t.Helper()
 	in, err := New(cfg, []*tiling.View{v}, store, arch, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +124,6 @@ func runUntilCommittedArchiving(t *testing.T, cfg Config, v *tiling.View, store 
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	return m
 }
 
 func testView(t testing.TB) *tiling.View {
