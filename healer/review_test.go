@@ -130,3 +130,52 @@ func TestReviewLifetimeStartChange(t *testing.T) {
 		w.check("after lifetime_start moved and a later heal", []int64{w.now})
 	})
 }
+
+// TestLifetimeStartInsideADay: lifetime_start inside a day and inside a
+// block, older than the longest window, with events before and after it in
+// that day, its block and its tile's neighbours. Base takes that day only
+// from lifetime_start on (from the day record's blocks and the detail
+// record of lifetime_start's block); lifetime features equal the oracle
+// after a full heal and after incremental ones that move days into Base.
+func TestLifetimeStartInsideADay(t *testing.T) {
+	eachStore(t, func(t *testing.T, kind string) {
+		now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+		life := tiling.AlignDown(now-5*tiling.Day, tiling.Day) + 13*tiling.Hour + 27*tiling.Minute
+		v := testView(t, tiling.Minute, []int64{tiling.Hour, tiling.Lifetime}, life)
+		w := newWorldOn(t, kind, v, 5*tiling.Minute)
+		w.now, w.arch.e = now, now
+		r := rand.New(rand.NewPCG(17, 18))
+		var evs []tiling.Event
+		var oes []oracle.Event
+		add := func(n int, from, span int64) {
+			for range n {
+				e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(5)), from+r.Int64N(span), r.Int32N(2))
+				evs, oes = append(evs, e), append(oes, o)
+			}
+		}
+		add(300, now-8*tiling.Day, 8*tiling.Day)                   // everywhere
+		add(200, tiling.AlignDown(life, tiling.Day), tiling.Day)   // lifetime_start's day
+		add(200, tiling.AlignDown(life, tiling.Hour), tiling.Hour) // its block
+		add(60, life-3*tiling.Minute, 6*tiling.Minute)             // its tile's neighbours
+		w.consume(evs, oes, nil)
+		if _, err := w.h.Heal(context.Background(), v.Name, Options{Full: true}); err != nil {
+			t.Fatal(err)
+		}
+		w.check("after a full heal", []int64{now, now + 3*tiling.Minute})
+		for day := range 2 {
+			w.now += tiling.Day
+			w.arch.e = w.now
+			evs, oes = nil, nil
+			add(100, w.now-2*tiling.Day, 2*tiling.Day)
+			w.consume(evs, oes, nil)
+			if _, err := w.h.Heal(context.Background(), v.Name, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			w.check(fmt.Sprintf("after incremental heal %d", day+1), []int64{w.now})
+		}
+		if _, err := w.h.Heal(context.Background(), v.Name, Options{Full: true}); err != nil {
+			t.Fatal(err)
+		}
+		w.check("after a second full heal", []int64{w.now})
+	})
+}
