@@ -54,6 +54,8 @@ type fileHealer struct {
 	Grace   string `yaml:"grace"`
 	Lease   string `yaml:"lease"`
 	Workers *int   `yaml:"workers"`
+	// TableRecords: see docs/config.md.
+	TableRecords *int `yaml:"table_records"`
 }
 
 type fileKafka struct {
@@ -180,6 +182,10 @@ type settings struct {
 	// HealerWorkers is how many day spans a heal builds at once; 0 means
 	// GOMAXPROCS.
 	HealerWorkers int
+	// HealerTableRecords is the fewest records a healed day (or a heal's
+	// summaries) needs to go to Pebble as a table; 0 means the default,
+	// negative never.
+	HealerTableRecords int
 	HTTP          struct {
 		Listen         string
 		MaxBatch       int   // keys per request
@@ -708,6 +714,12 @@ func (c *checker) store(f *fileConfig, s *settings) {
 		c.addf("healer", "grace must be positive, got %s", f.Healer.Grace)
 	}
 	s.HealerWorkers = c.atLeast("healer", "workers", f.Healer.Workers, 0, 0)
+	if f.Healer.TableRecords != nil {
+		s.HealerTableRecords = *f.Healer.TableRecords
+		if s.HealerTableRecords == 0 {
+			c.addf("healer", "table_records must not be 0 (leave it out for the default, or -1 to write no tables), got 0")
+		}
+	}
 }
 
 func (c *checker) http(f *fileHTTP, s *settings) {

@@ -448,6 +448,7 @@ func TestBadInput(t *testing.T) {
 		{"another URL scheme for the offline log is rejected", okKafka + okViews + "offline_log: {path: \"gs://b/p\"}\n", []string{`offline_log: path "gs://b/p": want a directory or s3://bucket/prefix`}},
 		{"a bad healer lease is rejected", okKafka + okViews + "healer: {lease: 10ms}\n", []string{`healer: lease must be at least 1s`}},
 		{"negative healer workers are rejected", okKafka + okViews + "healer: {workers: -1}\n", []string{`healer: workers must be at least 0, got -1`}},
+		{"zero table records are rejected", okKafka + okViews + "healer: {table_records: 0}\n", []string{`healer: table_records must not be 0`}},
 		{"SASL without a mechanism or password is rejected", "kafka: {brokers: [k], sasl: {username: u}}\n" + okViews, []string{`kafka.sasl: mechanism is required`, `kafka.sasl: password_file or password_env is required`}},
 		{"SASL with an unknown mechanism and unset variables is rejected", "kafka: {brokers: [k], sasl: {mechanism: GSSAPI, username_env: TS_NO_SUCH_USER, password_env: TS_NO_SUCH_PASSWORD}}\n" + okViews, []string{`kafka.sasl: mechanism "GSSAPI" is unknown`, `kafka.sasl: username_env: environment variable TS_NO_SUCH_USER is not set`, `kafka.sasl: password_env: environment variable TS_NO_SUCH_PASSWORD is not set`}},
 		{"TLS with missing files is rejected", "kafka: {brokers: [k], tls: {ca_file: /no/such/ca.pem, cert_file: /no/such/c.pem}}\n" + okViews, []string{`kafka.tls: ca_file: stat /no/such/ca.pem`, `kafka.tls: cert_file: stat /no/such/c.pem`, `kafka.tls: cert_file and key_file go together`}},
