@@ -186,7 +186,7 @@ type settings struct {
 	// summaries) needs to go to Pebble as a table; 0 means the default,
 	// negative never.
 	HealerTableRecords int
-	HTTP          struct {
+	HTTP               struct {
 		Listen         string
 		MaxBatch       int   // keys per request
 		MaxBodyBytes   int64 // bytes per request body
