@@ -458,8 +458,19 @@ func TestDynamoCacheServesSnapshotsWithinTheirStaleness(t *testing.T) {
 	ctx := context.Background()
 	cfg := dynTable(t)
 	cfg.CachePath = filepath.Join(t.TempDir(), "cache")
-	cfg.Staleness = 400 * time.Millisecond
+	cfg.Staleness = time.Minute
 	cached := openDyn(t, cfg)
+	// The cache's clock, which the test holds still and then moves past
+	// the bound instead of sleeping: on a loaded machine the other
+	// instance's write alone may outlast a short bound, and the snapshot
+	// would be stale before the read that must find it fresh.
+	var held atomic.Int64 // unix ms; 0: the wall clock
+	cached.dyn.cache.now = func() time.Time {
+		if ms := held.Load(); ms != 0 {
+			return time.UnixMilli(ms)
+		}
+		return time.Now()
+	}
 	direct := openDyn(t, DynamoConfig{Table: cfg.Table})
 	v := lastView(t)
 	for _, s := range []*Store{cached, direct} {
@@ -498,23 +509,25 @@ func TestDynamoCacheServesSnapshotsWithinTheirStaleness(t *testing.T) {
 	if n := count(cached); n != 1 {
 		t.Fatalf("count %d, want 1", n)
 	}
+	// The snapshot was fetched (its query started) before now: held at
+	// now, the clock keeps it younger than the bound.
+	fetched := time.Now().UnixMilli()
+	held.Store(fetched)
 	reads := cached.Table().Metrics().Stats.ReadReqs.Load()
 	// Another instance writes: the cached snapshot serves the old value
 	// until it is older than the bound, then the new one.
 	write(direct, 2, 1)
-	start := time.Now()
 	if n := count(cached); n != 1 {
 		t.Fatalf("count %d within the staleness bound, want the cached 1", n)
 	}
 	if r := cached.Table().Metrics().Stats.ReadReqs.Load(); r != reads {
 		t.Fatalf("a fresh snapshot read DynamoDB (%d reads)", r-reads)
 	}
-	for time.Since(start) < cfg.Staleness {
-		time.Sleep(20 * time.Millisecond)
-	}
+	held.Store(fetched + cfg.Staleness.Milliseconds() + 1)
 	if n := count(cached); n != 2 {
 		t.Fatalf("count %d past the staleness bound, want 2", n)
 	}
+	held.Store(0)
 	// Its own writes show at once (write-through), and its stale copy of a
 	// unit only makes its write fail and reload.
 	write(cached, 3, 2)
