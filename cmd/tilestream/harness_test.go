@@ -273,7 +273,11 @@ func (e *env) configFor(addr, storePath string) string {
 		fmt.Fprintf(&b, "store: {kind: pebble, path: %q}\n", storePath)
 	}
 	fmt.Fprintf(&b, "offline_log: {path: %q, roll_interval: 300ms}\n", filepath.Join(e.dir, "offline"))
-	fmt.Fprintf(&b, "http: {listen: %q}\n", addr)
+	// A read's deadline far above its time on a loaded machine (the
+	// default, 5s, is not: a POST of 100 keys on dynalite has outlasted
+	// it under a load average of 20), below the client's 60s: a 504 is
+	// then a hang, not a slow machine.
+	fmt.Fprintf(&b, "http: {listen: %q, request_timeout: 30s}\n", addr)
 	fmt.Fprintf(&b, "ingest:\n  flush_interval: 200ms\n  max_event_bytes: %d\n  max_key_bytes: %d\n", testMaxEventBytes, testMaxKeyBytes)
 	b.WriteString("log: {level: warn}\n")
 	fmt.Fprintf(&b, "views:\n  - name: %s\n    topic: %s\n    entity: user_id\n    timestamp: ts\n    granularity: 1m\n", testView, testTopic)
@@ -693,18 +697,27 @@ func (e *env) groupProgress(ctx context.Context) (committed, end int64, caughtUp
 }
 
 // waitCaughtUp polls until the group's committed offsets reach the end of
-// every partition, failing the test at the deadline. alive, when not nil,
-// reports an early exit of the service.
-func (e *env) waitCaughtUp(timeout time.Duration, alive func() error) {
+// every partition. It fails the test once nothing has moved for stall,
+// neither the committed offsets nor the service's work (workDone): a hang,
+// where a loaded machine only takes longer (one flush of a backlog to
+// dynalite can then outlast a minute). alive, when not nil, reports an
+// early exit of the service.
+func (e *env) waitCaughtUp(stall time.Duration, alive func() error) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var committed, end int64
+	start := time.Now()
+	deadline := start.Add(stall)
+	committed, end := int64(-1), int64(0)
+	var work float64
+	var looked time.Time
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		c, en, ok, err := e.groupProgress(ctx)
 		cancel()
 		if err == nil {
-			committed, end = c, en
+			if c > committed {
+				committed, deadline = c, time.Now().Add(stall)
+			}
+			end = en
 			if ok {
 				return
 			}
@@ -714,11 +727,42 @@ func (e *env) waitCaughtUp(timeout time.Duration, alive func() error) {
 				e.t.Fatalf("service exited while catching up: %v", err)
 			}
 		}
+		if time.Since(looked) >= time.Second {
+			looked = time.Now()
+			if w := e.workDone(); w > work {
+				work, deadline = w, time.Now().Add(stall)
+			}
+		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("consumer group not caught up after %v: committed %d of %d (last error %v)", timeout, committed, end, err)
+			e.t.Fatalf("consumer group not caught up after %v, with neither a commit nor other work in the last %v: committed %d of %d (last error %v)",
+				time.Since(start).Round(time.Millisecond), stall, committed, end, err)
 		}
 		time.Sleep(50 * time.Millisecond) // poll interval
 	}
+}
+
+// workDone is the sum of the service's counters of catching-up work:
+// records consumed, events archived and DynamoDB writes (a flush writes
+// tiles one PutItem each; nothing else writes but heals and their garbage
+// collection). 0 when its metrics cannot be read.
+func (e *env) workDone() float64 {
+	code, _, body, err := e.call("GET", "/metrics", "", nil)
+	if err != nil || code != http.StatusOK {
+		return 0
+	}
+	n := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		switch {
+		case strings.HasPrefix(line, "tilestream_ingest_records_consumed_total"),
+			strings.HasPrefix(line, "tilestream_ingest_archived_events_total"),
+			strings.HasPrefix(line, `tilestream_dynamodb_requests_total{op="PutItem"}`),
+			strings.HasPrefix(line, `tilestream_dynamodb_requests_total{op="BatchWriteItem"}`):
+			if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+				n += v
+			}
+		}
+	}
+	return n
 }
 
 // evictMembers removes every member of the group, as the coordinator does

@@ -294,6 +294,37 @@ func (r *pollReader) halt() {
 	<-r.done
 }
 
+// readerChecksPerRun is how many answers the reader checks on each run of
+// the service it reads from (four of them): the crash test lets a run live
+// until then, however slow the machine, so that the reads are spread over
+// the kills and restarts rather than over the quiet state at the end.
+const readerChecksPerRun = 125
+
+// waitChecked polls until the reader has checked n answers. It fails the
+// test when the count has not moved for a minute (a hang: the reader
+// checks tens of answers a second, several even under heavy load) or when
+// alive reports the service gone.
+func (r *pollReader) waitChecked(t *testing.T, n int64, alive func() error) {
+	t.Helper()
+	last := r.checked.Load()
+	deadline := time.Now().Add(time.Minute)
+	for c := last; c < n; c = r.checked.Load() {
+		if c > last {
+			last, deadline = c, time.Now().Add(time.Minute)
+		}
+		if err := alive(); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			r.mu.Lock()
+			bads := r.bads[max(len(r.bads)-5, 0):]
+			r.mu.Unlock()
+			t.Fatalf("the reader checked no answer for a minute (%d checked, want %d); its last failures: %v", c, n, bads)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
 func equalFeatures(ov oracle.View, got, want map[string]any) bool {
 	if len(got) != len(ov.Features) {
 		return false
@@ -449,7 +480,9 @@ func checkArchive(t *testing.T, root string, evs []*testEvent) {
 // were all consumed before it started, save late events (stamped before the
 // batch watermark) produced for them all along: every answer must equal the
 // oracle over the key's events with or without the late ones no heal has
-// yet covered. After each restart a heal completes. At the end every key
+// yet covered. After each restart a heal completes, and the run lives until
+// the reader has checked its share of answers on it: the test waits for
+// progress, never for a span of wall clock. At the end every key
 // equals the oracle over every event, and the offline log holds every
 // consumed event exactly once.
 func TestHealCrashSafety(t *testing.T) {
@@ -480,7 +513,10 @@ func TestHealCrashSafety(t *testing.T) {
 	later = append(later, g.boundary(busy[:50], 2, 2)...)
 	g.shuffle(later)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// A guard against a hang of the producers only: every wait below
+	// fails on its own when nothing moves, and a loaded machine makes the
+	// whole run several times slower than the 40 s it takes on a quiet one.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	if err := e.produce(ctx, backlog, rng, 5000); err != nil {
 		t.Fatal(err)
@@ -582,9 +618,12 @@ func TestHealCrashSafety(t *testing.T) {
 	}()
 
 	// Kills 2 and 3 inside heals, kill 4 at a random moment; after each
-	// restart a heal installs new data before the next kill.
+	// restart a heal installs new data, and the reader checks its share of
+	// answers, before the next kill.
+	from := int64(0) // what the reader had checked when the run started
 	for i, name := range []string{"run3", "run4", "run5"} {
 		heals.waitCompleted(t, heals.installed.Load()+1, true, run.alive)
+		reader.waitChecked(t, from+readerChecksPerRun, run.alive)
 		n := heals.completed.Load()
 		switch i {
 		case 0, 1:
@@ -596,16 +635,18 @@ func TestHealCrashSafety(t *testing.T) {
 				t.Fatal(err)
 			}
 			run.kill(t)
-			t.Logf("killed %v after the last heal completed", d)
+			t.Logf("killed %v after the reader checked its share", d)
 		}
 		t.Logf("%d heals completed before the kill; reader checked %d answers so far", n, reader.checked.Load())
 		if err := e.evictMembers(ctx); err != nil {
 			t.Fatalf("evict the dead member: %v", err)
 		}
+		from = reader.checked.Load()
 		run = e.startChild(t, bin, name)
 		e.waitReady(60*time.Second, run.alive)
 	}
 	heals.waitCompleted(t, heals.completed.Load()+1, false, run.alive)
+	reader.waitChecked(t, from+readerChecksPerRun, run.alive)
 
 	prod.wait(t)
 	if err := <-lateDone; err != nil {
@@ -615,11 +656,6 @@ func TestHealCrashSafety(t *testing.T) {
 	heals.halt()
 	final := e.postHeal(t, `{"view":"txn"}`)[0]
 	t.Logf("final heal: %+v", final)
-	// On a loaded machine the reader may have had few turns during the
-	// kills: let it go on over the final state until it checked enough.
-	for deadline := time.Now().Add(time.Minute); reader.checked.Load() < 500 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
 	reader.halt()
 
 	// A heal asked for while the ingest is starting answers 503 (it cannot
@@ -644,7 +680,7 @@ func TestHealCrashSafety(t *testing.T) {
 	reader.mu.Unlock()
 	t.Logf("reader: %d answers checked, %d with a batch watermark, %d without a late event no heal covered yet; %d heals completed",
 		reader.checked.Load(), reader.withBatch.Load(), reader.partial.Load(), heals.completed.Load())
-	if reader.checked.Load() < 500 || reader.withBatch.Load() == 0 {
+	if reader.checked.Load() < 4*readerChecksPerRun || reader.withBatch.Load() == 0 {
 		t.Errorf("the reader checked too little: %d answers, %d with a batch watermark", reader.checked.Load(), reader.withBatch.Load())
 	}
 
