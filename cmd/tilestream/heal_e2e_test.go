@@ -38,6 +38,7 @@ type healSettings struct {
 	lateness string // the view's lateness, e.g. "1h"
 	eventID  bool   // the view names testEventID as its event id
 	info     bool   // log at level info (heals, resumed heals, archive recovery)
+	tables   bool   // every healed day and the summaries go to Pebble as ingested tables
 }
 
 // writeHealConfig writes the env's config with the healer's settings to
@@ -54,7 +55,11 @@ func (e *env) writeHealConfig(t *testing.T, name string, hs healSettings) string
 		}
 		c = strings.Replace(c, anchor, text+anchor, 1)
 	}
-	insert("log: {level: warn}\n", "healer: {grace: 1s}\n")
+	if hs.tables {
+		insert("log: {level: warn}\n", "healer: {grace: 1s, table_records: 1}\n")
+	} else {
+		insert("log: {level: warn}\n", "healer: {grace: 1s}\n")
+	}
 	if hs.info {
 		c = strings.Replace(c, "log: {level: warn}", "log: {level: info}", 1)
 	}
