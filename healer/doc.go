@@ -10,12 +10,14 @@
 //     since the last heal (a fingerprint of names, sizes and times), the
 //     range newly closed since the last W_b, or all of them on a full heal.
 //     Each is read once, deduplicated by event identity, and aggregated per
-//     key into detail records (tiles), a day record (block aggregates) and
-//     a day total, written under the new generation. Day spans are read and
-//     aggregated on Config.Workers goroutines (a few spans ahead of the
-//     writes); the heal's goroutine writes them in day order, so the records,
-//     their batches and the state's progress are what one goroutine would
-//     write.
+//     key into detail records (tiles), a day record (suffix aggregates of
+//     its blocks) and a day total, written under the new generation. Day
+//     spans are read, aggregated and encoded on Config.Workers goroutines (a
+//     few spans ahead of the writes); the heal's goroutine writes them in
+//     day order, so the records and the state's progress are what one
+//     goroutine would write. On Pebble a day of at least
+//     Config.TableRecords records arrives as sorted tables that Pebble
+//     ingests whole (state.Tables), smaller ones go through batches.
 //  3. Every key's summary (Base, and one total per day from FirstDay up to
 //     W_b′) is written under the new generation: recomputed days from this
 //     heal, others carried from the previous summary. Its cost grows with
