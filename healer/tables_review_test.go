@@ -315,3 +315,97 @@ func TestTablesHealSurvivesFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestTablesResumedDayWithChangedFiles: a day whose tables were ingested
+// by an interrupted heal (not yet recorded as done) and whose files then
+// change — a user file rewritten with fewer keys — is rebuilt by the resumed
+// heal: the range deletion of the day goes before its new tables, so no
+// record of a key the day no longer has is left, and the store is byte for
+// byte the one a heal of the final files writes in batches.
+func TestTablesResumedDayWithChangedFiles(t *testing.T) {
+	v := testView(t, tiling.Minute, []int64{tiling.Hour, tiling.Day, tiling.Lifetime}, tiling.MinTime)
+	lateness := 5 * tiling.Minute
+	now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+	open := func(tables int) (*world, string) {
+		dir := t.TempDir()
+		store, err := state.Open(state.Config{Path: dir}, quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := worldOn(t, store, v, lateness)
+		w.h.cfg.Workers, w.h.cfg.TableRecords = 2, tables
+		w.now, w.arch.e = now, now
+		return w, dir
+	}
+	ref, refDir := open(-1)
+	w, dir := open(1)
+	fs := &faultStore{Store: w.store}
+	w.h.store = fs
+
+	r := rand.New(rand.NewPCG(31, 32))
+	var evs []tiling.Event
+	var oes []oracle.Event
+	for range 800 {
+		e, o := ref.event(r, fmt.Sprintf("k%02d", r.IntN(20)), now-4*tiling.Day+r.Int64N(4*tiling.Day), r.Int32N(2))
+		evs, oes = append(evs, e), append(oes, o)
+	}
+	ref.consume(evs, oes, nil)
+	w.consume(evs, oes, nil)
+	// A user file on the first day: 60 keys, later rewritten with 6.
+	day := tiling.AlignDown(now-4*tiling.Day, tiling.Day)
+	lines := func(keys int) []map[string]any {
+		var ls []map[string]any
+		for i := range 3 * keys {
+			ls = append(ls, map[string]any{"user_id": fmt.Sprintf("u%02d", i%keys), "ts": float64(day + int64(i)*7*tiling.Minute), "amount": float64(i)})
+		}
+		return ls
+	}
+	w.dropJSONL("fix.jsonl", day, lines(60))
+	ref.dropJSONL("fix.jsonl", day, lines(6))
+	if _, err := ref.h.Heal(context.Background(), v.Name, Options{Full: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The first day's tables are ingested, then the heal fails before the
+	// day is recorded as done.
+	fs.kind, fs.failAt, fs.mode = 1, 1, 1
+	if _, err := w.h.Heal(context.Background(), v.Name, Options{Full: true}); !errors.Is(err, errInjected) || fs.ingestedThenFailed != 1 {
+		t.Fatalf("interrupted heal: %v (%d ingested and failed)", err, fs.ingestedThenFailed)
+	}
+	if r, err := w.store.DayRecord(v, 1, day, "u59"); err != nil || r == nil {
+		t.Fatalf("the first day was not ingested before the fault: %v, %v", r, err)
+	}
+	w.dropJSONL("fix.jsonl", day, lines(6))
+	w.events = ref.events // the oracle's events: the final files'
+	fs.failAt = 0
+	res, err := w.h.Heal(context.Background(), v.Name, Options{Full: true})
+	if err != nil || !res.Installed || res.Generation != 1 {
+		t.Fatalf("resumed heal: %+v, %v", res, err)
+	}
+	if r, err := w.store.DayRecord(v, 1, day, "u59"); err != nil || r != nil {
+		t.Fatalf("a key the rebuilt day no longer has kept its day record: %v, %v", r, err)
+	}
+	w.check("after the resumed heal", fewTimes(queryTimes(v, tiling.AlignDown(now-lateness, v.Granularity), now+tiling.Day, r)))
+
+	for _, s := range []*state.Store{ref.store, fs.Store} {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k1, v1 := dumpPebble(t, refDir)
+	k2, v2 := dumpPebble(t, dir)
+	if len(k1) < 100 || len(k1) != len(k2) {
+		t.Fatalf("%d entries in the reference store, %d in the resumed one", len(k1), len(k2))
+	}
+	for i := range k1 {
+		if bytes.Equal(k1[i], k2[i]) && bytes.HasPrefix(k1[i], []byte{8}) && bytes.HasSuffix(k1[i], []byte(v.Name)) {
+			if !sameState(t, v1[i], v2[i]) {
+				t.Fatalf("healer states differ:\nreference %s\nresumed %s", v1[i], v2[i])
+			}
+			continue
+		}
+		if !bytes.Equal(k1[i], k2[i]) || !bytes.Equal(v1[i], v2[i]) {
+			t.Fatalf("entry %d differs:\nreference %q = %x\nresumed %q = %x", i, k1[i], v1[i], k2[i], v2[i])
+		}
+	}
+}
