@@ -622,6 +622,27 @@ func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 // with recordVersion, or with dayOnlyMarker.
 const dayVersion = 2
 
+// suffixes encodes, from the last tile back, the merge of each tile and
+// every later one into one buffer, merging into acc (empty states, which
+// end holding the merge of all tiles), and returns the encoded suffix of
+// tile i.
+func suffixes(tiles []Tile, acc []State) func(i int) []byte {
+	n := len(tiles)
+	var buf []byte
+	ends := make([]int, n)
+	for i := n - 1; i >= 0; i-- {
+		MergeStates(acc, tiles[i].States)
+		buf = appendStates(buf, acc)
+		ends[i] = len(buf)
+	}
+	return func(i int) []byte {
+		if i == n-1 {
+			return buf[:ends[i]]
+		}
+		return buf[ends[i+1]:ends[i]]
+	}
+}
+
 // AppendDayRecord appends the encoding of a day record. r holds one
 // aggregate per block (tiles of the block span), and Only may say which
 // blocks hold a single tile. The record stores, per block, the merge of that
@@ -647,33 +668,19 @@ func (v *View) AppendDayRecord(dst []byte, r *Record) []byte {
 // total: states of the view holding nothing yet (nil: not wanted).
 func (v *View) AppendDayRecordTotal(dst []byte, r *Record, total []State) []byte {
 	if v.lifetimeDay(r.Start) {
-		for i := range r.Tiles {
-			if total != nil {
+		if total != nil {
+			for i := range r.Tiles {
 				MergeStates(total, r.Tiles[i].States)
 			}
 		}
 		return v.appendDayRecordV1(dst, r)
 	}
 	n := len(r.Tiles)
-	// The suffixes are computed from the last block back, into one buffer;
-	// ends[i] is where block i's suffix ends in it.
-	var buf []byte
-	ends := make([]int, n)
 	acc := total
 	if acc == nil {
 		acc = v.newStates()
 	}
-	for i := n - 1; i >= 0; i-- {
-		MergeStates(acc, r.Tiles[i].States)
-		buf = appendStates(buf, acc)
-		ends[i] = len(buf)
-	}
-	suffix := func(i int) []byte {
-		if i == n-1 {
-			return buf[:ends[i]]
-		}
-		return buf[ends[i+1]:ends[i]]
-	}
+	suffix := suffixes(r.Tiles, acc)
 	dst = append(dst, dayVersion)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for i, t := range r.Tiles {
@@ -980,22 +987,7 @@ const detailVersion = 2
 //	the states of each tile's suffix, in layout order
 func (v *View) AppendDetailRecord(dst []byte, r *Record) []byte {
 	n := len(r.Tiles)
-	// The suffixes are computed from the last tile back, into one buffer;
-	// ends[i] is where tile i's suffix ends in it.
-	var buf []byte
-	ends := make([]int, n)
-	acc := v.newStates()
-	for i := n - 1; i >= 0; i-- {
-		MergeStates(acc, r.Tiles[i].States)
-		buf = appendStates(buf, acc)
-		ends[i] = len(buf)
-	}
-	suffix := func(i int) []byte {
-		if i == n-1 {
-			return buf[:ends[i]]
-		}
-		return buf[ends[i+1]:ends[i]]
-	}
+	suffix := suffixes(r.Tiles, v.newStates())
 	dst = append(dst, detailVersion)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for _, t := range r.Tiles {
