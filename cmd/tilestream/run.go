@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -42,6 +43,10 @@ run 'tilestream <command> -h' for the flags of a command`
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
+
+// healStartWait is how long POST /v1/heal waits for the ingest to start
+// (right after the service started) before answering 503.
+const healStartWait = 10 * time.Second
 
 // run is the whole program behind main, so tests can drive it in process.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -238,12 +243,25 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		Metrics:  serving.NewMetrics(reg),
 		Logger:   log.With("component", "serving"),
 		Heal: func(ctx context.Context, view string, full bool) (any, error) {
-			// Another instance healing the view: wait for it, then heal.
-			res, err := hl.Heal(ctx, view, healer.Options{Full: full, Wait: true})
-			if errors.Is(err, ingest.ErrNotRunning) {
-				err = fmt.Errorf("%w: %w", serving.ErrUnavailable, err)
+			// Another instance healing the view: wait for it, then heal. Right
+			// after a start the ingest may not have created its consumer yet:
+			// wait for it a little before answering 503 (a rebuild holding
+			// the ingest back takes longer than that).
+			start := time.Now()
+			for {
+				res, err := hl.Heal(ctx, view, healer.Options{Full: full, Wait: true})
+				if !errors.Is(err, ingest.ErrNotRunning) {
+					return res, err
+				}
+				if layouts.AnyRebuilding() || time.Since(start) > healStartWait {
+					return res, fmt.Errorf("%w: %w", serving.ErrUnavailable, err)
+				}
+				select {
+				case <-ctx.Done():
+					return res, fmt.Errorf("%w: %w", serving.ErrUnavailable, err)
+				case <-time.After(50 * time.Millisecond): // poll interval
+				}
 			}
-			return res, err
 		},
 		Rebuilding: layouts.Rebuilding,
 		Missing:    layouts.Missing,
