@@ -287,16 +287,7 @@ func MergeStates(dst, src []State) {
 
 // Aggregate adds e to its tile in r without the replay check: batch builders
 // deduplicate events themselves. r must hold e's time.
-func (v *View) Aggregate(r *Record, e *Event) {
-	t := v.tile(r, AlignDown(e.TS, v.Granularity))
-	for i, a := range v.aggs {
-		var in *Input
-		if a.column >= 0 {
-			in = &e.Inputs[a.column]
-		}
-		t.States[i].add(e, in)
-	}
-}
+func (v *View) Aggregate(r *Record, e *Event) { v.AggregateIn(nil, r, e) }
 
 // Arena allocates the states of the tiles a batch builder makes in chunks
 // rather than one allocation per state: a day's build makes millions of
@@ -379,7 +370,8 @@ func (a *Arena) newStates() []State {
 // NewStatesIn is NewStates with the states taken from a.
 func (v *View) NewStatesIn(a *Arena) []State { return a.newStates() }
 
-// AggregateIn is Aggregate with the states of new tiles taken from a.
+// AggregateIn is Aggregate with the states of new tiles taken from a (nil:
+// allocated one by one).
 func (v *View) AggregateIn(a *Arena, r *Record, e *Event) {
 	t := v.tileIn(a, r, AlignDown(e.TS, v.Granularity))
 	for i, sp := range v.aggs {
@@ -391,7 +383,17 @@ func (v *View) AggregateIn(a *Arena, r *Record, e *Event) {
 	}
 }
 
-// tileIn is tile with the states of a new tile taken from a.
+// statesIn returns empty states of the view's layout, taken from a, or
+// allocated when a is nil.
+func (v *View) statesIn(a *Arena) []State {
+	if a == nil {
+		return v.newStates()
+	}
+	return a.newStates()
+}
+
+// tileIn returns r's tile starting at start, inserting an empty one (its
+// states from a; see statesIn) if needed.
 func (v *View) tileIn(a *Arena, r *Record, start int64) *Tile {
 	n := len(r.Tiles)
 	if n > 0 && r.Tiles[n-1].Start == start {
@@ -403,18 +405,19 @@ func (v *View) tileIn(a *Arena, r *Record, start int64) *Tile {
 	}
 	r.Tiles = append(r.Tiles, Tile{})
 	copy(r.Tiles[i+1:], r.Tiles[i:])
-	r.Tiles[i] = Tile{Start: start, States: a.newStates()}
+	r.Tiles[i] = Tile{Start: start, States: v.statesIn(a)}
 	return &r.Tiles[i]
 }
 
-// RollupIn is Rollup with the block aggregates' states taken from a.
+// RollupIn is Rollup with the block aggregates' states taken from a (nil:
+// allocated one by one).
 func (v *View) RollupIn(a *Arena, r *Record, step int64) []Tile {
 	var out []Tile
 	for j := range r.Tiles {
 		t := &r.Tiles[j]
 		start := AlignDown(t.Start, step)
 		if n := len(out); n == 0 || out[n-1].Start != start {
-			out = append(out, Tile{Start: start, States: a.newStates()})
+			out = append(out, Tile{Start: start, States: v.statesIn(a)})
 		}
 		MergeStates(out[len(out)-1].States, t.States)
 	}
@@ -423,18 +426,7 @@ func (v *View) RollupIn(a *Arena, r *Record, step int64) []Tile {
 
 // Rollup returns one tile per block of span step (a multiple of g) holding the
 // merge of r's tiles in that block, ascending.
-func (v *View) Rollup(r *Record, step int64) []Tile {
-	var out []Tile
-	for j := range r.Tiles {
-		t := &r.Tiles[j]
-		start := AlignDown(t.Start, step)
-		if n := len(out); n == 0 || out[n-1].Start != start {
-			out = append(out, Tile{Start: start, States: v.newStates()})
-		}
-		MergeStates(out[len(out)-1].States, t.States)
-	}
-	return out
-}
+func (v *View) Rollup(r *Record, step int64) []Tile { return v.RollupIn(nil, r, step) }
 
 // summaryVersion 1 (totals only) was never written outside tests.
 const summaryVersion = 2

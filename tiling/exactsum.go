@@ -146,19 +146,26 @@ func (s *ExactSum) addSigned(base int, w []uint64, neg bool) {
 	for k := 0; k < len(w) && i < sumLimbs; k, i = k+1, i+1 {
 		s.l[i], c = bits.Add64(s.l[i], w[k], c)
 	}
-	b := i
+	s.touched(base, s.fill(i, c, neg))
+}
+
+// fill adds into the limbs from b up the sign fill of an addend (neg: ^0 in
+// every limb, which is subtracting 1 at b) and the carry c out of limb
+// b−1, and returns the end of the limbs that changed (b when none did).
+func (s *ExactSum) fill(b int, c uint64, neg bool) int {
+	i := b
 	switch {
 	case neg && c == 0:
 		var br uint64 = 1
-		for i = b; br != 0 && i < sumLimbs; i++ {
+		for ; br != 0 && i < sumLimbs; i++ {
 			s.l[i], br = bits.Sub64(s.l[i], 0, br)
 		}
 	case !neg && c == 1:
-		for i = b; c != 0 && i < sumLimbs; i++ {
+		for ; c != 0 && i < sumLimbs; i++ {
 			s.l[i], c = bits.Add64(s.l[i], 0, c)
 		}
 	}
-	s.touched(base, i)
+	return i
 }
 
 // alloc makes the limbs of a zero sum.
@@ -356,29 +363,15 @@ func (s *ExactSum) Merge(o *ExactSum) {
 	// cancels; adding 0 leaves only the carry.
 	a, b := o.lo, o.hi
 	var c uint64
-	i := a
-	for ; i < b; i++ {
+	for i := a; i < b; i++ {
 		s.l[i], c = bits.Add64(s.l[i], o.l[i], c)
 	}
-	if b < a {
-		i = b // empty window: nothing added below b
-	}
-	switch {
-	case neg && c == 0:
-		var br uint64 = 1
-		for i = b; br != 0 && i < sumLimbs; i++ {
-			s.l[i], br = bits.Sub64(s.l[i], 0, br)
-		}
-	case !neg && c == 1:
-		for i = b; c != 0 && i < sumLimbs; i++ {
-			s.l[i], c = bits.Add64(s.l[i], 0, c)
-		}
-	}
+	end := s.fill(b, c, neg)
 	lo := a
 	if a > b {
-		lo = b
+		lo = b // empty window: nothing added below b
 	}
-	s.touched(lo, i)
+	s.touched(lo, end)
 }
 
 // IsZero reports whether the sum is exactly zero.

@@ -101,20 +101,7 @@ func (v *View) AddTile(r *Record, src *Tile) {
 }
 
 // tile returns r's tile starting at start, inserting an empty one if needed.
-func (v *View) tile(r *Record, start int64) *Tile {
-	n := len(r.Tiles)
-	if n > 0 && r.Tiles[n-1].Start == start {
-		return &r.Tiles[n-1]
-	}
-	i := sort.Search(n, func(i int) bool { return r.Tiles[i].Start >= start })
-	if i < n && r.Tiles[i].Start == start {
-		return &r.Tiles[i]
-	}
-	r.Tiles = append(r.Tiles, Tile{})
-	copy(r.Tiles[i+1:], r.Tiles[i:])
-	r.Tiles[i] = v.NewTile(start)
-	return &r.Tiles[i]
-}
+func (v *View) tile(r *Record, start int64) *Tile { return v.tileIn(nil, r, start) }
 
 // NewTile returns the empty tile (identity states) starting at start.
 func (v *View) NewTile(start int64) Tile {
