@@ -16,14 +16,18 @@ import (
 	"github.com/tilestream/tilestream/oracle"
 )
 
-// TestFeatureChangeEndToEnd: the service restarted with a view that drops
-// its event counts and adds a variance and a first value translates the
-// view's records at start and keeps serving every other feature exactly;
-// the added features are null and named in metadata.missing_features until
-// a heal reaches past the stream records written before the change, which
-// the service runs by itself; then every feature equals the oracle.
-func TestFeatureChangeEndToEnd(t *testing.T) {
-	e := newEnv(t)
+// TestFeatureChangeEndToEnd: featureChangeEndToEnd on the harness's store
+// (Pebble, or DynamoDB with TILESTREAM_TEST_STORE=dynamodb).
+func TestFeatureChangeEndToEnd(t *testing.T) { featureChangeEndToEnd(t, newEnv(t)) }
+
+// featureChangeEndToEnd: the service restarted with a view that drops its
+// event counts and adds a variance and a first value translates the view's
+// records at start (on DynamoDB into a new incarnation) and serves every
+// other feature exactly right away; the added features are null and named
+// in metadata.missing_features until the heal the service runs by itself
+// reaches past the stream records written before the change; then every
+// feature equals the oracle.
+func featureChangeEndToEnd(t *testing.T, e *env) {
 	g := newGen(17, e)
 	keys := g.keys(25)
 	evs := g.regular(keys, 1500)
@@ -83,6 +87,19 @@ func TestFeatureChangeEndToEnd(t *testing.T) {
 	added := []string{"extra_first_merchant", "extra_var_1d"}
 	events := byKey(t, evs)
 
+	// On DynamoDB, the incarnation of the old layout, for the check that
+	// its items were translated into a new one.
+	var oldInc uint32
+	if e.dynamo != "" {
+		s := e.openStore(t)
+		inc, err := s.Incarnation(testView)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldInc = inc
+	}
+
 	p2 := startInProcess(t, e.cfgPath)
 	e.waitReady(60*time.Second, p2.alive)
 	type answer struct {
@@ -105,14 +122,10 @@ func TestFeatureChangeEndToEnd(t *testing.T) {
 		return a
 	}
 	// Right after the restart: the added features are missing, the others
-	// exact. (On DynamoDB a view change rebuilds the view under a new
-	// incarnation instead, every feature missing meanwhile: only the end
-	// state is checked there.)
+	// exact (the view's records were translated before the service served
+	// or consumed).
 	results := map[string]featureResult{}
 	for _, k := range keys {
-		if e.dynamo != "" {
-			break
-		}
 		a := get(k)
 		if m := slices.Sorted(slices.Values(a.Metadata.MissingFeatures)); !slices.Equal(m, added) {
 			t.Fatalf("key %s right after the change: missing_features %v, want %v", k, m, added)
@@ -129,6 +142,14 @@ func TestFeatureChangeEndToEnd(t *testing.T) {
 	}
 	if n := checkOracle(t, kept, results, events); n > 0 {
 		t.Fatalf("%d kept features differ from the oracle right after the change", n)
+	}
+	if e.dynamo != "" {
+		s := e.openStore(t)
+		newInc, err := s.Incarnation(testView)
+		s.Close()
+		if err != nil || newInc == oldInc {
+			t.Fatalf("incarnation %x after the change, %x before (%v)", newInc, oldInc, err)
+		}
 	}
 
 	// The service heals by itself once the newest tile closes.
