@@ -159,11 +159,11 @@ var errStopped = errors.New("healer: day builds stopped")
 // useTables says whether n records go into a table (on a store that takes
 // them) rather than through batches.
 func (h *Healer) useTables(n int) bool {
-	min := h.cfg.TableRecords
-	if min == 0 {
-		min = state.MinTableRecords
+	least := h.cfg.TableRecords
+	if least == 0 {
+		least = state.MinTableRecords
 	}
-	return min > 0 && n >= min
+	return least > 0 && n >= least
 }
 
 // workers is how many day spans a heal builds at once.

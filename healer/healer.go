@@ -489,17 +489,10 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 		}
 		stats.Add(built.stats)
 		if built.tables != nil {
-			// Encoded by the build: what the batch holds (a resumed day's
-			// deletion) goes first, then Pebble takes the day's tables.
-			if err := w.flush(); err != nil {
-				built.tables.Abort()
+			// Encoded by the build; a resumed day's deletion goes first.
+			if err := w.ingest(built.tables); err != nil {
 				return res, err
 			}
-			n := built.tables.Len()
-			if err := h.store.IngestTables(built.tables); err != nil {
-				return res, err
-			}
-			w.records += n
 		}
 		for i, key := range built.keys {
 			kd := built.kds[i]
@@ -621,18 +614,12 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			return res, err
 		}
 	}
-	if err := w.flush(); err != nil {
-		if sums != nil {
-			sums.Abort()
-		}
-		return res, err
-	}
 	if sums != nil {
-		n := sums.Len()
-		if err := h.store.IngestTables(sums); err != nil {
+		if err := w.ingest(sums); err != nil {
 			return res, err
 		}
-		w.records += n
+	} else if err := w.flush(); err != nil {
+		return res, err
 	}
 	// The superseded records become garbage once no read can still use
 	// them: after the grace period.
@@ -1037,6 +1024,21 @@ func (w *writer) wrote(n int) error {
 		w.b, w.pending = nil, 0
 		return w.h.store.CommitNoSync(b)
 	}
+	return nil
+}
+
+// ingest commits what the batch holds, then has the store take t (on an
+// error, t is dropped unwritten).
+func (w *writer) ingest(t *state.Tables) error {
+	if err := w.flush(); err != nil {
+		t.Abort()
+		return err
+	}
+	n := t.Len()
+	if err := w.h.store.IngestTables(t); err != nil {
+		return err
+	}
+	w.records += n
 	return nil
 }
 
