@@ -68,13 +68,8 @@ func (s *Store) NewTables(v *tiling.View, gen uint64) *Tables {
 // Len returns the number of records put.
 func (t *Tables) Len() int { return t.n }
 
-// PutDayRecord writes a key's day record.
-func (t *Tables) PutDayRecord(v *tiling.View, day int64, key string, r *tiling.Record) {
-	t.buf = v.AppendDayRecord(t.buf[:0], r)
-	t.set(prefixDay, dayKey(nil, t.view, t.gen, day, key), t.buf)
-}
-
-// PutDayRecordBytes writes a key's encoded day record.
+// PutDayRecordBytes writes a key's day record, encoded
+// (tiling.View.AppendDayRecord).
 func (t *Tables) PutDayRecordBytes(day int64, key string, val []byte) {
 	t.set(prefixDay, dayKey(nil, t.view, t.gen, day, key), val)
 }

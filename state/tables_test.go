@@ -87,7 +87,7 @@ func TestTablesIngest(t *testing.T) {
 	for i, k := range keys {
 		det := rec(day+int64(i)*tiling.Hour, 3)
 		tb.PutDetail(v, day, k, det)
-		tb.PutDayRecord(v, day, k, rec(day, 1))
+		tb.PutDayRecordBytes(day, k, v.AppendDayRecord(nil, rec(day, 1)))
 	}
 	if r, err := s.DayRecord(v, 7, day, keys[0]); r != nil || err != nil {
 		t.Fatalf("a day record is visible before its table is ingested (%v)", err)
@@ -115,8 +115,8 @@ func TestTablesIngest(t *testing.T) {
 
 	// Out of order: the ingest fails and leaves no file and no record.
 	bad := s.NewTables(v, 8)
-	bad.PutDayRecord(v, day, "b", rec(day, 1))
-	bad.PutDayRecord(v, day, "a", rec(day, 1))
+	bad.PutDayRecordBytes(day, "b", v.AppendDayRecord(nil, rec(day, 1)))
+	bad.PutDayRecordBytes(day, "a", v.AppendDayRecord(nil, rec(day, 1)))
 	if err := s.IngestTables(bad); err == nil || !strings.Contains(err.Error(), "out of order") {
 		t.Fatalf("ingest of keys out of order: %v", err)
 	}
