@@ -243,11 +243,7 @@ func (s *hllState) merge(o State) {
 			s.sparse = nil
 			return
 		}
-		for i, r := range x.dense {
-			if r > s.dense[i] {
-				s.setRegister(i, r)
-			}
-		}
+		s.maxDense(x.dense)
 		return
 	}
 	if len(x.sparse)+len(x.pend()) == 0 {
@@ -338,9 +334,11 @@ func decodeHLL(a *aggSpec, b []byte, s *hllState) (State, []byte, error) {
 		}
 		s.dense, s.sharedDense = b[1:1+m:1+m], true
 		top := uint8(64 - a.n + 1)
-		for _, r := range s.dense {
-			if r > top {
-				return nil, nil, fmt.Errorf("hll: register %d beyond %d: %w", r, top, ErrCorrupt)
+		if !registersWithin(s.dense, top) {
+			for _, r := range s.dense {
+				if r > top {
+					return nil, nil, fmt.Errorf("hll: register %d beyond %d: %w", r, top, ErrCorrupt)
+				}
 			}
 		}
 		return s, b[1+m:], nil
@@ -360,11 +358,81 @@ func (s *hllState) estimate() uint64 {
 		n := float64(len(s.sparse))
 		return uint64(math.Round(m * math.Log(m/(m-n))))
 	}
-	var c [66]int // c[r]: registers holding r, r = 0..q+1, q = 64−p
-	for _, r := range s.dense {
-		c[r]++
-	}
+	c := registerHistogram(s.dense)
 	return uint64(math.Round(ertlEstimate(c[:64-int(s.p)+2], len(s.dense))))
+}
+
+// The dense form's loops (a merge's register max, a decode's range check,
+// the estimate's histogram) take 8 registers at a time: a register is at
+// most 64−p+1 ≤ 61, so every byte of a word of registers is below 0x80 and
+// byte-wise compares fit in each byte's low 7 bits, the high bit taking the
+// result (no borrow or carry crosses a byte). 2^p is a multiple of 8.
+const (
+	swarOnes = 0x0101010101010101
+	swarHigh = 0x8080808080808080
+)
+
+// swarLess returns, for words a and b of bytes below 0x80, the high bit of
+// each byte set where a's byte is less than b's.
+func swarLess(a, b uint64) uint64 { return ^((a | swarHigh) - b) & swarHigh }
+
+// maxDense sets each register to the larger of its own and x's (x of the
+// same precision), copying shared registers only when one changes.
+func (s *hllState) maxDense(x []byte) {
+	d := s.dense
+	i := 0
+	if s.sharedDense {
+		for ; i < len(d); i += 8 {
+			if swarLess(binary.LittleEndian.Uint64(d[i:]), binary.LittleEndian.Uint64(x[i:])) != 0 {
+				break
+			}
+		}
+		if i == len(d) {
+			return
+		}
+		s.dense, s.sharedDense = slices.Clone(d), false
+		d = s.dense
+	}
+	x = x[:len(d)]
+	for ; i < len(d); i += 8 {
+		a, b := binary.LittleEndian.Uint64(d[i:]), binary.LittleEndian.Uint64(x[i:])
+		lt := swarLess(a, b) >> 7 * 0xff // 0xff where a < b
+		binary.LittleEndian.PutUint64(d[i:], a&^lt|b&lt)
+	}
+}
+
+// registersWithin reports whether every register of d (a multiple of 8) is
+// at most top (< 0x80).
+func registersWithin(d []byte, top uint8) bool {
+	add := uint64(0x7f-top) * swarOnes // a byte over top reaches 0x80
+	var bad uint64
+	for i := 0; i < len(d); i += 8 {
+		w := binary.LittleEndian.Uint64(d[i:])
+		bad |= w | (w + add)
+	}
+	return bad&swarHigh == 0
+}
+
+// registerHistogram returns the count of registers of each value (all below
+// 64), in four tables so consecutive increments of one value do not wait on
+// each other.
+func registerHistogram(d []byte) [66]int {
+	var h [4][64]int32
+	i := 0
+	for ; i+4 <= len(d); i += 4 {
+		h[0][d[i]&63]++
+		h[1][d[i+1]&63]++
+		h[2][d[i+2]&63]++
+		h[3][d[i+3]&63]++
+	}
+	for ; i < len(d); i++ {
+		h[0][d[i]&63]++
+	}
+	var c [66]int
+	for r := range 64 {
+		c[r] = int(h[0][r] + h[1][r] + h[2][r] + h[3][r])
+	}
+	return c
 }
 
 // ertlEstimate is Ertl's improved raw estimator (2017, algorithm 6) for m

@@ -169,6 +169,12 @@ type quantileState struct {
 	// is nil: a read merges a tile's bins straight from its bytes.
 	packed     []byte
 	packedBins int
+	// lists are other states' bins merged in but not yet folded into
+	// bins (at most maxLists): a read merges a few large sketches (a
+	// month's, a day's) into each window's state and reads its
+	// percentiles once, walking the lists together rather than building
+	// their union.
+	lists []binList
 }
 
 type quantileWork struct {
@@ -352,9 +358,12 @@ func (s *quantileState) extremes(lo, hi float64) {
 	s.min, s.max = min(s.min, lo), max(s.max, hi)
 }
 
-// normalize folds pending into bins and collapses the lowest bins beyond
-// maxBins.
+// normalize folds the lists and the work into bins and collapses the lowest
+// bins beyond maxBins.
 func (s *quantileState) normalize() {
+	if len(s.lists) > 0 {
+		s.foldLists()
+	}
 	w := s.work
 	if !w.dirty() {
 		return
@@ -382,19 +391,158 @@ func (s *quantileState) normalize() {
 		sorted = c
 	}
 	out := mergeBins(mergeBins(s.bins, counted), sorted)
-	out = slices.Clip(out)
-	if over := len(out) - s.maxBins; over > 0 {
-		// Into a new slice: out may be another state's bins.
-		kept := make([]quantileBin, s.maxBins)
-		copy(kept, out[over:])
-		for _, b := range out[:over] {
-			kept[0].count += b.count
-		}
-		out = kept
-	}
 	// mergeBins may return s.bins itself; it is never written in place
 	// (it may be a decoded or a merged-from state's).
-	s.bins, w.pending = out, w.pending[:0]
+	s.bins, w.pending = s.collapse(slices.Clip(out)), w.pending[:0]
+}
+
+// collapse returns bins, ascending with distinct keys, with the lowest
+// beyond maxBins added to the lowest one kept, into a new slice if any (bins
+// may be another state's). Collapsing at any point of a merge gives the
+// bins of collapsing once at the end (see the type's comment): the cut only
+// rises as bins are added.
+func (s *quantileState) collapse(bins []quantileBin) []quantileBin {
+	over := len(bins) - s.maxBins
+	if over <= 0 {
+		return bins
+	}
+	kept := make([]quantileBin, s.maxBins)
+	copy(kept, bins[over:])
+	for _, b := range bins[:over] {
+		kept[0].count += b.count
+	}
+	return kept
+}
+
+// binList is an ascending list of distinct bins, unpacked or packed, that
+// is never written: another state's bins or packed form.
+type binList struct {
+	bins   []quantileBin
+	packed []byte
+	m      int
+}
+
+// own returns s's bins as a list.
+func (s *quantileState) own() binList {
+	if s.packed != nil {
+		return binList{packed: s.packed, m: s.packedBins}
+	}
+	return binList{bins: s.bins, m: len(s.bins)}
+}
+
+// maxLists bounds quantileState.lists: past it they are folded into bins.
+const maxLists = 4
+
+// size is the number of bins s holds, folded in or not; at least the number
+// it holds once normalized.
+func (s *quantileState) size() int {
+	n := len(s.bins) + s.packedBins
+	for _, l := range s.lists {
+		n += l.m
+	}
+	if w := s.work; w != nil {
+		n += len(w.pending) + len(w.pos.c) + len(w.neg.c) + 1
+	}
+	return n
+}
+
+// binReader reads a binList. It advances by index, not by reslicing, so
+// reading writes no pointer (no write barrier while the GC runs).
+type binReader struct {
+	l   binList
+	i   int   // the next bin
+	off int   // of the next packed bin in l.packed
+	key int64 // the last packed key read
+}
+
+// binsDone is the key binReader.read gives past the last bin: above every
+// bin key (|key| < 2^21).
+const binsDone = math.MaxInt64
+
+// read returns the next bin, or one of key binsDone past the last.
+func (r *binReader) read() quantileBin {
+	if r.i == r.l.m {
+		return quantileBin{key: binsDone}
+	}
+	r.i++
+	if r.l.packed == nil {
+		return r.l.bins[r.i-1]
+	}
+	p := r.l.packed
+	if r.i == 1 {
+		k, n := binary.Varint(p)
+		r.key, r.off = k, n
+	} else {
+		d, n := binary.Uvarint(p[r.off:])
+		r.key += int64(d)
+		r.off += n
+	}
+	c, n := binary.Uvarint(p[r.off:])
+	r.off += n
+	return quantileBin{r.key, c}
+}
+
+// listMerger reads the union of lists, ascending, adding the counts of
+// equal keys: a state's own bins and lists, with another's (its own and
+// lists) appended before they are folded.
+type listMerger struct {
+	rs    [2*maxLists + 2]binReader
+	heads [2*maxLists + 2]quantileBin
+	k     int
+}
+
+// merger returns a merger of s's own bins and its lists.
+func (s *quantileState) merger() (m listMerger) {
+	m.add(s.own())
+	for _, l := range s.lists {
+		m.add(l)
+	}
+	return m
+}
+
+func (m *listMerger) add(l binList) {
+	if l.m == 0 {
+		return
+	}
+	m.rs[m.k] = binReader{l: l}
+	m.heads[m.k] = m.rs[m.k].read()
+	m.k++
+}
+
+// read returns the next bin of the union, or one of key binsDone past the
+// last.
+func (m *listMerger) read() quantileBin {
+	hs := m.heads[:m.k]
+	low := int64(binsDone)
+	for _, h := range hs {
+		low = min(low, h.key)
+	}
+	out := quantileBin{key: low}
+	if low == binsDone {
+		return out
+	}
+	for i := range hs {
+		if hs[i].key == low {
+			out.count += hs[i].count
+			hs[i] = m.rs[i].read()
+		}
+	}
+	return out
+}
+
+// foldLists merges s's lists into its bins, in one pass over all of them.
+func (s *quantileState) foldLists() {
+	m := s.merger()
+	n := 0
+	for i := range m.k {
+		n = max(n, m.rs[i].l.m)
+	}
+	// The union of a month's bins and a day's mostly repeats keys.
+	out := make([]quantileBin, 0, n+n/8+8)
+	for b := m.read(); b.key != binsDone; b = m.read() {
+		out = append(out, b)
+	}
+	s.bins, s.packed, s.packedBins, s.lists = s.collapse(out), nil, 0, nil
 }
 
 // merge folds o in; o is read, never changed.
@@ -407,8 +555,25 @@ func (s *quantileState) merge(o State) {
 	s.extremes(x.min, x.max)
 	s.n += x.n
 	if empty && !x.work.dirty() {
-		// Share x's bins: never written in place (normalize builds anew).
-		s.bins, s.packed, s.packedBins = x.bins, x.packed, x.packedBins
+		// Share x's bins and lists: never written in place (normalize
+		// builds anew; appending to lists must not write into x's).
+		s.bins, s.packed, s.packedBins, s.lists = x.bins, x.packed, x.packedBins, slices.Clip(x.lists)
+		return
+	}
+	if !x.work.dirty() && 8*x.size() >= s.size() {
+		// x is about as large as s, or larger (a month's or a day's bins):
+		// keep its lists, to be merged in one pass with the others when
+		// a value needs them (often without building their union). Many
+		// small tiles go to the work arrays instead, below. Folding when
+		// the lists are full takes each bin of s at most 9 times per bin
+		// of x, so it stays linear in what is merged.
+		if x.packedBins+len(x.bins) > 0 {
+			s.lists = append(s.lists, x.own())
+		}
+		s.lists = append(s.lists, x.lists...)
+		if len(s.lists) > maxLists {
+			s.foldLists()
+		}
 		return
 	}
 	w := s.w()
@@ -417,6 +582,12 @@ func (s *quantileState) merge(o State) {
 	}
 	for _, b := range x.bins {
 		w.addBin(b)
+	}
+	for _, l := range x.lists {
+		r := binReader{l: l}
+		for b := r.read(); b.key != binsDone; b = r.read() {
+			w.addBin(b)
+		}
 	}
 	if xw := x.work; xw.dirty() {
 		for _, b := range xw.pending {
@@ -541,12 +712,13 @@ func decodeQuantiles(a *aggSpec, b []byte, s *quantileState) (State, []byte, err
 // value returns the feature's percentiles as a JSON object, in the order
 // the feature lists them; null when empty.
 func (s *quantileState) value(f *Feature) any {
-	s.normalize()
-	s.unpack()
-	if s.n == 0 {
+	var buf [MaxPercentiles]float64
+	qs := s.quantiles(f.Percentiles, buf[:0])
+	if qs == nil {
 		return nil
 	}
-	out := []byte{'{'}
+	out := make([]byte, 0, 2+len(qs)*24)
+	out = append(out, '{')
 	for i, q := range f.Percentiles {
 		if i > 0 {
 			out = append(out, ',')
@@ -554,26 +726,89 @@ func (s *quantileState) value(f *Feature) any {
 		out = append(out, '"')
 		out = appendJSONNumber(out, q)
 		out = append(out, '"', ':')
-		out = appendJSONNumber(out, s.quantile(q))
+		out = appendJSONNumber(out, qs[i])
 	}
 	return json.RawMessage(append(out, '}'))
 }
 
 // quantile returns the estimate of the value of rank ⌊q·(n−1)⌋.
 func (s *quantileState) quantile(q float64) float64 {
-	r := uint64(math.Floor(q * float64(s.n-1)))
-	switch {
-	case r == 0:
-		return s.min
-	case r >= s.n-1:
-		return s.max
+	var buf [1]float64
+	return s.quantiles([]float64{q}, buf[:0])[0]
+}
+
+// quantiles appends to dst the estimates of the values of ranks ⌊q·(n−1)⌋
+// for each q of qs (at most MaxPercentiles); nil when s is empty. The bins
+// are walked once for them all; lists, when s has them, are walked
+// together without building their union, unless they hold more than
+// maxBins distinct keys (then their union collapses, and is built).
+func (s *quantileState) quantiles(qs []float64, dst []float64) []float64 {
+	if s.work.dirty() {
+		s.normalize()
 	}
-	var cum uint64
-	for _, b := range s.bins {
-		cum += b.count
-		if cum > r {
-			return min(max(s.mapping.keyValue(b.key), s.min), s.max)
+	if s.n == 0 {
+		return nil
+	}
+	var ranks [MaxPercentiles]uint64
+	var order [MaxPercentiles]int // of the ranks to look up, ascending
+	n := 0
+	for i, q := range qs {
+		r := uint64(math.Floor(q * float64(s.n-1)))
+		ranks[i] = r
+		switch {
+		case r == 0:
+			dst = append(dst, s.min)
+		case r >= s.n-1:
+			dst = append(dst, s.max)
+		default:
+			dst = append(dst, s.max) // past the last bin: s.max
+			j := n
+			for ; j > 0 && ranks[order[j-1]] > r; j-- {
+				order[j] = order[j-1]
+			}
+			order[j] = i
+			n++
 		}
 	}
-	return s.max
+	if n == 0 {
+		return dst
+	}
+	found, ok := s.walk(ranks[:len(qs)], order[:n])
+	if !ok {
+		s.foldLists()
+		found, _ = s.walk(ranks[:len(qs)], order[:n])
+	}
+	for _, i := range order[:n] {
+		if k := found[i]; k != binsDone {
+			dst[len(dst)-len(qs)+i] = min(max(s.mapping.keyValue(k), s.min), s.max)
+		}
+	}
+	return dst
+}
+
+// walk returns, for each index of order (ascending by rank), the key of
+// the bin holding ranks[i], or binsDone past the last bin; false when s's
+// lists hold more than maxBins distinct keys.
+func (s *quantileState) walk(ranks []uint64, order []int) (found [MaxPercentiles]int64, ok bool) {
+	for _, i := range order {
+		found[i] = binsDone
+	}
+	// Without lists, or with fewer bins in all than maxBins, the union
+	// cannot collapse: stop at the last rank.
+	stop := len(s.lists) == 0 || s.size() <= s.maxBins
+	m := s.merger()
+	var cum uint64
+	distinct, j := 0, 0
+	for b := m.read(); b.key != binsDone; b = m.read() {
+		distinct++
+		cum += b.count
+		for j < len(order) && cum > ranks[order[j]] {
+			found[order[j]] = b.key
+			j++
+		}
+		if j == len(order) && stop {
+			break
+		}
+	}
+	return found, distinct <= s.maxBins
 }

@@ -1,0 +1,346 @@
+package tiling
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// The read path's shortcuts for large sketches (hll.go: the dense form's
+// word loops; quantiles.go: lists merged in one pass when a value needs
+// them) are checked here against the plain paths: one sketch of every
+// value, built by adds, and byte-at-a-time loops.
+
+// sketchForms are the forms a part takes before it is merged: fresh adds
+// (pending work), normalized, decoded from its bytes (packed or shared
+// dense registers), or itself a merge of smaller parts.
+var sketchForms = []string{"fresh", "normalized", "decoded", "merged"}
+
+// quantileValues draws n values of one of a few shapes: signed with zeros,
+// amounts in cents, or spread over many octaves (to collapse).
+func quantileValues(r *rand.Rand, n int) []float64 {
+	xs := make([]float64, n)
+	shape := r.IntN(3)
+	for i := range xs {
+		switch shape {
+		case 0:
+			if r.IntN(8) == 0 {
+				xs[i] = 0
+			} else {
+				xs[i] = math.Round(r.NormFloat64()*1e4) / 100
+			}
+		case 1:
+			xs[i] = float64(r.IntN(100_000)) / 100
+		default:
+			xs[i] = math.Ldexp(r.Float64()+0.5, r.IntN(120)-60)
+			if r.IntN(4) == 0 {
+				xs[i] = -xs[i]
+			}
+		}
+	}
+	return xs
+}
+
+// TestQuantileMergeForms merges parts of every form and size (empty, one
+// bin, a few, hundreds, past maxBins) in random orders and tree shapes, and
+// checks that the values (read before anything folds the lists) and the
+// bytes equal those of one sketch of every value, and that no part changed.
+func TestQuantileMergeForms(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	mappings := map[int]*quantileMapping{}
+	qs := []float64{0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1}
+	for range 10 {
+		qs = append(qs, r.Float64())
+	}
+	f := &Feature{Percentiles: qs}
+	for round := range 600 {
+		k := []int{1, 7, 35, 120}[r.IntN(4)]
+		if mappings[k] == nil {
+			mappings[k] = newQuantileMapping(k)
+		}
+		a := &aggSpec{kind: kindQuantiles, n: k, maxBins: []int{3, 16, 100, 2048}[r.IntN(4)], mapping: mappings[k]}
+		var all []float64
+		var mk func(depth int) (State, []float64)
+		mk = func(depth int) (State, []float64) {
+			xs := quantileValues(r, []int{0, 1, 1 + r.IntN(10), 50 + r.IntN(800)}[r.IntN(4)])
+			form := sketchForms[r.IntN(len(sketchForms))]
+			if form == "merged" && depth > 1 {
+				form = "fresh"
+			}
+			s := newState(a).(*quantileState)
+			if form == "merged" {
+				xs = nil
+				for range 1 + r.IntN(6) {
+					p, pxs := mk(depth + 1)
+					s.merge(p)
+					xs = append(xs, pxs...)
+				}
+				return s, xs
+			}
+			for _, x := range xs {
+				s.add(nil, &Input{Kind: Number, Num: x})
+			}
+			switch form {
+			case "normalized":
+				s.normalize()
+			case "decoded":
+				d, rest, err := decodeState(a, s.appendBinary(nil))
+				if err != nil || len(rest) != 0 {
+					t.Fatalf("decode: %v, %d left", err, len(rest))
+				}
+				return d, xs
+			}
+			return s, xs
+		}
+		n := 1 + r.IntN(16)
+		parts := make([]State, n)
+		want := make([][]byte, n) // each part's bytes, from a sketch of its values
+		for i := range parts {
+			var xs []float64
+			parts[i], xs = mk(0)
+			all = append(all, xs...)
+			ref := newState(a)
+			for _, x := range xs {
+				ref.add(nil, &Input{Kind: Number, Num: x})
+			}
+			want[i] = ref.appendBinary(nil)
+		}
+		ref := newState(a)
+		for _, x := range all {
+			ref.add(nil, &Input{Kind: Number, Num: x})
+		}
+		acc := mergeTree(r, a, parts)
+		what := fmt.Sprintf("round %d (K=%d, maxBins %d, %d parts, %d values)", round, k, a.maxBins, n, len(all))
+		if got, want := mustMarshal(t, acc.value(f)), mustMarshal(t, ref.value(f)); got != want {
+			t.Fatalf("%s: value %s, one sketch %s", what, got, want)
+		}
+		if got, want := acc.appendBinary(nil), ref.appendBinary(nil); !bytes.Equal(got, want) {
+			t.Fatalf("%s: bytes %x, one sketch %x", what, got, want)
+		}
+		for i, p := range parts {
+			if got := p.appendBinary(nil); !bytes.Equal(got, want[i]) {
+				t.Fatalf("%s: part %d changed: %x, was %x", what, i, got, want[i])
+			}
+		}
+	}
+}
+
+// mergeTree merges parts in a random order, one accumulator at a time or as
+// a random tree of accumulators.
+func mergeTree(r *rand.Rand, a *aggSpec, parts []State) State {
+	order := r.Perm(len(parts))
+	if r.IntN(2) == 0 {
+		acc := newState(a)
+		for _, i := range order {
+			acc.merge(parts[i])
+		}
+		return acc
+	}
+	level := make([]State, len(parts))
+	for i, j := range order {
+		level[i] = parts[j]
+	}
+	for len(level) > 1 {
+		var up []State
+		for i := 0; i < len(level); i += 2 {
+			acc := newState(a)
+			acc.merge(level[i])
+			if i+1 < len(level) {
+				acc.merge(level[i+1])
+			}
+			up = append(up, acc)
+		}
+		level = up
+	}
+	acc := newState(a)
+	acc.merge(level[0])
+	return acc
+}
+
+func mustMarshal(tb testing.TB, v any) string {
+	tb.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestQuantileValueWalksLists checks the lists' walk where it must give way
+// to their union: more distinct keys in all than maxBins, so the union
+// collapses, though the walk of each list alone would not.
+func TestQuantileValueWalksLists(t *testing.T) {
+	m := newQuantileMapping(35)
+	a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: 10, mapping: m}
+	f := &Feature{Percentiles: []float64{0.01, 0.3, 0.5, 0.9}}
+	ref := newState(a)
+	acc := newState(a)
+	for i := range 3 {
+		s := newState(a)
+		for j := range 8 { // 8 bins each, 24 in all: past maxBins
+			x := float64(1 + i*8 + j)
+			s.add(nil, &Input{Kind: Number, Num: x})
+			ref.add(nil, &Input{Kind: Number, Num: x})
+		}
+		d, _, err := decodeState(a, s.appendBinary(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc.merge(d)
+	}
+	if len(acc.(*quantileState).lists) == 0 {
+		t.Fatal("no lists: the walk is not exercised")
+	}
+	if got, want := mustMarshal(t, acc.value(f)), mustMarshal(t, ref.value(f)); got != want {
+		t.Errorf("value %s, one sketch %s", got, want)
+	}
+}
+
+// TestHLLMergeForms merges sketches of every form (empty, sparse fresh,
+// normalized, packed, dense fresh and decoded) in random orders and tree
+// shapes: the bytes and estimate are those of one sketch of every hash, and
+// no part changed.
+func TestHLLMergeForms(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for round := range 400 {
+		p := []int{4, 8, 12, 14}[r.IntN(4)]
+		a := &aggSpec{kind: kindHLL, n: p}
+		var mk func(depth int) (State, []uint64)
+		mk = func(depth int) (State, []uint64) {
+			hs := make([]uint64, []int{0, 1, 1 + r.IntN(20), hllSparseMax(p) + r.IntN(3<<p)}[r.IntN(4)])
+			for i := range hs {
+				hs[i] = r.Uint64() >> r.IntN(20)
+			}
+			form := sketchForms[r.IntN(len(sketchForms))]
+			if form == "merged" && depth > 1 {
+				form = "fresh"
+			}
+			s := newState(a).(*hllState)
+			if form == "merged" {
+				hs = nil
+				for range 1 + r.IntN(5) {
+					x, xs := mk(depth + 1)
+					s.merge(x)
+					hs = append(hs, xs...)
+				}
+				return s, hs
+			}
+			for _, h := range hs {
+				s.addHash(h)
+			}
+			switch form {
+			case "normalized":
+				s.normalize()
+			case "decoded":
+				d, rest, err := decodeState(a, s.appendBinary(nil))
+				if err != nil || len(rest) != 0 {
+					t.Fatalf("decode: %v, %d left", err, len(rest))
+				}
+				return d, hs
+			}
+			return s, hs
+		}
+		n := 1 + r.IntN(8)
+		parts := make([]State, n)
+		want := make([][]byte, n)
+		ref := newState(a).(*hllState)
+		for i := range parts {
+			var hs []uint64
+			parts[i], hs = mk(0)
+			one := newState(a).(*hllState)
+			for _, h := range hs {
+				one.addHash(h)
+				ref.addHash(h)
+			}
+			want[i] = one.appendBinary(nil)
+		}
+		acc := mergeTree(r, a, parts).(*hllState)
+		what := fmt.Sprintf("round %d (p=%d, %d parts)", round, p, n)
+		if got, want := acc.estimate(), ref.estimate(); got != want {
+			t.Fatalf("%s: estimate %d, one sketch %d", what, got, want)
+		}
+		if got, want := acc.appendBinary(nil), ref.appendBinary(nil); !bytes.Equal(got, want) {
+			t.Fatalf("%s: bytes differ", what)
+		}
+		for i, x := range parts {
+			if got := x.appendBinary(nil); !bytes.Equal(got, want[i]) {
+				t.Fatalf("%s: part %d changed", what, i)
+			}
+		}
+	}
+}
+
+// TestHLLDenseWordLoops compares the dense form's word loops with byte
+// loops: the register max (and that shared registers are copied only when
+// one changes), the range check, and the histogram.
+func TestHLLDenseWordLoops(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for round := range 3000 {
+		p := MinPrecision + r.IntN(MaxPrecision-MinPrecision+1)
+		if round%4 != 0 {
+			p = min(p, 10) // mostly small, for more rounds
+		}
+		top := uint8(64 - p + 1)
+		regs := func() []byte {
+			d := make([]byte, 1<<p)
+			hi := []uint8{1, 3, top}[r.IntN(3)]
+			for i := range d {
+				if r.IntN(3) > 0 {
+					d[i] = uint8(r.IntN(int(hi) + 1))
+				}
+			}
+			return d
+		}
+		x, y := regs(), regs()
+		if r.IntN(4) == 0 { // y no larger anywhere: a shared x stays shared
+			for i := range y {
+				y[i] = min(y[i], x[i])
+			}
+		}
+		want := make([]byte, len(x))
+		changed := false
+		for i := range x {
+			want[i] = max(x[i], y[i])
+			changed = changed || y[i] > x[i]
+		}
+		orig := slices.Clone(x)
+		shared := r.IntN(2) == 0
+		s := &hllState{p: uint8(p), dense: x, sharedDense: shared}
+		s.maxDense(y)
+		if !bytes.Equal(s.dense, want) {
+			t.Fatalf("round %d p=%d: register max differs", round, p)
+		}
+		switch {
+		case shared && !bytes.Equal(x, orig):
+			t.Fatalf("round %d: shared registers written", round)
+		case shared && !changed && &s.dense[0] != &x[0]:
+			t.Fatalf("round %d: shared registers copied though none changed", round)
+		case !shared && &s.dense[0] != &x[0]:
+			t.Fatalf("round %d: own registers copied", round)
+		}
+
+		var c [66]int
+		for _, v := range want {
+			c[v]++
+		}
+		if got := registerHistogram(want); got != c {
+			t.Fatalf("round %d p=%d: histogram %v, want %v", round, p, got, c)
+		}
+		if !registersWithin(want, top) {
+			t.Fatalf("round %d p=%d: registers within %d rejected", round, p, top)
+		}
+		bad := slices.Clone(want)
+		bad[r.IntN(len(bad))] = top + 1 + uint8(r.IntN(256-int(top)-1))
+		if registersWithin(bad, top) {
+			t.Fatalf("round %d p=%d: a register beyond %d accepted", round, p, top)
+		}
+		enc := append([]byte{2}, bad...)
+		if _, _, err := decodeState(&aggSpec{kind: kindHLL, n: p}, enc); err == nil {
+			t.Fatalf("round %d p=%d: decoded a register beyond %d", round, p, top)
+		}
+	}
+}
