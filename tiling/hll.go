@@ -232,20 +232,16 @@ func (s *hllState) merge(o State) {
 		}
 		return
 	}
-	s.unpack()
 	if x.dense != nil {
-		s.normalize()
 		if s.dense == nil {
-			s.dense = slices.Clone(x.dense)
-			for _, k := range s.sparse {
-				s.setRegister(hllRegister(k, s.p))
-			}
-			s.sparse = nil
+			s.takeDense(x)
 			return
 		}
+		s.normalize()
 		s.maxDense(x.dense)
 		return
 	}
+	s.unpack()
 	if len(x.sparse)+len(x.pend()) == 0 {
 		return
 	}
@@ -266,6 +262,38 @@ func (s *hllState) merge(o State) {
 	s.w().pending = append(s.w().pending, x.pend()...)
 	if len(s.pend()) > max(hllSparseMax(int(s.p)), 64) {
 		s.normalize()
+	}
+}
+
+// takeDense turns s, not dense, into x's registers with s's keys set in
+// them: in any order, so s's pending keys need no sort. It shares x's
+// registers when they are a decoded record's (copied on the first write).
+func (s *hllState) takeDense(x *hllState) {
+	if x.sharedDense {
+		s.dense, s.sharedDense = x.dense, true
+	} else {
+		s.dense = slices.Clone(x.dense)
+	}
+	for _, k := range s.sparse {
+		s.setRegister(hllRegister(k, s.p))
+	}
+	if p := s.packed; p != nil {
+		n, m := binary.Uvarint(p)
+		p = p[m:]
+		var k uint64
+		for range n {
+			d, m := binary.Uvarint(p)
+			p = p[m:]
+			k += d
+			s.setRegister(hllRegister(uint32(k), s.p))
+		}
+	}
+	for _, k := range s.pend() {
+		s.setRegister(hllRegister(k, s.p))
+	}
+	s.sparse, s.packed = nil, nil
+	if s.work != nil {
+		s.work.pending = s.work.pending[:0]
 	}
 }
 

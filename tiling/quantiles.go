@@ -473,11 +473,11 @@ func (r *binReader) read() quantileBin {
 		k, n := binary.Varint(p)
 		r.key, r.off = k, n
 	} else {
-		d, n := binary.Uvarint(p[r.off:])
+		d, n := uvarint(p, r.off)
 		r.key += int64(d)
 		r.off += n
 	}
-	c, n := binary.Uvarint(p[r.off:])
+	c, n := uvarint(p, r.off)
 	r.off += n
 	return quantileBin{r.key, c}
 }
@@ -679,34 +679,46 @@ func decodeQuantiles(a *aggSpec, b []byte, s *quantileState) (State, []byte, err
 		s.min == 0 && math.Signbit(s.min) || s.max == 0 && math.Signbit(s.max) {
 		return bad("extremes")
 	}
-	start := b
-	var key int64
+	// validKey, with the bounds in registers: keys of magnitude lo..hi.
+	lo, hi := quantileBias+s.mapping.minIndex, quantileBias+s.mapping.maxIndex
+	key, o := binary.Varint(b)
+	if o <= 0 {
+		return bad("key")
+	}
+	var n uint64
 	for i := range m {
-		if i == 0 {
-			if key, k = binary.Varint(b); k <= 0 {
-				return bad("key")
-			}
-		} else {
-			d, kk := binary.Uvarint(b)
+		if i > 0 {
+			d, kk := uvarint(b, o)
 			if kk <= 0 || d == 0 || d > 1<<22 {
 				return bad("key")
 			}
-			key, k = key+int64(d), kk
+			key, o = key+int64(d), o+kk
 		}
-		if !s.mapping.validKey(key) {
+		if mag := max(key, -key); key != 0 && (mag < lo || mag > hi) {
 			return bad("key")
 		}
-		b = b[k:]
-		c, kk := binary.Uvarint(b)
-		if kk <= 0 || c == 0 || s.n+c < s.n {
+		c, kk := uvarint(b, o)
+		if kk <= 0 || c == 0 || n+c < n {
 			return bad("count")
 		}
-		s.n += c
-		b = b[kk:]
+		n += c
+		o += kk
 	}
 	// The extremes are not checked against the bins: a read clamps to them.
-	s.packed, s.packedBins = start[:len(start)-len(b)], int(m)
-	return s, b, nil
+	s.n, s.packed, s.packedBins = n, b[:o:o], int(m)
+	return s, b[o:], nil
+}
+
+// uvarint decodes the uvarint at b[o:], as binary.Uvarint; one byte, the
+// most common length in the bins of a sketch, without the loop.
+func uvarint(b []byte, o int) (uint64, int) {
+	if o < len(b) && b[o] < 0x80 {
+		return uint64(b[o]), 1
+	}
+	if o > len(b) {
+		return 0, 0
+	}
+	return binary.Uvarint(b[o:])
 }
 
 // value returns the feature's percentiles as a JSON object, in the order

@@ -2,6 +2,7 @@ package tiling
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -342,5 +343,111 @@ func TestHLLDenseWordLoops(t *testing.T) {
 		if _, _, err := decodeState(&aggSpec{kind: kindHLL, n: p}, enc); err == nil {
 			t.Fatalf("round %d p=%d: decoded a register beyond %d", round, p, top)
 		}
+	}
+}
+
+// decodeQuantilesV0 is decodeQuantiles as it was before it read by offset
+// with inline one-byte uvarints: the reference for TestDecodeQuantilesSame.
+func decodeQuantilesV0(a *aggSpec, b []byte, s *quantileState) (State, []byte, error) {
+	s.mapping, s.maxBins = a.mapping, a.maxBins
+	bad := func(why string) (State, []byte, error) {
+		return nil, nil, fmt.Errorf("quantiles: %s: %w", why, ErrCorrupt)
+	}
+	m, k := binary.Uvarint(b)
+	if k <= 0 || m > uint64(a.maxBins) || m > uint64(len(b)) {
+		return bad("bin count")
+	}
+	b = b[k:]
+	if m == 0 {
+		return s, b, nil
+	}
+	if len(b) < 16 {
+		return bad("short")
+	}
+	s.min = math.Float64frombits(binary.LittleEndian.Uint64(b))
+	s.max = math.Float64frombits(binary.LittleEndian.Uint64(b[8:]))
+	b = b[16:]
+	if math.IsNaN(s.min) || math.IsInf(s.min, 0) || math.IsNaN(s.max) || math.IsInf(s.max, 0) || s.min > s.max ||
+		s.min == 0 && math.Signbit(s.min) || s.max == 0 && math.Signbit(s.max) {
+		return bad("extremes")
+	}
+	start := b
+	var key int64
+	for i := range m {
+		if i == 0 {
+			if key, k = binary.Varint(b); k <= 0 {
+				return bad("key")
+			}
+		} else {
+			d, kk := binary.Uvarint(b)
+			if kk <= 0 || d == 0 || d > 1<<22 {
+				return bad("key")
+			}
+			key, k = key+int64(d), kk
+		}
+		if !s.mapping.validKey(key) {
+			return bad("key")
+		}
+		b = b[k:]
+		c, kk := binary.Uvarint(b)
+		if kk <= 0 || c == 0 || s.n+c < s.n {
+			return bad("count")
+		}
+		s.n += c
+		b = b[kk:]
+	}
+	s.packed, s.packedBins = start[:len(start)-len(b)], int(m)
+	return s, b, nil
+}
+
+// TestDecodeQuantilesSame decodes sketches and corruptions of them (bytes
+// changed, cut, or keys moved to the edges of the valid ranges) with
+// decodeQuantiles and its reference: both accept the same inputs, with the
+// same error, state and rest.
+func TestDecodeQuantilesSame(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	m := newQuantileMapping(35)
+	a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: []int{16, 2048}[r.IntN(2)], mapping: m}
+	edges := []int64{0, 1, -1, quantileBias + m.minIndex, quantileBias + m.minIndex - 1, quantileBias + m.maxIndex,
+		quantileBias + m.maxIndex + 1, -(quantileBias + m.minIndex), -(quantileBias + m.maxIndex), -(quantileBias + m.maxIndex + 1)}
+	accepted := 0
+	for round := range 20_000 {
+		s := newState(a).(*quantileState)
+		for _, x := range quantileValues(r, r.IntN(300)) {
+			s.add(nil, &Input{Kind: Number, Num: x})
+		}
+		b := s.appendBinary(nil)
+		switch r.IntN(4) {
+		case 0:
+			for range 1 + r.IntN(3) {
+				b[r.IntN(len(b))] = byte(r.Uint32())
+			}
+		case 1:
+			b = b[:r.IntN(len(b)+1)]
+		case 2: // one bin at an edge key
+			b = binary.AppendUvarint(nil, 1)
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(-1))
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(1))
+			b = binary.AppendVarint(b, edges[r.IntN(len(edges))])
+			b = binary.AppendUvarint(b, uint64(r.IntN(3)))
+		}
+		b = append(b, byte(round)) // a next state's byte
+		got, grest, gerr := decodeQuantiles(a, b, new(quantileState))
+		want, wrest, werr := decodeQuantilesV0(a, b, new(quantileState))
+		if fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Fatalf("round %d: %x: error %v, reference %v", round, b, gerr, werr)
+		}
+		if gerr != nil {
+			continue
+		}
+		accepted++
+		g, w := got.(*quantileState), want.(*quantileState)
+		if !bytes.Equal(grest, wrest) || !bytes.Equal(g.packed, w.packed) || g.packedBins != w.packedBins ||
+			g.n != w.n || g.min != w.min || g.max != w.max {
+			t.Fatalf("round %d: %x: decoded differently", round, b)
+		}
+	}
+	if accepted < 5000 {
+		t.Errorf("only %d of the inputs decoded", accepted)
 	}
 }
