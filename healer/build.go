@@ -23,7 +23,13 @@ type dayBuild struct {
 	// keys maps a key to its blocks' records, ascending by start. A key has
 	// at most DaySpan/Span blocks (24 at 1-minute tiles) and few of them in
 	// sparse data, so a sorted slice beats a map per key.
-	keys map[string][]*tiling.Record
+	keys map[string]*keyBlocks
+	// byRef finds a key's blocks by the event's KeyRef (a Parquet
+	// dictionary index) without hashing the key: byRef[i] holds the blocks
+	// of KeyRef{refStore, i}, nil when not looked up yet.
+	refStore uint64
+	byRef    []*keyBlocks
+	kbs      []keyBlocks
 	// The day's tiles, records and block aggregates are allocated in chunks:
 	// they are dropped together once the day is written. Day totals, which
 	// the heal keeps until the summaries, are not.
@@ -41,7 +47,51 @@ type dayBuild struct {
 const buildChunk = 1024
 
 func newDayBuild(v *tiling.View, start int64) *dayBuild {
-	return &dayBuild{v: v, start: start, keys: map[string][]*tiling.Record{}, arena: v.NewArena(), totals: v.NewArena()}
+	return &dayBuild{v: v, start: start, keys: map[string]*keyBlocks{}, arena: v.NewArena(), totals: v.NewArena()}
+}
+
+// keyBlocks is one key's blocks in a day build.
+type keyBlocks struct{ blocks []*tiling.Record }
+
+// maxKeyRefs bounds byRef: indexes beyond it go through the map.
+const maxKeyRefs = 1 << 16
+
+// lookup returns e's key's blocks, adding the key when new.
+func (d *dayBuild) lookup(e *tiling.Event) *keyBlocks {
+	ref := e.KeyRef
+	if ref.Store == 0 || ref.Index >= maxKeyRefs {
+		return d.keyBlocks(e.Key)
+	}
+	if ref.Store != d.refStore {
+		d.refStore = ref.Store
+		clear(d.byRef)
+		d.byRef = d.byRef[:0]
+	}
+	i := int(ref.Index)
+	if i < len(d.byRef) && d.byRef[i] != nil {
+		return d.byRef[i]
+	}
+	kb := d.keyBlocks(e.Key)
+	if i >= len(d.byRef) {
+		d.byRef = append(d.byRef, make([]*keyBlocks, i+1-len(d.byRef))...)
+	}
+	d.byRef[i] = kb
+	return kb
+}
+
+// keyBlocks returns key's blocks, adding the key when new.
+func (d *dayBuild) keyBlocks(key string) *keyBlocks {
+	if kb, ok := d.keys[key]; ok {
+		return kb
+	}
+	if len(d.kbs) == cap(d.kbs) {
+		d.kbs = make([]keyBlocks, 0, buildChunk)
+	}
+	d.kbs = d.kbs[:len(d.kbs)+1]
+	kb := &d.kbs[len(d.kbs)-1]
+	// The offline log's key strings share its buffers: keep a copy.
+	d.keys[strings.Clone(key)] = kb
+	return kb
 }
 
 // newRecord returns an empty record starting at start, with room for one
@@ -60,27 +110,24 @@ func (d *dayBuild) newRecord(start int64) *tiling.Record {
 
 // add aggregates e, which must fall in the day span.
 func (d *dayBuild) add(e *tiling.Event) {
-	blocks, ok := d.keys[e.Key]
-	start := d.v.RecordStart(e.TS)
-	// Events of one file come roughly in time order: look from the end.
+	kb := d.lookup(e)
+	blocks := kb.blocks
+	// Events of one file come roughly in time order: look from the end, for
+	// the block that holds e (without dividing: RecordStart only for a new
+	// block).
 	i := len(blocks)
-	for i > 0 && blocks[i-1].Start > start {
+	for i > 0 && blocks[i-1].Start > e.TS {
 		i--
 	}
 	var r *tiling.Record
-	if i > 0 && blocks[i-1].Start == start {
+	if i > 0 && tiling.Holds(blocks[i-1].Start, d.v.Span(), e.TS) {
 		r = blocks[i-1]
 	} else {
-		r = d.newRecord(start)
+		r = d.newRecord(d.v.RecordStart(e.TS))
 		blocks = append(blocks, nil)
 		copy(blocks[i+1:], blocks[i:])
 		blocks[i] = r
-		if !ok {
-			// The offline log's key strings share its buffers: keep a copy.
-			d.keys[strings.Clone(e.Key)] = blocks
-		} else {
-			d.keys[e.Key] = blocks
-		}
+		kb.blocks = blocks
 	}
 	d.v.AggregateIn(d.arena, r, e)
 }
@@ -105,7 +152,7 @@ func (d *dayBuild) finish() ([]string, []keyDay) {
 	sort.Slice(keys, func(i, j int) bool { return state.KeyLess(keys[i], keys[j]) })
 	kds := make([]keyDay, len(keys))
 	for i, k := range keys {
-		kds[i] = d.finishKey(d.keys[k])
+		kds[i] = d.finishKey(d.keys[k].blocks)
 	}
 	return keys, kds
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/deprecated"
@@ -155,7 +157,13 @@ type pqCursor struct {
 	bdata []byte
 	boffs []uint32
 	nstor int // values in the storage
+	// gen names the storage: a new process-wide number whenever the
+	// storage changes (tiling.KeyRef.Store).
+	gen uint64
 }
+
+// storageGen numbers value storages for tiling.KeyRef: unique in the process.
+var storageGen atomic.Uint64
 
 // reset starts the cursor on a column chunk.
 func (c *pqCursor) reset(col *pqColumn, chunk parquet.ColumnChunk, fresh bool) {
@@ -271,6 +279,7 @@ func (c *pqCursor) load(p parquet.Page) error {
 	if !c.storIsDict {
 		if c.dictCopy != nil {
 			c.bdata, c.boffs, c.nstor = c.dictCopy, c.dictCopyOffs, len(c.dictCopyOffs)-1
+			c.gen = storageGen.Add(1)
 		} else {
 			dv := dict.Page().Data()
 			if err := c.store(&dv, dict.Len(), true); err != nil {
@@ -293,7 +302,7 @@ func (c *pqCursor) load(p parquet.Page) error {
 // for nulls.
 func (c *pqCursor) index(n int, idx []int32) {
 	if cap(c.rows) < n {
-		c.rows = make([]int32, n)
+		c.rows = takeRows(n)
 	}
 	rows := c.rows[:n]
 	c.rows = rows
@@ -321,9 +330,33 @@ func (c *pqCursor) index(n int, idx []int32) {
 	}
 }
 
+// rowsPool keeps cursors' row indexes between day reads: a page's index
+// is as long as the page has rows, and a heal reads day after day.
+var rowsPool sync.Pool // of *[]int32
+
+// takeRows returns room for n row indexes, from the pool when it has
+// enough.
+func takeRows(n int) []int32 {
+	if p, _ := rowsPool.Get().(*[]int32); p != nil && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]int32, n)
+}
+
+// release gives the cursor's row indexes back to the pool; the cursor
+// must not be used after.
+func (c *pqCursor) release() {
+	if cap(c.rows) > 0 {
+		rows := c.rows[:0]
+		c.rows = nil
+		rowsPool.Put(&rows)
+	}
+}
+
 // store points the storage at values holding at least n values.
 func (c *pqCursor) store(vals *encoding.Values, n int, isDict bool) error {
 	c.nstor = n
+	c.gen = storageGen.Add(1)
 	short := func(have int) error {
 		if have < n {
 			return fmt.Errorf("%d values stored for %d", have, n)

@@ -111,6 +111,7 @@ func (l *OfflineLog) readDay(v *tiling.View, eventIDField string, date int64, on
 		sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	}
 	r := newDayReader(v, lay, eventIDField, date, fn, bad)
+	defer r.release()
 	r.dd.plan(files)
 	next, stop := openAhead(l.store, dir, files, l.ahead)
 	defer stop()
@@ -183,6 +184,16 @@ func newDayReader(v *tiling.View, lay archiveLayout, idField string, date int64,
 	r.ev.Inputs = make([]tiling.Input, len(v.Columns()))
 	r.scratch = make([][]byte, len(v.Columns()))
 	return r
+}
+
+// release gives the reader's buffers back for the next day's reader.
+func (r *dayReader) release() {
+	for _, c := range []*pqCursor{&r.key, &r.ts, &r.part, &r.off, &r.id} {
+		c.release()
+	}
+	for i := range r.vals {
+		r.vals[i].release()
+	}
 }
 
 // fnError carries fn's error out of a file read.
@@ -472,6 +483,12 @@ func (r *dayReader) emitRowGroup(fc *fileCtx, p *parquetPlan, n, base int64, cur
 			continue
 		}
 		ev.TS = ts
+		// A dictionary index names the key (a plain page's index would name
+		// one row: no use).
+		ev.KeyRef = tiling.KeyRef{}
+		if r.key.storIsDict {
+			ev.KeyRef = tiling.KeyRef{Store: r.key.gen, Index: uint32(kk)}
+		}
 		for j := range p.vals {
 			if reason = r.parquetValue(fc, j, p.vals[j], r.valIdx[j]); reason != "" {
 				break
@@ -665,7 +682,12 @@ func pow10(s int32) int64 {
 // parquetValue sets input j from value k of its column (-1: null).
 func (r *dayReader) parquetValue(fc *fileCtx, j int, col *pqColumn, k int) string {
 	in := &r.ev.Inputs[j]
-	*in = tiling.Input{}
+	// Field by field: Raw is usually nil already, and writing a pointer
+	// costs a write barrier while the collector runs.
+	in.Kind, in.Num = tiling.Missing, 0
+	if in.Raw != nil {
+		in.Raw = nil
+	}
 	if k < 0 {
 		return ""
 	}

@@ -81,6 +81,20 @@ type Event struct {
 	// ID is the value of the view's EventID field as text ("" when the view
 	// has none or the event lacks it).
 	ID string
+	// KeyRef, when not zero, names Key within the process: two events with
+	// the same non-zero KeyRef have the same Key. A reader sets it when it
+	// has such a name for free (the offline log: a Parquet value's place in
+	// its page or dictionary), so that a consumer can find the key's state
+	// without hashing the key; the zero value says nothing.
+	KeyRef KeyRef
+}
+
+// KeyRef names an event's key; see Event.KeyRef. Store is a process-wide
+// unique number of the storage the key came from (0: no name), Index its
+// place there.
+type KeyRef struct {
+	Store uint64
+	Index uint32
 }
 
 // State is a partial aggregate. See the package doc for the merge contract.

@@ -373,7 +373,7 @@ func (v *View) NewStatesIn(a *Arena) []State { return a.newStates() }
 // AggregateIn is Aggregate with the states of new tiles taken from a (nil:
 // allocated one by one).
 func (v *View) AggregateIn(a *Arena, r *Record, e *Event) {
-	t := v.tileIn(a, r, AlignDown(e.TS, v.Granularity))
+	t := v.tileOf(a, r, e.TS)
 	for i, sp := range v.aggs {
 		var in *Input
 		if sp.column >= 0 {
@@ -407,6 +407,34 @@ func (v *View) tileIn(a *Arena, r *Record, start int64) *Tile {
 	copy(r.Tiles[i+1:], r.Tiles[i:])
 	r.Tiles[i] = Tile{Start: start, States: v.statesIn(a)}
 	return &r.Tiles[i]
+}
+
+// tileOf is tileIn(a, r, AlignDown(ts, v.Granularity)) that divides only
+// to make a new tile: it looks for a tile holding ts, which a dense key's
+// event finds nearly always.
+func (v *View) tileOf(a *Arena, r *Record, ts int64) *Tile {
+	n := len(r.Tiles)
+	i := n
+	if n > 0 && r.Tiles[n-1].Start > ts {
+		i = sort.Search(n, func(i int) bool { return r.Tiles[i].Start > ts })
+	}
+	if i > 0 {
+		if t := &r.Tiles[i-1]; Holds(t.Start, v.Granularity, ts) {
+			return t
+		}
+	}
+	return v.tileIn(a, r, AlignDown(ts, v.Granularity))
+}
+
+// Holds reports whether the span of g from start, an aligned start
+// (AlignDown's result), holds ts ≥ start: ts aligns down to start. It
+// saturates as AlignDown does: the span starting at MinTime ends at the
+// first multiple of g.
+func Holds(start, g, ts int64) bool {
+	if start == MinTime {
+		return AlignDown(ts, g) == MinTime
+	}
+	return ts-start < g
 }
 
 // RollupIn is Rollup with the block aggregates' states taken from a (nil:
