@@ -187,25 +187,9 @@ func (c *pqCursor) close() {
 	})
 }
 
-// next advances to the next row and returns the index of its value in the
-// storage, -1 for null, or -2 when the column cannot be read (c.err says why).
-func (c *pqCursor) next() int {
-	if p := c.pos; p < len(c.rows) {
-		c.pos = p + 1
-		return int(c.rows[p])
-	}
-	return c.nextOnNewPage()
-}
-
-func (c *pqCursor) nextOnNewPage() int {
-	if c.err == nil {
-		c.err = c.nextPage()
-	}
-	if c.err != nil {
-		return -2
-	}
-	return c.next()
-}
+// run returns the indexes of the next n rows, which the page holds,
+// without advancing (the caller moves pos).
+func (c *pqCursor) run(n int) []int32 { return c.rows[c.pos : c.pos+n : c.pos+n] }
 
 // nextPage loads the next non-empty page, converting panics of the Parquet
 // library on corrupt input into errors.

@@ -164,6 +164,7 @@ type dayReader struct {
 	keyBuf  []byte   // integer keys as text; strings point into it, never reused
 	idBuf   []byte
 	jp      fastjson.Parser
+	valRows [][]int32 // emitRun's runs of the value columns' indexes
 
 	// Parquet cursors, reused across row groups and files.
 	key, ts, part, off, id pqCursor
@@ -436,36 +437,69 @@ func (r *dayReader) startRowGroup(fc *fileCtx, p *parquetPlan, rg parquet.RowGro
 	return nil
 }
 
-// emitRowGroup reads the n rows of a started row group and emits them.
+// emitRowGroup reads the n rows of a started row group and emits them, a
+// run of rows at a time: as many as every cursor's page still holds.
 func (r *dayReader) emitRowGroup(fc *fileCtx, p *parquetPlan, n, base int64, cursors []*pqCursor) error {
-	ev := &r.ev
-	for i := range n {
-		row := base + i
-		kk, tk := r.key.next(), r.ts.next()
-		failed := kk == -2 || tk == -2
-		for j, col := range p.vals {
-			r.valIdx[j] = -1
-			if col != nil {
-				r.valIdx[j] = r.vals[j].next()
-				failed = failed || r.valIdx[j] == -2
-			}
-		}
-		pk, ok := 0, 0
-		if fc.archive {
-			pk, ok = r.part.next(), r.off.next()
-			failed = failed || pk == -2 || ok == -2
-		}
-		ik := -1
-		if p.id != nil {
-			ik = r.id.next()
-			failed = failed || ik == -2
-		}
-		if failed {
-			for _, c := range cursors {
+	for i := int64(0); i < n; {
+		run := n - i
+		for _, c := range cursors {
+			if c.pos >= len(c.rows) {
+				if c.err == nil {
+					c.err = c.nextPage()
+				}
 				if c.err != nil {
 					return c.err
 				}
 			}
+			run = min(run, int64(len(c.rows)-c.pos))
+		}
+		if err := r.emitRun(fc, p, int(run), base+i); err != nil {
+			return err
+		}
+		for _, c := range cursors {
+			c.pos += int(run)
+		}
+		i += run
+	}
+	return nil
+}
+
+// emitRun emits the run rows from base on, which every cursor's page holds
+// from its position on.
+func (r *dayReader) emitRun(fc *fileCtx, p *parquetPlan, run int, base int64) error {
+	ev := &r.ev
+	keys, tss := r.key.run(run), r.ts.run(run)
+	var parts, offs, ids []int32
+	if fc.archive {
+		parts, offs = r.part.run(run), r.off.run(run)
+	}
+	if p.id != nil {
+		ids = r.id.run(run)
+	}
+	r.valRows = r.valRows[:0]
+	for j, col := range p.vals {
+		var rows []int32
+		if col != nil {
+			rows = r.vals[j].run(run)
+		}
+		r.valRows = append(r.valRows, rows)
+	}
+	for k := range run {
+		row := base + int64(k)
+		kk, tk := int(keys[k]), int(tss[k])
+		for j, rows := range r.valRows {
+			r.valIdx[j] = -1
+			if rows != nil {
+				r.valIdx[j] = int(rows[k])
+			}
+		}
+		pk, ok := 0, 0
+		if fc.archive {
+			pk, ok = int(parts[k]), int(offs[k])
+		}
+		ik := -1
+		if ids != nil {
+			ik = int(ids[k])
 		}
 		r.stats.Rows++
 

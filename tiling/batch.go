@@ -374,12 +374,27 @@ func (v *View) NewStatesIn(a *Arena) []State { return a.newStates() }
 // allocated one by one).
 func (v *View) AggregateIn(a *Arena, r *Record, e *Event) {
 	t := v.tileOf(a, r, e.TS)
-	for i, sp := range v.aggs {
+	for i := range v.aggs {
 		var in *Input
-		if sp.column >= 0 {
-			in = &e.Inputs[sp.column]
+		if c := v.aggs[i].column; c >= 0 {
+			in = &e.Inputs[c]
 		}
-		t.States[i].add(e, in)
+		// The common kinds called directly (and inlined where small): a
+		// heal adds millions of events.
+		switch s := t.States[i].(type) {
+		case *countState:
+			s.add(e, in)
+		case *sumState:
+			s.add(e, in)
+		case *extremeState:
+			s.add(e, in)
+		case *meanState:
+			s.add(e, in)
+		case *lastState:
+			s.add(e, in)
+		default:
+			s.add(e, in)
+		}
 	}
 }
 

@@ -285,14 +285,14 @@ func (s *ExactSum) addInline(limb int, lo, hi uint64, neg bool) bool {
 	if !neg {
 		s.w[j], c = bits.Add64(s.w[j], lo, 0)
 		s.w[j+1], c = bits.Add64(s.w[j+1], hi, c)
-		for k := j + 2; k < sumInline; k++ {
+		for k := j + 2; c != 0 && k < sumInline; k++ {
 			s.w[k], c = bits.Add64(s.w[k], 0, c)
 		}
 		return true
 	}
 	s.w[j], c = bits.Sub64(s.w[j], lo, 0)
 	s.w[j+1], c = bits.Sub64(s.w[j+1], hi, c)
-	for k := j + 2; k < sumInline; k++ {
+	for k := j + 2; c != 0 && k < sumInline; k++ {
 		s.w[k], c = bits.Sub64(s.w[k], 0, c)
 	}
 	return true
