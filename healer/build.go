@@ -46,8 +46,40 @@ type dayBuild struct {
 // once.
 const buildChunk = 1024
 
-func newDayBuild(v *tiling.View, start int64) *dayBuild {
-	return &dayBuild{v: v, start: start, keys: map[string]*keyBlocks{}, arena: v.NewArena(), totals: v.NewArena()}
+func newDayBuild(v *tiling.View, start int64, arena *tiling.Arena) *dayBuild {
+	return &dayBuild{v: v, start: start, keys: map[string]*keyBlocks{}, arena: arena, totals: v.NewArena()}
+}
+
+// arenas keeps the arenas of day builds whose records are written, for the
+// next days' builds: a heal's tile states then reuse a few days' worth of
+// memory instead of allocating (and collecting) every day's anew.
+type arenas struct {
+	v    *tiling.View
+	mu   sync.Mutex
+	free []*tiling.Arena
+}
+
+// get returns a free arena, or a new one.
+func (p *arenas) get() *tiling.Arena {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		a := p.free[n-1]
+		p.free = p.free[:n-1]
+		return a
+	}
+	return p.v.NewArena()
+}
+
+// put frees a, whose states nothing uses any more.
+func (p *arenas) put(a *tiling.Arena) {
+	if a == nil {
+		return
+	}
+	a.Reset()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.free = append(p.free, a)
 }
 
 // keyBlocks is one key's blocks in a day build.
@@ -197,7 +229,10 @@ type builtDay struct {
 	// ingests tables (Pebble) and the day is large enough; else the writer
 	// puts kds in batches.
 	tables *state.Tables
-	err    error
+	// arena holds the states of the day's tiles: free once its records are
+	// written (arenas.put).
+	arena *tiling.Arena
+	err   error
 }
 
 // errStopped ends the reads of a build pipeline that was stopped.
@@ -298,9 +333,9 @@ func (h *Healer) buildDays(ctx context.Context, spans []int64, build func(s int6
 
 // buildDay reads one day span's files and builds it. bad reports malformed
 // rows; it is called from the build goroutines.
-func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []state.DayFiles, stopped *atomic.Bool, bad func(file string, row int64, reason string)) *builtDay {
-	b := newDayBuild(v, s)
-	out := &builtDay{}
+func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []state.DayFiles, free *arenas, stopped *atomic.Bool, bad func(file string, row int64, reason string)) *builtDay {
+	b := newDayBuild(v, s, free.get())
+	out := &builtDay{arena: b.arena}
 	for _, d := range files {
 		rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
 			if stopped.Load() {

@@ -454,8 +454,9 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			h.log.Warn("malformed offline-log row skipped", "view", v.Name, "file", file, "row", row, "reason", reason)
 		})
 	}
+	free := &arenas{v: v}
 	nextBuilt, stopBuilds := h.buildDays(ctx, builds, func(s int64, stopped *atomic.Bool) *builtDay {
-		return h.buildDay(v, gen, s, target, spanFiles[s], stopped, bad)
+		return h.buildDay(v, gen, s, target, spanFiles[s], free, stopped, bad)
 	})
 	defer stopBuilds()
 	for _, s := range todo {
@@ -522,6 +523,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 		if err := w.flush(); err != nil {
 			return res, err
 		}
+		free.put(built.arena) // the day's records are encoded and written
 		prog.Days++
 		prog.Events = stats.Events
 		prog.Bytes = stats.Bytes

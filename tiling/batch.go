@@ -293,18 +293,50 @@ func (v *View) Aggregate(r *Record, e *Event) { v.AggregateIn(nil, r, e) }
 // rather than one allocation per state: a day's build makes millions of
 // small states that live and die together. States from an arena keep their
 // whole chunk alive, so use it for what is dropped at once (a day's tiles),
-// not for what outlives it. Not safe for concurrent use.
+// not for what outlives it. Reset makes the chunks free for the next day's
+// states, so a heal does not allocate (and collect) them day after day. Not
+// safe for concurrent use.
 type Arena struct {
 	aggs     []aggSpec
-	chunk    int    // states of a kind per allocation
-	bytes    []byte // room for last and first's values
-	states   []State
-	counts   []countState
-	sums     []sumState
-	extremes []extremeState
-	means    []meanState
-	lasts    []lastState
+	chunk    int          // states of a kind per allocation
+	bytes    chunks[byte] // room for last and first's values
+	states   chunks[State]
+	counts   chunks[countState]
+	sums     chunks[sumState]
+	extremes chunks[extremeState]
+	means    chunks[meanState]
+	lasts    chunks[lastState]
 }
+
+// chunks hands out elements of chunks it allocates, and again after reset.
+type chunks[T any] struct {
+	all  [][]T
+	c, i int // the chunk in use and its next free element
+}
+
+// take returns k contiguous zero elements, from a new chunk of
+// max(size, k) when the one in use has not enough left.
+func (p *chunks[T]) take(k, size int) []T {
+	if p.c == len(p.all) || len(p.all[p.c])-p.i < k {
+		if p.c < len(p.all) {
+			p.c++
+		}
+		for p.c < len(p.all) && len(p.all[p.c]) < k {
+			p.c++
+		}
+		if p.c == len(p.all) {
+			p.all = append(p.all, make([]T, max(size, k)))
+		}
+		p.i = 0
+	}
+	out := p.all[p.c][p.i : p.i+k : p.i+k]
+	p.i += k
+	clear(out) // a reused element holds what it held before
+	return out
+}
+
+// reset frees every element for reuse.
+func (p *chunks[T]) reset() { p.c, p.i = 0, 0 }
 
 // arenaChunk is how many states of a kind an arena allocates at once.
 const arenaChunk = 512
@@ -316,49 +348,42 @@ const arenaValue = 16
 // NewArena returns an empty arena for v's layout.
 func (v *View) NewArena() *Arena { return &Arena{aggs: v.aggs, chunk: arenaChunk} }
 
-// take returns a fresh zero element of *s, allocating a chunk of n when full.
-func take[T any](s *[]T, n int) *T {
-	if len(*s) == cap(*s) {
-		*s = make([]T, 0, n)
-	}
-	*s = (*s)[:len(*s)+1]
-	return &(*s)[len(*s)-1]
+// Reset makes every state taken from a free for the states taken next:
+// call it only when none of them is used any more.
+func (a *Arena) Reset() {
+	a.bytes.reset()
+	a.states.reset()
+	a.counts.reset()
+	a.sums.reset()
+	a.extremes.reset()
+	a.means.reset()
+	a.lasts.reset()
 }
 
 // newStates returns identity states of the layout, as View.NewStates does.
 func (a *Arena) newStates() []State {
 	n := len(a.aggs)
-	if cap(a.states)-len(a.states) < n {
-		a.states = make([]State, 0, n*a.chunk)
-	}
-	m := len(a.states)
-	a.states = a.states[:m+n]
-	out := a.states[m : m+n : m+n]
+	out := a.states.take(n, n*a.chunk)
 	for i := range a.aggs {
 		sp := &a.aggs[i]
 		switch sp.kind {
 		case kindCount:
-			out[i] = take(&a.counts, a.chunk)
+			out[i] = &a.counts.take(1, a.chunk)[0]
 		case kindSum:
-			out[i] = take(&a.sums, a.chunk)
+			out[i] = &a.sums.take(1, a.chunk)[0]
 		case kindMin, kindMax:
-			s := take(&a.extremes, a.chunk)
+			s := &a.extremes.take(1, a.chunk)[0]
 			s.max = sp.kind == kindMax
 			out[i] = s
 		case kindMean:
-			out[i] = take(&a.means, a.chunk)
+			out[i] = &a.means.take(1, a.chunk)[0]
 		case kindLast, kindFirst:
-			s := take(&a.lasts, a.chunk)
+			s := &a.lasts.take(1, a.chunk)[0]
 			s.first, s.maxValue = sp.kind == kindFirst, sp.maxValue
 			// Room for a short value: its own bytes of a shared chunk (the
 			// capacity stops where the next state's room starts, so a longer
 			// value reallocates instead of overwriting it).
-			if len(a.bytes)+arenaValue > cap(a.bytes) {
-				a.bytes = make([]byte, 0, arenaValue*a.chunk)
-			}
-			m := len(a.bytes)
-			a.bytes = a.bytes[:m+arenaValue]
-			s.raw = a.bytes[m : m : m+arenaValue]
+			s.raw = a.bytes.take(arenaValue, arenaValue*a.chunk)[:0]
 			out[i] = s
 		default:
 			out[i] = newState(sp)
