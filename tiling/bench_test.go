@@ -169,6 +169,39 @@ func BenchmarkFinalize(b *testing.B) {
 	}
 }
 
+// BenchmarkWindowValue is what a healed read pays per window and sketch
+// feature: merge a month's, a day's and an hour's decoded aggregate (as
+// EvaluateBatch merges a summary suffix and a day part) into a fresh state,
+// and take its value.
+func BenchmarkWindowValue(b *testing.B) {
+	for _, fn := range []Function{ApproxPercentile, ApproxCountDistinct} {
+		b.Run(string(fn), func(b *testing.B) {
+			var parts []State
+			for i, n := range []int{720, 24, 1} { // hour tiles of 50 events
+				v, tiles := benchStates(b, fn, n, 50, uint64(20+i))
+				acc := newState(&v.aggs[0])
+				for _, t := range tiles {
+					acc.merge(t)
+				}
+				d, _, err := decodeState(&v.aggs[0], acc.appendBinary(nil))
+				if err != nil {
+					b.Fatal(err)
+				}
+				parts = append(parts, d)
+			}
+			v, _ := benchStates(b, fn, 1, 1, 1)
+			b.ReportAllocs()
+			for b.Loop() {
+				w := newState(&v.aggs[0])
+				for _, p := range parts {
+					w.merge(p)
+				}
+				w.value(&v.Features[0])
+			}
+		})
+	}
+}
+
 // BenchmarkStateSize reports the encoded bytes of one state after n events
 // (a tile's worth), and the worst case that NewView's tile check assumes.
 func BenchmarkStateSize(b *testing.B) {

@@ -169,6 +169,7 @@ type quantileState struct {
 	// is nil: a read merges a tile's bins straight from its bytes.
 	packed     []byte
 	packedBins int
+	packedLast int64 // the last key of packed
 	// lists are other states' bins merged in but not yet folded into
 	// bins (at most maxLists): a read merges a few large sketches (a
 	// month's, a day's) into each window's state and reads its
@@ -420,14 +421,19 @@ type binList struct {
 	bins   []quantileBin
 	packed []byte
 	m      int
+	last   int64 // the last key, when m > 0
 }
 
 // own returns s's bins as a list.
 func (s *quantileState) own() binList {
 	if s.packed != nil {
-		return binList{packed: s.packed, m: s.packedBins}
+		return binList{packed: s.packed, m: s.packedBins, last: s.packedLast}
 	}
-	return binList{bins: s.bins, m: len(s.bins)}
+	l := binList{bins: s.bins, m: len(s.bins)}
+	if l.m > 0 {
+		l.last = s.bins[l.m-1].key
+	}
+	return l
 }
 
 // maxLists bounds quantileState.lists: past it they are folded into bins.
@@ -557,16 +563,27 @@ func (s *quantileState) merge(o State) {
 	if empty && !x.work.dirty() {
 		// Share x's bins and lists: never written in place (normalize
 		// builds anew; appending to lists must not write into x's).
-		s.bins, s.packed, s.packedBins, s.lists = x.bins, x.packed, x.packedBins, slices.Clip(x.lists)
+		s.bins, s.packed, s.packedBins, s.packedLast = x.bins, x.packed, x.packedBins, x.packedLast
+		s.lists = slices.Clip(x.lists)
 		return
 	}
-	if !x.work.dirty() && 8*x.size() >= s.size() {
-		// x is about as large as s, or larger (a month's or a day's bins):
-		// keep its lists, to be merged in one pass with the others when
-		// a value needs them (often without building their union). Many
-		// small tiles go to the work arrays instead, below. Folding when
-		// the lists are full takes each bin of s at most 9 times per bin
-		// of x, so it stays linear in what is merged.
+	xl, xn := len(x.lists), x.packedBins+len(x.bins) // x's sorted lists and their bins
+	if xn > 0 {
+		xl++
+	}
+	for _, l := range x.lists {
+		xn += l.m
+	}
+	switch {
+	case xl == 0:
+	case len(s.lists)+xl <= maxLists || 8*xn >= s.size():
+		// Keep x's sorted bins as lists, to be merged in one pass with
+		// the others when a value needs them (often without building
+		// their union): a read merges a month's and a day's bins, and a
+		// few tiles. Past maxLists, x's bins must be about as many as
+		// s's, or more, to be kept: folding the lists then takes each bin
+		// of s at most 9 times per bin of x, so it stays linear in what is
+		// merged. Many small tiles go to the work arrays instead.
 		if x.packedBins+len(x.bins) > 0 {
 			s.lists = append(s.lists, x.own())
 		}
@@ -574,22 +591,23 @@ func (s *quantileState) merge(o State) {
 		if len(s.lists) > maxLists {
 			s.foldLists()
 		}
-		return
-	}
-	w := s.w()
-	if x.packed != nil {
-		mergePackedBins(w, x.packed, x.packedBins)
-	}
-	for _, b := range x.bins {
-		w.addBin(b)
-	}
-	for _, l := range x.lists {
-		r := binReader{l: l}
-		for b := r.read(); b.key != binsDone; b = r.read() {
+	default:
+		w := s.w()
+		if x.packed != nil {
+			mergePackedBins(w, x.packed, x.packedBins)
+		}
+		for _, b := range x.bins {
 			w.addBin(b)
+		}
+		for _, l := range x.lists {
+			r := binReader{l: l}
+			for b := r.read(); b.key != binsDone; b = r.read() {
+				w.addBin(b)
+			}
 		}
 	}
 	if xw := x.work; xw.dirty() {
+		w := s.w()
 		for _, b := range xw.pending {
 			w.addBin(b)
 		}
@@ -604,7 +622,7 @@ func (s *quantileState) merge(o State) {
 			w.addBin(quantileBin{0, xw.zero})
 		}
 	}
-	if len(w.pending) > max(s.maxBins, 64) {
+	if len(s.pend()) > max(s.maxBins, 64) {
 		s.normalize()
 	}
 }
@@ -705,7 +723,7 @@ func decodeQuantiles(a *aggSpec, b []byte, s *quantileState) (State, []byte, err
 		o += kk
 	}
 	// The extremes are not checked against the bins: a read clamps to them.
-	s.n, s.packed, s.packedBins = n, b[:o:o], int(m)
+	s.n, s.packed, s.packedBins, s.packedLast = n, b[:o:o], int(m), key
 	return s, b[o:], nil
 }
 
@@ -802,6 +820,16 @@ func (s *quantileState) quantiles(qs []float64, dst []float64) []float64 {
 // the bin holding ranks[i], or binsDone past the last bin; false when s's
 // lists hold more than maxBins distinct keys.
 func (s *quantileState) walk(ranks []uint64, order []int) (found [MaxPercentiles]int64, ok bool) {
+	if len(s.lists) > 0 {
+		if found, ok, done := s.walkCounts(ranks, order); done {
+			return found, ok
+		}
+	}
+	return s.walkMerged(ranks, order)
+}
+
+// walkMerged is walk over the union of s's lists in key order.
+func (s *quantileState) walkMerged(ranks []uint64, order []int) (found [MaxPercentiles]int64, ok bool) {
 	for _, i := range order {
 		found[i] = binsDone
 	}
@@ -823,4 +851,56 @@ func (s *quantileState) walk(ranks []uint64, order []int) (found [MaxPercentiles
 		}
 	}
 	return found, distinct <= s.maxBins
+}
+
+// walkCounts is walk by counting the lists' bins in an array indexed by
+// key, then reading it in order: each list is read straight through, with
+// no comparing of the lists' keys, which is cheaper when the keys of all
+// lie in a range not much wider than the bins (a month's and a day's bins
+// of one column). done is false, and nothing is done, when they do not.
+func (s *quantileState) walkCounts(ranks []uint64, order []int) (found [MaxPercentiles]int64, ok, done bool) {
+	lo, hi, n := int64(binsDone), int64(-binsDone), 0
+	span := func(l binList) {
+		if l.m == 0 {
+			return
+		}
+		r := binReader{l: l}
+		lo, hi, n = min(lo, r.read().key), max(hi, l.last), n+l.m
+	}
+	span(s.own())
+	for _, l := range s.lists {
+		span(l)
+	}
+	if n == 0 || hi-lo >= int64(min(2*n+64, maxDenseBins)) {
+		return found, false, false
+	}
+	counts := make([]uint64, hi-lo+1)
+	count := func(l binList) {
+		r := binReader{l: l}
+		for range l.m {
+			b := r.read()
+			counts[b.key-lo] += b.count
+		}
+	}
+	count(s.own())
+	for _, l := range s.lists {
+		count(l)
+	}
+	for _, i := range order {
+		found[i] = binsDone
+	}
+	var cum uint64
+	distinct, j := 0, 0
+	for i, c := range counts {
+		if c == 0 {
+			continue
+		}
+		distinct++
+		cum += c
+		for j < len(order) && cum > ranks[order[j]] {
+			found[order[j]] = lo + int64(i)
+			j++
+		}
+	}
+	return found, distinct <= s.maxBins, true
 }

@@ -23,9 +23,10 @@ var sketchForms = []string{"fresh", "normalized", "decoded", "merged"}
 
 // quantileValues draws n values of one of a few shapes: signed with zeros,
 // amounts in cents, or spread over many octaves (to collapse).
-func quantileValues(r *rand.Rand, n int) []float64 {
+func quantileValues(r *rand.Rand, n int) []float64 { return quantileShape(r, n, r.IntN(3)) }
+
+func quantileShape(r *rand.Rand, n, shape int) []float64 {
 	xs := make([]float64, n)
-	shape := r.IntN(3)
 	for i := range xs {
 		switch shape {
 		case 0:
@@ -116,6 +117,7 @@ func TestQuantileMergeForms(t *testing.T) {
 		}
 		acc := mergeTree(r, a, parts)
 		what := fmt.Sprintf("round %d (K=%d, maxBins %d, %d parts, %d values)", round, k, a.maxBins, n, len(all))
+		compareWalks(t, r, acc.(*quantileState), what)
 		if got, want := mustMarshal(t, acc.value(f)), mustMarshal(t, ref.value(f)); got != want {
 			t.Fatalf("%s: value %s, one sketch %s", what, got, want)
 		}
@@ -127,6 +129,73 @@ func TestQuantileMergeForms(t *testing.T) {
 				t.Fatalf("%s: part %d changed: %x, was %x", what, i, got, want[i])
 			}
 		}
+	}
+}
+
+// compareWalks checks that the two walks of q's lists (when it has some)
+// find the same bins for random ranks; it reports which walk walk takes.
+func compareWalks(t *testing.T, r *rand.Rand, q *quantileState, what string) (counted bool) {
+	t.Helper()
+	if len(q.lists) == 0 || q.work.dirty() {
+		return false
+	}
+	var ranks []uint64
+	for range 1 + r.IntN(5) {
+		ranks = append(ranks, r.Uint64N(q.n))
+	}
+	slices.Sort(ranks)
+	order := make([]int, len(ranks))
+	for i := range order {
+		order[i] = i
+	}
+	f1, ok1 := q.walkMerged(ranks, order)
+	f2, ok2, done := q.walkCounts(ranks, order)
+	if done && (f1 != f2 || ok1 != ok2) {
+		t.Fatalf("%s: walks differ: merged %v %v, counted %v %v", what, f1[:len(ranks)], ok1, f2[:len(ranks)], ok2)
+	}
+	return done
+}
+
+// TestQuantileWalks merges decoded sketches of about one size, as a read
+// merges a month's and a day's, so the accumulator keeps them as lists, and
+// compares the two walks of the lists, and the value with that of one
+// sketch of every value.
+func TestQuantileWalks(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	m := newQuantileMapping(35)
+	qs := []float64{0.01, 0.5, 0.9, 0.99}
+	f := &Feature{Percentiles: qs}
+	counted, merged := 0, 0
+	for round := range 500 {
+		a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: []int{50, 300, 2048}[r.IntN(3)], mapping: m}
+		acc, ref := newState(a), newState(a)
+		shape := []int{1, 1, 0, 2}[r.IntN(4)] // mostly amounts: keys in a narrow range
+		for range 1 + r.IntN(2*maxLists+2) {
+			s := newState(a)
+			for _, x := range quantileShape(r, 1+r.IntN(400), shape) {
+				s.add(nil, &Input{Kind: Number, Num: x})
+				ref.add(nil, &Input{Kind: Number, Num: x})
+			}
+			d, _, err := decodeState(a, s.appendBinary(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			acc.merge(d)
+		}
+		what := fmt.Sprintf("round %d", round)
+		if q := acc.(*quantileState); len(q.lists) > 0 {
+			if compareWalks(t, r, q, what) {
+				counted++
+			} else {
+				merged++
+			}
+		}
+		if got, want := mustMarshal(t, acc.value(f)), mustMarshal(t, ref.value(f)); got != want {
+			t.Fatalf("%s: value %s, one sketch %s", what, got, want)
+		}
+	}
+	if counted < 50 || merged < 50 {
+		t.Errorf("lists walked by counts %d times, merged %d times: too few to compare", counted, merged)
 	}
 }
 
