@@ -855,31 +855,55 @@ func (s *quantileState) walkMerged(ranks []uint64, order []int) (found [MaxPerce
 
 // walkCounts is walk by counting the lists' bins in an array indexed by
 // key, then reading it in order: each list is read straight through, with
-// no comparing of the lists' keys, which is cheaper when the keys of all
-// lie in a range not much wider than the bins (a month's and a day's bins
-// of one column). done is false, and nothing is done, when they do not.
+// no comparing of the lists' keys, which is cheaper when the positive keys
+// of all lie in a range not much wider than the bins (a month's and a
+// day's bins of one column of amounts; zero has a count of its own). done
+// is false, and nothing is done, when they do not, or a list has negative
+// keys.
 func (s *quantileState) walkCounts(ranks []uint64, order []int) (found [MaxPercentiles]int64, ok, done bool) {
-	lo, hi, n := int64(binsDone), int64(-binsDone), 0
-	span := func(l binList) {
+	lo, hi, n := int64(binsDone), int64(0), 0
+	span := func(l binList) bool {
 		if l.m == 0 {
-			return
+			return true
 		}
 		r := binReader{l: l}
-		lo, hi, n = min(lo, r.read().key), max(hi, l.last), n+l.m
+		b := r.read()
+		if b.key == 0 && l.m > 1 {
+			b = r.read()
+		}
+		if b.key < 0 {
+			return false
+		}
+		if b.key > 0 {
+			lo, hi = min(lo, b.key), max(hi, l.last)
+		}
+		n += l.m
+		return true
 	}
-	span(s.own())
+	if !span(s.own()) {
+		return found, false, false
+	}
 	for _, l := range s.lists {
-		span(l)
+		if !span(l) {
+			return found, false, false
+		}
 	}
-	if n == 0 || hi-lo >= int64(min(2*n+64, maxDenseBins)) {
+	if lo == binsDone { // zeros only
+		lo, hi = 1, 0
+	}
+	if hi-lo >= int64(min(2*n+64, maxDenseBins)) {
 		return found, false, false
 	}
 	counts := make([]uint64, hi-lo+1)
+	var zero uint64
 	count := func(l binList) {
 		r := binReader{l: l}
 		for range l.m {
-			b := r.read()
-			counts[b.key-lo] += b.count
+			if b := r.read(); b.key == 0 {
+				zero += b.count
+			} else {
+				counts[b.key-lo] += b.count
+			}
 		}
 	}
 	count(s.own())
@@ -891,6 +915,13 @@ func (s *quantileState) walkCounts(ranks []uint64, order []int) (found [MaxPerce
 	}
 	var cum uint64
 	distinct, j := 0, 0
+	if zero > 0 {
+		distinct, cum = 1, zero
+		for j < len(order) && cum > ranks[order[j]] {
+			found[order[j]] = 0
+			j++
+		}
+	}
 	for i, c := range counts {
 		if c == 0 {
 			continue

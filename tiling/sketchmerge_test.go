@@ -22,8 +22,11 @@ import (
 var sketchForms = []string{"fresh", "normalized", "decoded", "merged"}
 
 // quantileValues draws n values of one of a few shapes: signed with zeros,
-// amounts in cents, or spread over many octaves (to collapse).
+// amounts in cents (a few zero), or spread over many octaves (to collapse).
 func quantileValues(r *rand.Rand, n int) []float64 { return quantileShape(r, n, r.IntN(3)) }
+
+// quantileShape draws n values of one shape: those of quantileValues (0 to
+// 2), positive values over a few octaves (3) or zeros (4).
 
 func quantileShape(r *rand.Rand, n, shape int) []float64 {
 	xs := make([]float64, n)
@@ -35,8 +38,14 @@ func quantileShape(r *rand.Rand, n, shape int) []float64 {
 			} else {
 				xs[i] = math.Round(r.NormFloat64()*1e4) / 100
 			}
-		case 1:
-			xs[i] = float64(r.IntN(100_000)) / 100
+		case 1: // amounts, a few zero
+			if r.IntN(50) > 0 {
+				xs[i] = float64(r.IntN(100_000)) / 100
+			}
+		case 3: // positive, a few values over many octaves
+			xs[i] = math.Round(math.Exp(r.Float64() * 5))
+		case 4:
+			xs[i] = 0
 		default:
 			xs[i] = math.Ldexp(r.Float64()+0.5, r.IntN(120)-60)
 			if r.IntN(4) == 0 {
@@ -169,7 +178,7 @@ func TestQuantileWalks(t *testing.T) {
 	for round := range 500 {
 		a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: []int{50, 300, 2048}[r.IntN(3)], mapping: m}
 		acc, ref := newState(a), newState(a)
-		shape := []int{1, 1, 0, 2}[r.IntN(4)] // mostly amounts: keys in a narrow range
+		shape := []int{1, 1, 3, 0, 2, 4}[r.IntN(6)] // mostly positive: keys in a narrow range
 		for range 1 + r.IntN(2*maxLists+2) {
 			s := newState(a)
 			for _, x := range quantileShape(r, 1+r.IntN(400), shape) {
@@ -240,33 +249,43 @@ func mustMarshal(tb testing.TB, v any) string {
 	return string(b)
 }
 
-// TestQuantileValueWalksLists checks the lists' walk where it must give way
-// to their union: more distinct keys in all than maxBins, so the union
-// collapses, though the walk of each list alone would not.
+// TestQuantileValueWalksLists checks the lists' walks where they must give
+// way to their union: more distinct keys in all than maxBins (by one, with
+// zero among them), so the union collapses, though no list alone would.
 func TestQuantileValueWalksLists(t *testing.T) {
 	m := newQuantileMapping(35)
 	a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: 10, mapping: m}
-	f := &Feature{Percentiles: []float64{0.01, 0.3, 0.5, 0.9}}
-	ref := newState(a)
-	acc := newState(a)
-	for i := range 3 {
-		s := newState(a)
-		for j := range 8 { // 8 bins each, 24 in all: past maxBins
-			x := float64(1 + i*8 + j)
-			s.add(nil, &Input{Kind: Number, Num: x})
-			ref.add(nil, &Input{Kind: Number, Num: x})
+	f := &Feature{Percentiles: []float64{0.01, 0.1, 0.2, 0.3, 0.5, 0.9}}
+	for _, lists := range [][][]float64{
+		{{1, 2, 3, 4, 5, 6, 7, 8}, {9, 10, 11, 12, 13, 14, 15, 16}, {17, 18, 19, 20, 21, 22, 23, 24}},
+		{{0, 1.05, 1.1, 1.15}, {1.2, 1.25, 1.3}, {1.35, 1.4, 1.45, 1.5}}, // 11 keys, counted by key
+		{{0, -1, 2, 3}, {4, 5, 6}, {7, 8, 9, 10}},                        // 11 keys, merged in order
+	} {
+		ref, acc := newState(a), newState(a)
+		for _, xs := range lists {
+			s := newState(a)
+			for _, x := range xs {
+				reps := 1 + int(math.Abs(x))%3
+				if x == 0 {
+					reps = 4 // ranks 0 to 3, inside the collapse
+				}
+				for range reps {
+					s.add(nil, &Input{Kind: Number, Num: x})
+					ref.add(nil, &Input{Kind: Number, Num: x})
+				}
+			}
+			d, _, err := decodeState(a, s.appendBinary(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			acc.merge(d)
 		}
-		d, _, err := decodeState(a, s.appendBinary(nil))
-		if err != nil {
-			t.Fatal(err)
+		if len(acc.(*quantileState).lists) == 0 {
+			t.Fatal("no lists: the walks are not exercised")
 		}
-		acc.merge(d)
-	}
-	if len(acc.(*quantileState).lists) == 0 {
-		t.Fatal("no lists: the walk is not exercised")
-	}
-	if got, want := mustMarshal(t, acc.value(f)), mustMarshal(t, ref.value(f)); got != want {
-		t.Errorf("value %s, one sketch %s", got, want)
+		if got, want := mustMarshal(t, acc.value(f)), mustMarshal(t, ref.value(f)); got != want {
+			t.Errorf("%v: value %s, one sketch %s", lists, got, want)
+		}
 	}
 }
 
