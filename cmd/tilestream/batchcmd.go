@@ -28,9 +28,9 @@ func loadSettings(path string) (*settings, error) {
 
 // openStandalone opens the store and offline log of a config for a command
 // that runs without the service (the Pebble store admits one process).
-func openStandalone(s *settings, stderr io.Writer) (*state.Store, *healer.Healer, error) {
+func openStandalone(ctx context.Context, s *settings, stderr io.Writer) (*state.Store, *healer.Healer, error) {
 	log := newLogger(s, stderr)
-	store, err := openStore(s, prometheus.NewRegistry(), log)
+	store, err := openStore(ctx, s, prometheus.NewRegistry(), log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is the service running? stop it first, or use POST /v1/heal)", err)
 	}
@@ -93,7 +93,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	store, hl, err := openStandalone(s, stderr)
+	store, hl, err := openStandalone(ctx, s, stderr)
 	if err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	store, hl, err := openStandalone(s, stderr)
+	store, hl, err := openStandalone(ctx, s, stderr)
 	if err != nil {
 		return err
 	}

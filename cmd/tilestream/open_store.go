@@ -16,12 +16,13 @@ import (
 )
 
 // openStore opens the configured online store; reg receives the DynamoDB
-// store's metrics.
-func openStore(s *settings, reg prometheus.Registerer, log *slog.Logger) (*state.Store, error) {
+// store's metrics. Opening DynamoDB gives up after 2 minutes, or when ctx
+// ends.
+func openStore(ctx context.Context, s *settings, reg prometheus.Registerer, log *slog.Logger) (*state.Store, error) {
 	if s.StoreKind != "dynamodb" {
 		return state.Open(state.Config{Path: s.StorePath}, log)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	st, err := state.OpenDynamo(ctx, dynamoConfig(s, reg), log.With("component", "store"))
 	if err != nil {

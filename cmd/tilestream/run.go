@@ -151,8 +151,44 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		views[i] = vs.View
 	}
 
+	// HTTP first: /healthz answers while the store opens and changed views
+	// are translated, which takes minutes on a large DynamoDB table; the
+	// rest answers 503 until the service is up (startup).
+	scfg := serving.DefaultConfig()
+	scfg.Listen = s.HTTP.Listen
+	scfg.MaxBatch = s.HTTP.MaxBatch
+	scfg.MaxBodyBytes = s.HTTP.MaxBodyBytes
+	scfg.MaxKeyBytes = s.Ingest.MaxKeyBytes
+	scfg.RequestTimeout = s.HTTP.RequestTimeout
+	if err := scfg.Validate(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", scfg.Listen)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", scfg.Listen, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	st := newStartup(reg)
+	srv := serving.NewServer(scfg, st, log.With("component", "serving"))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx, ln) })
+	log.Info("serving HTTP", "addr", ln.Addr().String())
+	// A failed start stops the server before the deferred closes below it
+	// run (they run first: the server only answers 503s meanwhile).
+	up := false
+	defer func() {
+		if !up {
+			cancel()
+			g.Wait() //nolint:errcheck // the start's own error is returned
+		}
+	}()
+
 	brokers := s.Kafka.Brokers
 	if s.Kafka.Embedded {
+		st.doing("starting the embedded Kafka broker")
 		cluster, err := startEmbedded(s, views, log)
 		if err != nil {
 			return err
@@ -162,23 +198,28 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		log.Info("embedded Kafka broker listening", "addr", brokers)
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	store, err := openStore(s, reg, log)
+	st.doing("opening the online store")
+	store, err := openStore(ctx, s, reg, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while opening the online store")
+			return nil
+		}
 		return err
 	}
 	defer store.Close()
+	st.doing("checking the views' layouts (a changed view is translated or set to rebuild)")
 	layouts, err := checkLayouts(s, store, log)
 	if err != nil {
 		return err
 	}
+	st.doing("opening the offline log")
 	offline, err := openOfflineLog(s)
 	if err != nil {
 		return err
 	}
 
+	st.doing("starting the ingest")
 	icfg := ingest.DefaultConfig()
 	icfg.Brokers = brokers
 	icfg.Group = s.Kafka.Group
@@ -217,19 +258,6 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	}
 	hl.Reader = store
 
-	scfg := serving.DefaultConfig()
-	scfg.Listen = s.HTTP.Listen
-	scfg.MaxBatch = s.HTTP.MaxBatch
-	scfg.MaxBodyBytes = s.HTTP.MaxBodyBytes
-	scfg.MaxKeyBytes = s.Ingest.MaxKeyBytes
-	scfg.RequestTimeout = s.HTTP.RequestTimeout
-	if err := scfg.Validate(); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", scfg.Listen)
-	if err != nil {
-		return fmt.Errorf("http listen %s: %w", scfg.Listen, err)
-	}
 	h := serving.NewHandler(scfg, serving.Options{
 		Views:      views,
 		Reader:     store,
@@ -268,12 +296,10 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 		// DynamoDB: a read is a round trip; read a POST's keys 16 at a time.
 		ReadParallelism: map[bool]int{true: 16, false: 1}[s.StoreKind == "dynamodb"],
 	})
-	srv := serving.NewServer(scfg, h, log.With("component", "serving"))
-	log.Info("serving HTTP", "addr", ln.Addr().String())
+	st.ready(h)
+	up = true
 
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return checkKafkaAccess(gctx, s, brokers, icfg.ClientOpts, log) })
-	g.Go(func() error { return srv.Run(gctx, ln) })
 	g.Go(func() error {
 		// Views whose layout changed are rebuilt before the ingest starts:
 		// the rebuild writes their stream records from the archive, and the
@@ -382,7 +408,7 @@ func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// No service: heal standalone. Without the ingest, E comes from the
 	// stored archive progress: events still in Kafka wait for the service.
-	store, hl, err := openStandalone(s, stderr)
+	store, hl, err := openStandalone(ctx, s, stderr)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// startup answers HTTP while the service starts: the listener opens first,
+// so that a liveness probe finds the process alive while the store opens
+// and changed views are translated (minutes for a large DynamoDB table).
+// Until serve hands it the service's handler (ready), /healthz answers 200,
+// /metrics the metrics registered so far, and everything else 503 naming
+// what the start is doing, with Retry-After: 1 — /readyz included.
+type startup struct {
+	step    atomic.Pointer[string]
+	h       atomic.Pointer[http.Handler]
+	metrics http.Handler
+}
+
+func newStartup(reg *prometheus.Registry) *startup {
+	st := &startup{metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	st.doing("starting")
+	return st
+}
+
+// doing records what the start is doing, for the 503s' message.
+func (st *startup) doing(step string) { st.step.Store(&step) }
+
+// ready hands every request from now on to h.
+func (st *startup) ready(h http.Handler) { st.h.Store(&h) }
+
+func (st *startup) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := st.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	switch r.URL.Path {
+	case "/healthz":
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"ok"}` + "\n")) //nolint:errcheck // the client is gone
+		return
+	case "/metrics":
+		st.metrics.ServeHTTP(w, r)
+		return
+	}
+	b, _ := json.Marshal(map[string]string{"error": "not ready: tilestream is starting (" + *st.step.Load() + "); retry later"})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Retry-After", "1")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	w.Write(append(b, '\n')) //nolint:errcheck // the client is gone
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// blackHole is a TCP server that takes connections and never answers: a
+// DynamoDB endpoint that hangs (a fault dynalite cannot show).
+type blackHole struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newBlackHole(t *testing.T) *blackHole {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackHole{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.conns = append(b.conns, c)
+			b.mu.Unlock()
+			go io.Copy(io.Discard, c) //nolint:errcheck // until closed
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, c := range b.conns {
+			c.Close()
+		}
+	})
+	return b
+}
+
+func (b *blackHole) accepted() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.conns)
+}
+
+// TestHTTPAnswersWhileTheStoreOpens starts the service on a DynamoDB
+// endpoint that never answers: the HTTP listener is up while the store
+// opens (as while a changed view is translated), /healthz answers 200,
+// /metrics the process's metrics, /readyz and the feature routes 503 with
+// Retry-After and what the start is doing; SIGTERM stops the start at once
+// and the process exits cleanly.
+func TestHTTPAnswersWhileTheStoreOpens(t *testing.T) {
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hole := newBlackHole(t)
+	e := newEnvWith(t, envOptions{dynamo: "http://" + hole.ln.Addr().String()})
+	c := e.startChild(t, bin, "svc")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := c.alive(); err != nil {
+			t.Fatalf("the service exited while opening the store: %v", err)
+		}
+		if code, _, _, err := e.call("GET", "/healthz", "", nil); err == nil && code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no 200 from /healthz within 60s of the start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The store's open is under way (and stays: the endpoint never answers).
+	for hole.accepted() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the service never connected to the DynamoDB endpoint")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, path := range []string{"/readyz", "/v1/features/" + testView + "/u1", "/v1/views"} {
+		code, hdr, body, err := e.call("GET", path, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code != 503 || hdr.Get("Retry-After") != "1" || !strings.Contains(string(body), "starting (opening the online store)") {
+			t.Errorf("GET %s while the store opens: %d %q (Retry-After %q), want 503 naming the store's opening", path, code, body, hdr.Get("Retry-After"))
+		}
+	}
+	if code, _, body, err := e.call("GET", "/metrics", "", nil); err != nil || code != 200 || !strings.Contains(string(body), "go_goroutines") {
+		t.Errorf("GET /metrics while the store opens: %d %v", code, err)
+	}
+	if code, _, body, _ := e.call("GET", "/healthz", "", nil); code != 200 || string(body) != `{"status":"ok"}`+"\n" {
+		t.Errorf("GET /healthz: %d %q", code, body)
+	}
+	start := time.Now()
+	if err := c.term(t); err != nil {
+		t.Fatalf("SIGTERM while the store opens: exit %v, want a clean exit", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("the service took %v to stop after SIGTERM while opening the store", d)
+	}
+}
