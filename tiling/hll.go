@@ -55,9 +55,15 @@ type hllState struct {
 	// sparse holds keys i'<<6 | ρ', ascending, one per i'.
 	sparse []uint32
 	// dense holds 2^p registers; sharedDense: they are a decoded record's
-	// bytes, copied before any write.
+	// bytes, copied before any write. While shared, keys set in them wait
+	// in pending, and more may hold further registers, also never
+	// written: the sketch's registers are the byte-wise max of dense and
+	// more with the pending keys set. A read merges a month's, a day's and
+	// an hour's registers into each window's state and estimates it once:
+	// the estimate takes the max as it counts (estimateLazy), with no copy.
 	dense       []byte
 	sharedDense bool
+	more        [][]byte
 	// packed, when not nil, is the sparse form as decoded (count and key
 	// deltas, validated) and sparse is nil: a read merges a tile's keys
 	// straight from its bytes.
@@ -143,7 +149,7 @@ func (s *hllState) addHash(h uint64) {
 	s.unpack()
 	k := hllKey(h)
 	if s.dense != nil {
-		s.setRegister(hllRegister(k, s.p))
+		s.setKey(k)
 		return
 	}
 	s.w().pending = append(s.w().pending, k)
@@ -162,20 +168,57 @@ func (s *hllState) setRegister(i int, r uint8) {
 	s.dense[i] = r
 }
 
+// setKey sets sparse key k in dense registers: at once when they are s's
+// own, else pending until a fold.
+func (s *hllState) setKey(k uint32) {
+	if !s.sharedDense {
+		s.setRegister(hllRegister(k, s.p))
+		return
+	}
+	w := s.w()
+	w.pending = append(w.pending, k)
+	if len(w.pending) > max(hllSparseMax(int(s.p)), 64) {
+		s.fold()
+	}
+}
+
+// maxMore bounds hllState.more: past it the registers are folded.
+const maxMore = 4
+
+// fold makes dense registers s's registers alone: the max with more, in a
+// new array, and the pending keys set.
+func (s *hllState) fold() {
+	if len(s.more) > 0 {
+		d := make([]byte, len(s.dense))
+		for i := 0; i < len(d); i += 8 {
+			a := binary.LittleEndian.Uint64(s.dense[i:])
+			for _, m := range s.more {
+				a = swarMax(a, binary.LittleEndian.Uint64(m[i:]))
+			}
+			binary.LittleEndian.PutUint64(d[i:], a)
+		}
+		s.dense, s.sharedDense, s.more = d, false, nil
+	}
+	if w := s.work; w != nil && len(w.pending) > 0 {
+		for _, k := range w.pending {
+			s.setRegister(hllRegister(k, s.p))
+		}
+		w.pending = w.pending[:0]
+	}
+}
+
 // normalize folds pending into sparse, keeping the largest ρ' per index, and
-// turns the sketch dense when it outgrows the sparse form.
+// turns the sketch dense when it outgrows the sparse form; a dense sketch's
+// registers it folds.
 func (s *hllState) normalize() {
+	if s.dense != nil {
+		s.fold()
+		return
+	}
 	if len(s.pend()) == 0 {
 		return
 	}
 	s.unpack()
-	if s.dense != nil {
-		for _, k := range s.pend() {
-			s.setRegister(hllRegister(k, s.p))
-		}
-		s.w().pending = s.w().pending[:0]
-		return
-	}
 	s.w().pending, s.w().scratch = radixSort32(s.w().pending, s.w().scratch)
 	out := make([]uint32, 0, len(s.sparse)+len(s.pend()))
 	i, j := 0, 0
@@ -212,13 +255,18 @@ func (s *hllState) merge(o State) {
 	if x.packed != nil {
 		switch {
 		case s.dense != nil:
-			w := s.w()
-			w.scratch = appendPacked(w.scratch[:0], x.packed)
-			for _, k := range w.scratch {
-				s.setRegister(hllRegister(k, s.p))
+			p := x.packed
+			n, m := binary.Uvarint(p)
+			p = p[m:]
+			var k uint64
+			for range n {
+				d, m := binary.Uvarint(p)
+				p = p[m:]
+				k += d
+				s.setKey(uint32(k))
 			}
 			for _, k := range x.pend() {
-				s.setRegister(hllRegister(k, s.p))
+				s.setKey(k)
 			}
 			return
 		case s.packed == nil && len(s.sparse)+len(s.pend())+len(x.pend()) == 0:
@@ -233,12 +281,23 @@ func (s *hllState) merge(o State) {
 		return
 	}
 	if x.dense != nil {
-		if s.dense == nil {
+		switch {
+		case s.dense == nil:
 			s.takeDense(x)
-			return
+		case s.sharedDense && x.sharedDense && len(s.more)+1+len(x.more) <= maxMore:
+			// Both never written: keep x's registers beside s's.
+			s.more = append(s.more, x.dense)
+			s.more = append(s.more, x.more...)
+		default:
+			s.fold()
+			s.maxDense(x.dense)
+			for _, m := range x.more {
+				s.maxDense(m)
+			}
 		}
-		s.normalize()
-		s.maxDense(x.dense)
+		for _, k := range x.pend() {
+			s.setKey(k)
+		}
 		return
 	}
 	s.unpack()
@@ -247,10 +306,10 @@ func (s *hllState) merge(o State) {
 	}
 	if s.dense != nil {
 		for _, k := range x.sparse {
-			s.setRegister(hllRegister(k, s.p))
+			s.setKey(k)
 		}
 		for _, k := range x.pend() {
-			s.setRegister(hllRegister(k, s.p))
+			s.setKey(k)
 		}
 		return
 	}
@@ -265,17 +324,22 @@ func (s *hllState) merge(o State) {
 	}
 }
 
-// takeDense turns s, not dense, into x's registers with s's keys set in
-// them: in any order, so s's pending keys need no sort. It shares x's
-// registers when they are a decoded record's (copied on the first write).
+// takeDense turns s, not dense, into x's registers (not x's pending keys)
+// with s's keys set in them: in any order, so s's pending keys need no
+// sort. It shares x's registers when they are never written (x's more
+// too), s's keys then pending.
 func (s *hllState) takeDense(x *hllState) {
 	if x.sharedDense {
-		s.dense, s.sharedDense = x.dense, true
+		s.dense, s.sharedDense, s.more = x.dense, true, slices.Clip(x.more)
 	} else {
 		s.dense = slices.Clone(x.dense)
+		for _, m := range x.more { // none: more only beside shared registers
+			s.maxDense(m)
+		}
 	}
+	// s's pending keys stay pending, or are set by fold.
 	for _, k := range s.sparse {
-		s.setRegister(hllRegister(k, s.p))
+		s.setKey(k)
 	}
 	if p := s.packed; p != nil {
 		n, m := binary.Uvarint(p)
@@ -285,15 +349,12 @@ func (s *hllState) takeDense(x *hllState) {
 			d, m := binary.Uvarint(p)
 			p = p[m:]
 			k += d
-			s.setRegister(hllRegister(uint32(k), s.p))
+			s.setKey(uint32(k))
 		}
 	}
-	for _, k := range s.pend() {
-		s.setRegister(hllRegister(k, s.p))
-	}
 	s.sparse, s.packed = nil, nil
-	if s.work != nil {
-		s.work.pending = s.work.pending[:0]
+	if !s.sharedDense {
+		s.fold()
 	}
 }
 
@@ -378,16 +439,76 @@ func (s *hllState) value(*Feature) any { return s.estimate() }
 
 // estimate returns the cardinality estimate, rounded to an integer.
 func (s *hllState) estimate() uint64 {
-	s.normalize()
-	s.unpack()
+	if s.dense == nil {
+		s.normalize()
+		s.unpack()
+	}
 	if s.dense == nil {
 		// Linear counting over the 2^25 sparse indexes.
 		m := float64(uint64(1) << hllSparseBits)
 		n := float64(len(s.sparse))
 		return uint64(math.Round(m * math.Log(m/(m-n))))
 	}
-	c := registerHistogram(s.dense)
+	c := s.histogram()
 	return uint64(math.Round(ertlEstimate(c[:64-int(s.p)+2], len(s.dense))))
+}
+
+// histogram returns the count of s's registers of each value, s dense,
+// without folding it: the max of dense and more taken word by word as they
+// are counted, then the counts of the registers the pending keys raise
+// moved up.
+func (s *hllState) histogram() [66]int {
+	if len(s.more) == 0 && len(s.pend()) == 0 {
+		return registerHistogram(s.dense)
+	}
+	var c [66]int
+	if len(s.more) == 0 {
+		c = registerHistogram(s.dense)
+	} else {
+		var h [4][64]int32
+		for i := 0; i < len(s.dense); i += 8 {
+			a := binary.LittleEndian.Uint64(s.dense[i:])
+			for _, m := range s.more {
+				a = swarMax(a, binary.LittleEndian.Uint64(m[i:]))
+			}
+			h[0][a&63]++
+			h[1][a>>8&63]++
+			h[2][a>>16&63]++
+			h[3][a>>24&63]++
+			h[0][a>>32&63]++
+			h[1][a>>40&63]++
+			h[2][a>>48&63]++
+			h[3][a>>56&63]++
+		}
+		for r := range 64 {
+			c[r] = int(h[0][r] + h[1][r] + h[2][r] + h[3][r])
+		}
+	}
+	if len(s.pend()) == 0 {
+		return c
+	}
+	w := s.work
+	// Sorted keys group by register (its index is their top bits).
+	w.pending, w.scratch = radixSort32(w.pending, w.scratch)
+	for j := 0; j < len(w.pending); {
+		i, r := hllRegister(w.pending[j], s.p)
+		for j++; j < len(w.pending); j++ {
+			i2, r2 := hllRegister(w.pending[j], s.p)
+			if i2 != i {
+				break
+			}
+			r = max(r, r2)
+		}
+		cur := s.dense[i]
+		for _, m := range s.more {
+			cur = max(cur, m[i])
+		}
+		if r > cur {
+			c[cur]--
+			c[r]++
+		}
+	}
+	return c
 }
 
 // The dense form's loops (a merge's register max, a decode's range check,
@@ -399,6 +520,12 @@ const (
 	swarOnes = 0x0101010101010101
 	swarHigh = 0x8080808080808080
 )
+
+// swarMax returns the byte-wise max of a and b, bytes below 0x80.
+func swarMax(a, b uint64) uint64 {
+	lt := swarLess(a, b) >> 7 * 0xff // 0xff where a < b
+	return a&^lt | b&lt
+}
 
 // swarLess returns, for words a and b of bytes below 0x80, the high bit of
 // each byte set where a's byte is less than b's.
@@ -423,9 +550,7 @@ func (s *hllState) maxDense(x []byte) {
 	}
 	x = x[:len(d)]
 	for ; i < len(d); i += 8 {
-		a, b := binary.LittleEndian.Uint64(d[i:]), binary.LittleEndian.Uint64(x[i:])
-		lt := swarLess(a, b) >> 7 * 0xff // 0xff where a < b
-		binary.LittleEndian.PutUint64(d[i:], a&^lt|b&lt)
+		binary.LittleEndian.PutUint64(d[i:], swarMax(binary.LittleEndian.Uint64(d[i:]), binary.LittleEndian.Uint64(x[i:])))
 	}
 }
 
