@@ -454,9 +454,9 @@ func (s *hllState) estimate() uint64 {
 }
 
 // histogram returns the count of s's registers of each value, s dense,
-// without folding it: the max of dense and more taken word by word as they
-// are counted, then the counts of the registers the pending keys raise
-// moved up.
+// without folding it: the max of dense and more taken a chunk at a time as
+// they are counted, then the counts of the registers that the pending keys
+// raise moved up.
 func (s *hllState) histogram() [66]int {
 	if len(s.more) == 0 && len(s.pend()) == 0 {
 		return registerHistogram(s.dense)
@@ -466,38 +466,53 @@ func (s *hllState) histogram() [66]int {
 		c = registerHistogram(s.dense)
 	} else {
 		var h [4][64]int32
-		for i := 0; i < len(s.dense); i += 8 {
-			a := binary.LittleEndian.Uint64(s.dense[i:])
-			for _, m := range s.more {
-				a = swarMax(a, binary.LittleEndian.Uint64(m[i:]))
+		var chunk [256]byte
+		for off := 0; off < len(s.dense); off += len(chunk) {
+			n := min(len(chunk), len(s.dense)-off)
+			for i := 0; i < n; i += 8 {
+				a := binary.LittleEndian.Uint64(s.dense[off+i:])
+				for _, m := range s.more {
+					a = swarMax(a, binary.LittleEndian.Uint64(m[off+i:]))
+				}
+				binary.LittleEndian.PutUint64(chunk[i:], a)
 			}
-			h[0][a&63]++
-			h[1][a>>8&63]++
-			h[2][a>>16&63]++
-			h[3][a>>24&63]++
-			h[0][a>>32&63]++
-			h[1][a>>40&63]++
-			h[2][a>>48&63]++
-			h[3][a>>56&63]++
+			for i := 0; i < n; i += 4 {
+				h[0][chunk[i]&63]++
+				h[1][chunk[i+1]&63]++
+				h[2][chunk[i+2]&63]++
+				h[3][chunk[i+3]&63]++
+			}
 		}
 		for r := range 64 {
 			c[r] = int(h[0][r] + h[1][r] + h[2][r] + h[3][r])
 		}
 	}
-	if len(s.pend()) == 0 {
+	pend := s.pend()
+	if len(pend) == 0 {
 		return c
 	}
-	w := s.work
-	// Sorted keys group by register (its index is their top bits).
-	w.pending, w.scratch = radixSort32(w.pending, w.scratch)
-	for j := 0; j < len(w.pending); {
-		i, r := hllRegister(w.pending[j], s.p)
-		for j++; j < len(w.pending); j++ {
-			i2, r2 := hllRegister(w.pending[j], s.p)
-			if i2 != i {
-				break
+	// A register raised by an earlier key is marked, and its new value
+	// kept in raised (few: collisions among a few hundred keys).
+	var marked [1 << MaxPrecision / 64]uint64
+	type raise struct {
+		i int
+		r uint8
+	}
+	var raised []raise
+	for _, k := range pend {
+		i, r := hllRegister(k, s.p)
+		if marked[i/64]&(1<<(i%64)) != 0 {
+			for j := range raised {
+				if raised[j].i == i {
+					if cur := raised[j].r; r > cur {
+						c[cur]--
+						c[r]++
+						raised[j].r = r
+					}
+					break
+				}
 			}
-			r = max(r, r2)
+			continue
 		}
 		cur := s.dense[i]
 		for _, m := range s.more {
@@ -506,6 +521,8 @@ func (s *hllState) histogram() [66]int {
 		if r > cur {
 			c[cur]--
 			c[r]++
+			marked[i/64] |= 1 << (i % 64)
+			raised = append(raised, raise{i, r})
 		}
 	}
 	return c

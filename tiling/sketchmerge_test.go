@@ -539,3 +539,46 @@ func TestDecodeQuantilesSame(t *testing.T) {
 		t.Errorf("only %d of the inputs decoded", accepted)
 	}
 }
+
+// TestHLLLazyHistogram compares the histogram of registers that are not
+// folded (shared registers, more arrays and pending keys, many raising one
+// register in turn) with that of the folded registers.
+func TestHLLLazyHistogram(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for round := range 2000 {
+		p := uint8(MinPrecision + r.IntN(9))
+		top := 64 - int(p) + 1
+		regs := func() []byte {
+			d := make([]byte, 1<<p)
+			for i := range d {
+				d[i] = uint8(r.IntN(min(top, 8)))
+			}
+			return d
+		}
+		s := &hllState{p: p, dense: regs(), sharedDense: true}
+		for range r.IntN(maxMore + 1) {
+			s.more = append(s.more, regs())
+		}
+		few := 1 + r.IntN(4) // registers the keys fall in: many keys each
+		idx := make([]uint32, few)
+		for i := range idx {
+			idx[i] = r.Uint32N(1 << p)
+		}
+		for range r.IntN(200) {
+			// A key of register idx[·] and a random ρ: the low bits of
+			// the index below the register's, then ρ'.
+			i := idx[r.IntN(few)]<<(hllSparseBits-p) | r.Uint32N(1<<(hllSparseBits-p))
+			if r.IntN(2) == 0 {
+				i &^= 1<<(hllSparseBits-p) - 1 // ρ from ρ', up to the top
+			}
+			s.w().pending = append(s.w().pending, i<<6|(1+r.Uint32N(hllSparseRho)))
+		}
+		got := s.histogram()
+		f := &hllState{p: p, dense: slices.Clone(s.dense), sharedDense: true, more: s.more}
+		f.work = &hllWork{pending: slices.Clone(s.pend())}
+		f.fold()
+		if want := registerHistogram(f.dense); got != want {
+			t.Fatalf("round %d p=%d: histogram %v, folded %v", round, p, got, want)
+		}
+	}
+}
