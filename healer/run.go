@@ -22,6 +22,13 @@ func (h *Healer) Run(ctx context.Context) error {
 			defer wg.Done()
 			h.loop(ctx, vc)
 		}()
+		if c, ok := h.store.(incarnationCollector); ok {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h.collectIncarnations(ctx, c, name)
+			}()
+		}
 	}
 	wg.Wait()
 	return nil
@@ -92,6 +99,29 @@ func (h *Healer) loop(ctx context.Context, vc ViewConfig) {
 			h.log.Warn("heal failed; retrying", "view", v.Name, "in", backoff, "err", err)
 		}
 		next = h.now().Add(backoff)
+	}
+}
+
+// incarnationCollector is a store that keeps a view's items of its earlier
+// layouts until they are collected (state.Store on DynamoDB).
+type incarnationCollector interface {
+	CollectIncarnations(ctx context.Context, view string, now time.Time) error
+}
+
+// collectIncarnations has the store delete the view's old incarnations once
+// they are due, apart from the heals (a collection scans the whole table).
+func (h *Healer) collectIncarnations(ctx context.Context, c incarnationCollector, view string) {
+	t := time.NewTicker(min(h.cfg.Grace, 10*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.CollectIncarnations(ctx, view, h.now()); err != nil && ctx.Err() == nil {
+			h.log.Warn("collection of the view's old incarnations (resumed later)", "view", view, "err", err)
+		}
 	}
 }
 

@@ -57,6 +57,58 @@ type dynLayoutMeta struct {
 	// Translating is set while the view's items are translated into the
 	// incarnation inc.
 	Translating *dynTranslation `json:"translating,omitempty"`
+	// Collect lists the incarnations that the layout item named before and
+	// names no more, whose items are deleted once no instance can use them
+	// (dynamo_collect.go). writeLayoutItem keeps it up to date.
+	Collect []dynOldInc `json:"collect,omitempty"`
+}
+
+// dynOldInc is an incarnation to collect.
+type dynOldInc struct {
+	Inc uint32 `json:"inc"`
+	// Since (unix ms) the layout item no longer names it.
+	Since int64 `json:"since"`
+}
+
+// liveIncs are the incarnations a layout item names: its own and, while a
+// translation runs, the one it copies from.
+func (li *layoutItem) liveIncs() []uint32 {
+	if li == nil {
+		return nil
+	}
+	live := []uint32{li.inc}
+	if li.meta != nil && li.meta.Translating != nil {
+		live = append(live, li.meta.Translating.FromInc)
+	}
+	return live
+}
+
+// collectList is the Collect list of a write of the layout item that
+// replaces prev and names the incarnations live: prev's list and the
+// caller's, with every incarnation that prev named and live does not,
+// since now; without any incarnation of live.
+func collectList(prev *layoutItem, meta *dynLayoutMeta, live []uint32, now time.Time) []dynOldInc {
+	var out []dynOldInc
+	add := func(o dynOldInc) {
+		if slices.Contains(live, o.Inc) || slices.ContainsFunc(out, func(x dynOldInc) bool { return x.Inc == o.Inc }) {
+			return
+		}
+		out = append(out, o)
+	}
+	if prev != nil && prev.meta != nil {
+		for _, o := range prev.meta.Collect {
+			add(o)
+		}
+	}
+	if meta != nil {
+		for _, o := range meta.Collect {
+			add(o)
+		}
+	}
+	for _, inc := range prev.liveIncs() {
+		add(dynOldInc{Inc: inc, Since: now.UnixMilli()})
+	}
+	return out
 }
 
 // dynTranslation is a translation in progress.
@@ -122,8 +174,22 @@ func (d *dynStore) readLayoutItem(ctx context.Context, view string) (*layoutItem
 }
 
 // writeLayoutItem replaces the layout item, conditioned on prev being what
-// is stored (nil: no item).
+// is stored (nil: no item). The incarnations to collect carry over from
+// prev, and those prev named that the new item does not are added to them
+// (collectList); meta is not changed.
 func (d *dynStore) writeLayoutItem(ctx context.Context, view, v string, inc uint32, meta *dynLayoutMeta, prev *layoutItem) (*layoutItem, error) {
+	if meta != nil {
+		m := *meta
+		next := &layoutItem{inc: inc, meta: &m}
+		m.Collect = collectList(prev, meta, next.liveIncs(), time.Now())
+		meta = &m
+	}
+	return d.putLayoutItem(ctx, view, v, inc, meta, prev)
+}
+
+// putLayoutItem is writeLayoutItem with meta as it is (the collection
+// removes an entry of Collect this way).
+func (d *dynStore) putLayoutItem(ctx context.Context, view, v string, inc uint32, meta *dynLayoutMeta, prev *layoutItem) (*layoutItem, error) {
 	it := &dynamo.Item{PK: layoutPK(view), SK: dskLay}
 	it.SetB("v", []byte(v))
 	it.SetB(attrLayInc, binary.BigEndian.AppendUint32(nil, inc))
@@ -218,7 +284,7 @@ func (d *dynStore) checkLayout(v *tiling.View) (LayoutStatus, error) {
 			return nw, true, nil
 		}
 		if li == nil {
-			nw, ok, err := write(fp, newInc(), &dynLayoutMeta{Layout: lay})
+			nw, ok, err := write(fp, newInc(li), &dynLayoutMeta{Layout: lay})
 			if err != nil {
 				return LayoutStatus{}, err
 			}
@@ -290,15 +356,15 @@ func (d *dynStore) checkLayout(v *tiling.View) (LayoutStatus, error) {
 		// Another layout that cannot be translated (another granularity,
 		// record span or lifetime start, a rebuild of another layout, a
 		// layout not kept): a new incarnation, with nothing in it yet.
-		nw, ok, err := write(fp+rebuildMark, newInc(), &dynLayoutMeta{Layout: lay})
+		nw, ok, err := write(fp+rebuildMark, newInc(li), &dynLayoutMeta{Layout: lay})
 		if err != nil {
 			return LayoutStatus{}, fmt.Errorf("reset view %s for its new layout: %w", v.Name, err)
 		}
 		if !ok {
 			continue
 		}
-		d.log.Warn("the view's items of its previous layout stay in the table unreferenced (the ttl backstop, when set, expires its stream tiles)",
-			"view", v.Name, "table", d.t.Name())
+		d.log.Info("the view's items of its previous layout are deleted once the grace period has passed",
+			"view", v.Name, "table", d.t.Name(), "grace", incarnationGrace)
 		d.setInc(v.Name, nw.inc)
 		return LayoutStatus{Rebuild: true}, nil
 	}
@@ -310,7 +376,21 @@ func layoutMatches(l tiling.Layout, fp string) bool {
 	return err == nil && got == fp
 }
 
-func newInc() uint32 { return binary.BigEndian.Uint32(newIncarnation()) }
+// newInc picks a new incarnation for the view whose layout item is li (nil:
+// none): none that li names or lists to collect (a collection must never
+// find its incarnation in use again).
+func newInc(li *layoutItem) uint32 {
+	for {
+		inc := binary.BigEndian.Uint32(newIncarnation())
+		used := inc == 0 || slices.Contains(li.liveIncs(), inc)
+		if li != nil && li.meta != nil {
+			used = used || slices.ContainsFunc(li.meta.Collect, func(o dynOldInc) bool { return o.Inc == inc })
+		}
+		if !used {
+			return inc
+		}
+	}
+}
 
 // startTranslation claims the translation of the view's items from layout
 // from in incarnation fromInc to v's layout, in a new incarnation, and runs
@@ -336,7 +416,7 @@ func (d *dynStore) startTranslation(v *tiling.View, li *layoutItem, from tiling.
 		}
 	}
 	ctx, cancel := opCtx()
-	nw, err := d.writeLayoutItem(ctx, v.Name, val, newInc(), next, li)
+	nw, err := d.writeLayoutItem(ctx, v.Name, val, newInc(li), next, li)
 	cancel()
 	if errors.Is(err, dynamo.ErrConditionFailed) {
 		return LayoutStatus{}, false, nil
@@ -345,8 +425,8 @@ func (d *dynStore) startTranslation(v *tiling.View, li *layoutItem, from tiling.
 		return LayoutStatus{}, false, fmt.Errorf("record layout of view %s: %w", v.Name, err)
 	}
 	if next.Translating == nil {
-		d.log.Warn("the view's items of its previous layout stay in the table unreferenced (the ttl backstop, when set, expires its stream tiles)",
-			"view", v.Name, "table", d.t.Name())
+		d.log.Info("the view's items of its previous layout are deleted once the grace period has passed",
+			"view", v.Name, "table", d.t.Name(), "grace", incarnationGrace)
 		d.setInc(v.Name, nw.inc)
 		return LayoutStatus{Rebuild: true}, true, nil
 	}
@@ -466,8 +546,8 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 	d.releaseOldLease(ctx, v.Name, t.FromInc)
 	d.log.Info("view items translated to the new layout", "view", v.Name, "pending", len(done.Pending),
 		"horizon", time.UnixMilli(done.Horizon).UTC(), "items", written, "seconds", time.Since(began).Seconds())
-	d.log.Warn("the view's items of its previous layout stay in the table unreferenced (the ttl backstop, when set, expires its stream tiles)",
-		"view", v.Name, "table", d.t.Name())
+	d.log.Info("the view's items of its previous layout are deleted once the grace period has passed",
+		"view", v.Name, "table", d.t.Name(), "grace", incarnationGrace)
 	return LayoutStatus{Pending: done.Pending, Horizon: done.Horizon}, nil
 }
 

@@ -13,6 +13,7 @@ type dynMetrics struct {
 	cacheEvictions prometheus.Counter
 	rolledUp       prometheus.Counter
 	rollupErrors   prometheus.Counter
+	incDeleted     prometheus.Counter
 }
 
 func newDynMetrics(reg prometheus.Registerer) *dynMetrics {
@@ -50,9 +51,13 @@ func newDynMetrics(reg prometheus.Registerer) *dynMetrics {
 			Name: "tilestream_store_rollup_errors_total",
 			Help: "Roll-ups of stream tile items that failed (tried again with the next one due; reads stay exact meanwhile).",
 		}),
+		incDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tilestream_store_old_incarnation_items_deleted_total",
+			Help: "DynamoDB items of views' old incarnations (left by a layout change) deleted once the grace period had passed (docs/format.md, layout changes).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.commit, m.conflicts, m.deleted, m.cache, m.cacheBytes, m.cacheEvictions, m.rolledUp, m.rollupErrors)
+		reg.MustRegister(m.commit, m.conflicts, m.deleted, m.cache, m.cacheBytes, m.cacheEvictions, m.rolledUp, m.rollupErrors, m.incDeleted)
 	}
 	return m
 }
