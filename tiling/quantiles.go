@@ -712,7 +712,7 @@ func decodeQuantiles(a *aggSpec, b []byte, s *quantileState) (State, []byte, err
 			}
 			key, o = key+int64(d), o+kk
 		}
-		if mag := max(key, -key); key != 0 && (mag < lo || mag > hi) {
+		if key > hi || key < lo && (key > -lo && key != 0 || key < -hi) {
 			return bad("key")
 		}
 		c, kk := uvarint(b, o)
@@ -894,7 +894,13 @@ func (s *quantileState) walkCounts(ranks []uint64, order []int) (found [MaxPerce
 	if hi-lo >= int64(min(2*n+64, maxDenseBins)) {
 		return found, false, false
 	}
-	counts := make([]uint64, hi-lo+1)
+	var buf [1024]uint64 // 8 KiB: a key range of 29 octaves at 1% accuracy
+	counts := buf[:0]
+	if w := int(hi - lo + 1); w <= len(buf) {
+		counts = buf[:w]
+	} else {
+		counts = make([]uint64, w)
+	}
 	var zero uint64
 	count := func(l binList) {
 		r := binReader{l: l}

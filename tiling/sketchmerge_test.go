@@ -497,7 +497,7 @@ func TestDecodeQuantilesSame(t *testing.T) {
 	m := newQuantileMapping(35)
 	a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: []int{16, 2048}[r.IntN(2)], mapping: m}
 	edges := []int64{0, 1, -1, quantileBias + m.minIndex, quantileBias + m.minIndex - 1, quantileBias + m.maxIndex,
-		quantileBias + m.maxIndex + 1, -(quantileBias + m.minIndex), -(quantileBias + m.maxIndex), -(quantileBias + m.maxIndex + 1)}
+		quantileBias + m.maxIndex + 1, -(quantileBias + m.minIndex), -(quantileBias + m.minIndex - 1), -(quantileBias + m.maxIndex), -(quantileBias + m.maxIndex + 1)}
 	accepted := 0
 	for round := range 20_000 {
 		s := newState(a).(*quantileState)
