@@ -474,7 +474,9 @@ func Holds(start, g, ts int64) bool {
 	if start == MinTime {
 		return AlignDown(ts, g) == MinTime
 	}
-	return ts-start < g
+	// Unsigned: ts − start fits 64 bits unsigned for any ts ≥ start, where
+	// the signed difference overflows past 2^63.
+	return uint64(ts)-uint64(start) < uint64(g)
 }
 
 // RollupIn is Rollup with the block aggregates' states taken from a (nil:
