@@ -365,11 +365,20 @@ func (s *quantileState) normalize() {
 	if len(s.lists) > 0 {
 		s.foldLists()
 	}
-	w := s.work
-	if !w.dirty() {
+	if !s.work.dirty() {
 		return
 	}
 	s.unpack()
+	out := mergeBins(s.bins, s.drainWork())
+	// mergeBins may return s.bins itself; it is never written in place
+	// (it may be a decoded or a merged-from state's).
+	s.bins = s.collapse(slices.Clip(out))
+}
+
+// drainWork returns the bins of the work, ascending with distinct keys, in
+// a new slice, and empties it.
+func (s *quantileState) drainWork() []quantileBin {
+	w := s.work
 	// The arrays' bins, ascending: negative keys, zero, positive keys.
 	counted := w.neg.drain(nil)
 	if w.zero > 0 {
@@ -377,24 +386,41 @@ func (s *quantileState) normalize() {
 		w.zero = 0
 	}
 	counted = w.pos.drain(counted)
-	var sorted []quantileBin
-	if len(w.pending) > 0 {
-		w.pending, w.scratch = radixSortBins(w.pending, w.scratch)
-		// Repeated keys (adds of one bin) summed, into a new slice.
-		c := make([]quantileBin, 0, len(w.pending))
-		for _, b := range w.pending {
-			if n := len(c); n > 0 && c[n-1].key == b.key {
-				c[n-1].count += b.count
-			} else {
-				c = append(c, b)
-			}
-		}
-		sorted = c
+	if len(w.pending) == 0 {
+		return counted
 	}
-	out := mergeBins(mergeBins(s.bins, counted), sorted)
-	// mergeBins may return s.bins itself; it is never written in place
-	// (it may be a decoded or a merged-from state's).
-	s.bins, w.pending = s.collapse(slices.Clip(out)), w.pending[:0]
+	w.pending, w.scratch = radixSortBins(w.pending, w.scratch)
+	// Repeated keys (adds of one bin) summed, into a new slice.
+	c := make([]quantileBin, 0, len(w.pending))
+	for _, b := range w.pending {
+		if n := len(c); n > 0 && c[n-1].key == b.key {
+			c[n-1].count += b.count
+		} else {
+			c = append(c, b)
+		}
+	}
+	w.pending = w.pending[:0]
+	return mergeBins(counted, c)
+}
+
+// settle readies s for a walk of its lists: its work, if any, becomes one
+// more list when there is room, rather than folding the lists (an
+// accumulator of a few stream tiles merged into a window beside a month's
+// and a day's bins).
+func (s *quantileState) settle() {
+	if !s.work.dirty() {
+		return
+	}
+	if len(s.lists) == 0 || len(s.lists) >= maxLists {
+		s.normalize()
+		return
+	}
+	bins := s.drainWork()
+	l := binList{bins: bins, m: len(bins)}
+	if l.m > 0 {
+		l.last = bins[l.m-1].key
+	}
+	s.lists = append(s.lists, l)
 }
 
 // collapse returns bins, ascending with distinct keys, with the lowest
@@ -773,9 +799,7 @@ func (s *quantileState) quantile(q float64) float64 {
 // together without building their union, unless they hold more than
 // maxBins distinct keys (then their union collapses, and is built).
 func (s *quantileState) quantiles(qs []float64, dst []float64) []float64 {
-	if s.work.dirty() {
-		s.normalize()
-	}
+	s.settle()
 	if s.n == 0 {
 		return nil
 	}
