@@ -399,11 +399,10 @@ func decodeHLL(a *aggSpec, b []byte, s *hllState) (State, []byte, error) {
 		if k <= 0 || n == 0 || n > uint64(hllSparseMax(a.n)) || n > uint64(len(b)) {
 			return nil, nil, fmt.Errorf("hll: sparse count: %w", ErrCorrupt)
 		}
-		start := b
-		b = b[k:]
+		o := k
 		prev := uint64(0)
 		for i := range n {
-			d, k := binary.Uvarint(b)
+			d, k := uvarint(b, o)
 			key := prev + d
 			if k <= 0 || (i > 0 && d == 0) || key >= 1<<(hllSparseBits+6) {
 				return nil, nil, fmt.Errorf("hll: sparse key: %w", ErrCorrupt)
@@ -411,11 +410,11 @@ func decodeHLL(a *aggSpec, b []byte, s *hllState) (State, []byte, error) {
 			if rho := key & 63; rho == 0 || rho > hllSparseRho || i > 0 && key>>6 == prev>>6 {
 				return nil, nil, fmt.Errorf("hll: sparse key: %w", ErrCorrupt)
 			}
-			b = b[k:]
+			o += k
 			prev = key
 		}
-		s.packed = start[:len(start)-len(b)]
-		return s, b, nil
+		s.packed = b[:o]
+		return s, b[o:], nil
 	case 2:
 		m := 1 << a.n
 		if len(b) < 1+m {

@@ -759,8 +759,38 @@ func uvarint(b []byte, o int) (uint64, int) {
 	if o < len(b) && b[o] < 0x80 {
 		return uint64(b[o]), 1
 	}
-	if o > len(b) {
-		return 0, 0
+	return uvarintLong(b, o)
+}
+
+// uvarintLong is uvarint for more than one byte: up to five (the key
+// differences of a sparse HyperLogLog, 31-bit keys) unrolled.
+func uvarintLong(b []byte, o int) (uint64, int) {
+	if o < 0 || o+5 > len(b) {
+		if o > len(b) || o < 0 {
+			return 0, 0
+		}
+		return binary.Uvarint(b[o:])
+	}
+	c := b[o : o+5]
+	x := uint64(c[0] & 0x7f)
+	if c[0] < 0x80 {
+		return x, 1
+	}
+	x |= uint64(c[1]&0x7f) << 7
+	if c[1] < 0x80 {
+		return x, 2
+	}
+	x |= uint64(c[2]&0x7f) << 14
+	if c[2] < 0x80 {
+		return x, 3
+	}
+	x |= uint64(c[3]&0x7f) << 21
+	if c[3] < 0x80 {
+		return x, 4
+	}
+	x |= uint64(c[4]&0x7f) << 28
+	if c[4] < 0x80 {
+		return x, 5
 	}
 	return binary.Uvarint(b[o:])
 }
@@ -927,12 +957,33 @@ func (s *quantileState) walkCounts(ranks []uint64, order []int) (found [MaxPerce
 	}
 	var zero uint64
 	count := func(l binList) {
-		r := binReader{l: l}
-		for range l.m {
-			if b := r.read(); b.key == 0 {
-				zero += b.count
+		if l.m == 0 {
+			return
+		}
+		if l.packed == nil {
+			for _, b := range l.bins {
+				if b.key == 0 {
+					zero += b.count
+				} else {
+					counts[b.key-lo] += b.count
+				}
+			}
+			return
+		}
+		// The packed form read inline: this loop is most of a value.
+		p := l.packed
+		key, o := binary.Varint(p)
+		for i := range l.m {
+			if i > 0 {
+				d, n := uvarint(p, o)
+				key, o = key+int64(d), o+n
+			}
+			c, n := uvarint(p, o)
+			o += n
+			if key == 0 {
+				zero += c
 			} else {
-				counts[b.key-lo] += b.count
+				counts[key-lo] += c
 			}
 		}
 	}

@@ -582,3 +582,32 @@ func TestHLLLazyHistogram(t *testing.T) {
 		}
 	}
 }
+
+// TestUvarint compares uvarint with binary.Uvarint at every offset of
+// random bytes: short, long, truncated, overlong and overflowing varints.
+func TestUvarint(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	for round := range 20_000 {
+		b := make([]byte, r.IntN(16))
+		for i := range b {
+			switch r.IntN(3) {
+			case 0:
+				b[i] = byte(r.IntN(0x80))
+			case 1:
+				b[i] = 0x80 | byte(r.IntN(0x80))
+			default:
+				b[i] = 0xff
+			}
+		}
+		for o := 0; o <= len(b)+1; o++ {
+			var wx uint64
+			var wn int
+			if o <= len(b) {
+				wx, wn = binary.Uvarint(b[o:])
+			}
+			if x, n := uvarint(b, o); x != wx || n != wn {
+				t.Fatalf("round %d: %x at %d: %d, %d; binary.Uvarint %d, %d", round, b, o, x, n, wx, wn)
+			}
+		}
+	}
+}
