@@ -254,6 +254,13 @@ func (s *hllState) merge(o State) {
 	x := o.(*hllState)
 	if x.packed != nil {
 		switch {
+		case s.dense != nil && s.sharedDense:
+			w := s.w()
+			w.pending = append(appendPacked(w.pending, x.packed), x.pend()...)
+			if len(w.pending) > max(hllSparseMax(int(s.p)), 64) {
+				s.fold()
+			}
+			return
 		case s.dense != nil:
 			p := x.packed
 			n, m := binary.Uvarint(p)
