@@ -131,7 +131,7 @@ func (c *collection) update(ctx context.Context, set *dynamo.Item) error {
 
 // release lets the lease lapse now (best effort: it expires by itself).
 func (c *collection) release() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	k := c.key()
 	set := &dynamo.Item{PK: k.PK, SK: k.SK}

@@ -557,6 +557,22 @@ func TestDynamoLayoutTranslationLostLease(t *testing.T) {
 	if inc == li.inc {
 		t.Fatal("the third layout reused the cut translation's incarnation")
 	}
+	// Both incarnations before it are to collect: the cut translation's
+	// target and its source.
+	cur, err := c.dyn.readLayoutItem(ctx, third.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []uint32
+	for _, o := range cur.meta.Collect {
+		listed = append(listed, o.Inc)
+	}
+	slices.Sort(listed)
+	wantListed := []uint32{li.inc, li.meta.Translating.FromInc}
+	slices.Sort(wantListed)
+	if !slices.Equal(listed, wantListed) {
+		t.Fatalf("to collect after the third layout: %08x, want %08x", listed, wantListed)
+	}
 	kd, err := c.ReadKey(ctx, third, "k2", hour+2*tiling.Hour)
 	if err != nil {
 		t.Fatal(err)
