@@ -482,12 +482,7 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 	if t.CursorPK != nil {
 		start = &dynamo.Key{PK: t.CursorPK, SK: t.CursorSK}
 	}
-	prefixes := [][]byte{
-		viewIncPrefix(dpkKey, v.Name, t.FromInc),
-		viewIncPrefix(dpkView, v.Name, t.FromInc),
-		viewIncPrefix(dpkGenKeys, v.Name, t.FromInc),
-		viewIncPrefix(dpkDayKeys, v.Name, t.FromInc),
-	}
+	prefixes := incPrefixes(v.Name, t.FromInc)
 	page, written, began := 0, int64(0), time.Now()
 	err = d.t.ScanPrefixes(ctx, prefixes, start, d.translatePage, func(items []*dynamo.Item, next *dynamo.Key) error {
 		var puts []*dynamo.Item
