@@ -593,43 +593,33 @@ func (s *quantileState) merge(o State) {
 		s.lists = slices.Clip(x.lists)
 		return
 	}
-	xl, xn := len(x.lists), x.packedBins+len(x.bins) // x's sorted lists and their bins
-	if xn > 0 {
+	xl := len(x.lists) // x's sorted lists, its own bins among them
+	if x.packedBins+len(x.bins) > 0 {
 		xl++
-	}
-	for _, l := range x.lists {
-		xn += l.m
 	}
 	switch {
 	case xl == 0:
-	case len(s.lists)+xl <= maxLists || 8*xn >= s.size():
+	case len(s.lists)+xl <= maxLists:
 		// Keep x's sorted bins as lists, to be merged in one pass with
 		// the others when a value needs them (often without building
 		// their union): a read merges a month's and a day's bins, and a
-		// few tiles. Past maxLists, x's bins must be about as many as
-		// s's, or more, to be kept: folding the lists then takes each bin
-		// of s at most 9 times per bin of x, so it stays linear in what is
-		// merged. Many small tiles go to the work arrays instead.
-		if x.packedBins+len(x.bins) > 0 {
+		// few tiles, into each window.
+		if xn := x.packedBins + len(x.bins); xn > 0 {
 			s.lists = append(s.lists, x.own())
 		}
 		s.lists = append(s.lists, x.lists...)
-		if len(s.lists) > maxLists {
-			s.foldLists()
-		}
 	default:
+		// No room: s's lists and x's bins go to the work arrays, which
+		// take any number of merges (an accumulator of many tiles)
+		// without allocating per merge. Each bin is counted once.
 		w := s.w()
-		if x.packed != nil {
-			mergePackedBins(w, x.packed, x.packedBins)
+		for _, l := range s.lists {
+			w.addList(l)
 		}
-		for _, b := range x.bins {
-			w.addBin(b)
-		}
+		s.lists = nil // not [:0]: they may be shared with another state
+		w.addList(x.own())
 		for _, l := range x.lists {
-			r := binReader{l: l}
-			for b := r.read(); b.key != binsDone; b = r.read() {
-				w.addBin(b)
-			}
+			w.addList(l)
 		}
 	}
 	if xw := x.work; xw.dirty() {
@@ -650,6 +640,17 @@ func (s *quantileState) merge(o State) {
 	}
 	if len(s.pend()) > max(s.maxBins, 64) {
 		s.normalize()
+	}
+}
+
+// addList counts the bins of l in w.
+func (w *quantileWork) addList(l binList) {
+	if l.packed != nil {
+		mergePackedBins(w, l.packed, l.m)
+		return
+	}
+	for _, b := range l.bins {
+		w.addBin(b)
 	}
 }
 
@@ -874,6 +875,25 @@ func (s *quantileState) quantiles(qs []float64, dst []float64) []float64 {
 // the bin holding ranks[i], or binsDone past the last bin; false when s's
 // lists hold more than maxBins distinct keys.
 func (s *quantileState) walk(ranks []uint64, order []int) (found [MaxPercentiles]int64, ok bool) {
+	if len(s.lists) == 0 && s.packed == nil {
+		// Bins alone (a normalized state): a plain loop.
+		for _, i := range order {
+			found[i] = binsDone
+		}
+		var cum uint64
+		j := 0
+		for _, b := range s.bins {
+			cum += b.count
+			for j < len(order) && cum > ranks[order[j]] {
+				found[order[j]] = b.key
+				j++
+			}
+			if j == len(order) {
+				break
+			}
+		}
+		return found, true
+	}
 	if len(s.lists) > 0 {
 		if found, ok, done := s.walkCounts(ranks, order); done {
 			return found, ok
