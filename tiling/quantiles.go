@@ -462,8 +462,12 @@ func (s *quantileState) own() binList {
 	return l
 }
 
-// maxLists bounds quantileState.lists: past it they are folded into bins.
-const maxLists = 4
+// maxLists bounds quantileState.lists; minListBins is the fewest bins a
+// merged state must hold for them to be kept as lists.
+const (
+	maxLists    = 4
+	minListBins = 64
+)
 
 // size is the number of bins s holds, folded in or not; at least the number
 // it holds once normalized.
@@ -593,12 +597,22 @@ func (s *quantileState) merge(o State) {
 		s.lists = slices.Clip(x.lists)
 		return
 	}
-	xl := len(x.lists) // x's sorted lists, its own bins among them
-	if x.packedBins+len(x.bins) > 0 {
+	xl, xn := len(x.lists), x.packedBins+len(x.bins) // x's sorted lists (its own bins among them), their bins
+	if xn > 0 {
 		xl++
+	}
+	for _, l := range x.lists {
+		xn += l.m
 	}
 	switch {
 	case xl == 0:
+	case xn < minListBins:
+		// A tile's few bins: counted in the work arrays.
+		w := s.w()
+		w.addList(x.own())
+		for _, l := range x.lists {
+			w.addList(l)
+		}
 	case len(s.lists)+xl <= maxLists:
 		// Keep x's sorted bins as lists, to be merged in one pass with
 		// the others when a value needs them (often without building

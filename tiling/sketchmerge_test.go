@@ -175,13 +175,13 @@ func TestQuantileWalks(t *testing.T) {
 	qs := []float64{0.01, 0.5, 0.9, 0.99}
 	f := &Feature{Percentiles: qs}
 	counted, merged := 0, 0
-	for round := range 500 {
+	for round := range 1000 {
 		a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: []int{50, 300, 2048}[r.IntN(3)], mapping: m}
 		acc, ref := newState(a), newState(a)
 		shape := []int{1, 1, 3, 0, 2, 4}[r.IntN(6)] // mostly positive: keys in a narrow range
 		for range 1 + r.IntN(2*maxLists+2) {
 			s := newState(a)
-			for _, x := range quantileShape(r, 1+r.IntN(400), shape) {
+			for _, x := range quantileShape(r, 1+r.IntN(800), shape) {
 				s.add(nil, &Input{Kind: Number, Num: x})
 				ref.add(nil, &Input{Kind: Number, Num: x})
 			}
@@ -250,24 +250,45 @@ func mustMarshal(tb testing.TB, v any) string {
 }
 
 // TestQuantileValueWalksLists checks the lists' walks where they must give
-// way to their union: more distinct keys in all than maxBins (by one, with
-// zero among them), so the union collapses, though no list alone would.
+// way to their union: one more distinct key in all than maxBins (zero among
+// them, or not), so the union collapses, though no list alone would.
 func TestQuantileValueWalksLists(t *testing.T) {
 	m := newQuantileMapping(35)
-	a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: 10, mapping: m}
-	f := &Feature{Percentiles: []float64{0.01, 0.1, 0.2, 0.3, 0.5, 0.9}}
-	for _, lists := range [][][]float64{
-		{{1, 2, 3, 4, 5, 6, 7, 8}, {9, 10, 11, 12, 13, 14, 15, 16}, {17, 18, 19, 20, 21, 22, 23, 24}},
-		{{0, 1.05, 1.1, 1.15}, {1.2, 1.25, 1.3}, {1.35, 1.4, 1.45, 1.5}}, // 11 keys, counted by key
-		{{0, -1, 2, 3}, {4, 5, 6}, {7, 8, 9, 10}},                        // 11 keys, merged in order
+	// Rank 2 of about 420 lies in zero's count (4) when it is not
+	// collapsed into the next bin.
+	f := &Feature{Percentiles: []float64{0.005, 0.3, 0.5, 0.9}}
+	for _, c := range []struct {
+		name       string
+		zero, sign float64
+	}{
+		{"positive, counted by key", 0, 1},
+		{"zero and positive, counted by key", 1, 1},
+		{"zero and negative, merged in order", 1, -1},
 	} {
+		var lists [][]float64
+		keys := map[int64]bool{}
+		for i := range 3 {
+			var xs []float64
+			if i == 0 && c.zero != 0 {
+				xs = append(xs, 0)
+			}
+			for j := range 70 {
+				x := c.sign * math.Pow(1.03, float64(i*70+j+1)) // a bin each
+				xs = append(xs, x)
+			}
+			for _, x := range xs {
+				keys[m.key(x)] = true
+			}
+			lists = append(lists, xs)
+		}
+		a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: len(keys) - 1, mapping: m}
 		ref, acc := newState(a), newState(a)
 		for _, xs := range lists {
 			s := newState(a)
-			for _, x := range xs {
-				reps := 1 + int(math.Abs(x))%3
+			for j, x := range xs {
+				reps := 1 + j%2
 				if x == 0 {
-					reps = 4 // ranks 0 to 3, inside the collapse
+					reps = 4
 				}
 				for range reps {
 					s.add(nil, &Input{Kind: Number, Num: x})
@@ -281,10 +302,10 @@ func TestQuantileValueWalksLists(t *testing.T) {
 			acc.merge(d)
 		}
 		if len(acc.(*quantileState).lists) == 0 {
-			t.Fatal("no lists: the walks are not exercised")
+			t.Fatalf("%s: no lists: the walks are not exercised", c.name)
 		}
 		if got, want := mustMarshal(t, acc.value(f)), mustMarshal(t, ref.value(f)); got != want {
-			t.Errorf("%v: value %s, one sketch %s", lists, got, want)
+			t.Errorf("%s: value %s, one sketch %s", c.name, got, want)
 		}
 	}
 }
@@ -609,5 +630,48 @@ func TestUvarint(t *testing.T) {
 				t.Fatalf("round %d: %x at %d: %d, %d; binary.Uvarint %d, %d", round, b, o, x, n, wx, wn)
 			}
 		}
+	}
+}
+
+// TestQuantileListsStayOwn merges a state whose lists another state shares,
+// past the room for lists and then into lists again: the other state's
+// lists, and so its bytes, must not change.
+func TestQuantileListsStayOwn(t *testing.T) {
+	r := rand.New(rand.NewPCG(25, 26))
+	a := &aggSpec{kind: kindQuantiles, n: 35, maxBins: 2048, mapping: newQuantileMapping(35)}
+	var all [][]float64
+	sketch := func() State {
+		xs := quantileShape(r, 300, 1)
+		all = append(all, xs)
+		s := newState(a)
+		for _, x := range xs {
+			s.add(nil, &Input{Kind: Number, Num: x})
+		}
+		d, _, err := decodeState(a, s.appendBinary(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	x := newState(a)
+	for range 4 {
+		x.merge(sketch()) // its own bins and three lists
+	}
+	want := newState(a)
+	for _, xs := range all {
+		for _, v := range xs {
+			want.add(nil, &Input{Kind: Number, Num: v})
+		}
+	}
+	s := newState(a)
+	s.merge(x) // shares x's lists
+	y := newState(a)
+	y.merge(sketch())
+	y.merge(sketch())
+	s.merge(y) // no room: s's lists to the work arrays
+	s.merge(sketch())
+	s.merge(sketch()) // lists again
+	if got, want := x.appendBinary(nil), want.appendBinary(nil); !bytes.Equal(got, want) {
+		t.Fatal("a state whose lists another shares changed")
 	}
 }
