@@ -176,6 +176,9 @@ type quantileState struct {
 	// percentiles once, walking the lists together rather than building
 	// their union.
 	lists []binList
+	// ownLists: lists is s's own array (appended to in place, reused),
+	// not another state's.
+	ownLists bool
 }
 
 type quantileWork struct {
@@ -420,7 +423,26 @@ func (s *quantileState) settle() {
 	if l.m > 0 {
 		l.last = bins[l.m-1].key
 	}
-	s.lists = append(s.lists, l)
+	s.appendLists(l)
+}
+
+// appendLists appends ls to s's lists, in an array of s's own.
+func (s *quantileState) appendLists(ls ...binList) {
+	if !s.ownLists {
+		s.lists = append(make([]binList, 0, 2*maxLists+1), s.lists...)
+		s.ownLists = true
+	}
+	s.lists = append(s.lists, ls...)
+}
+
+// dropLists empties s's lists, keeping its own array.
+func (s *quantileState) dropLists() {
+	if s.ownLists {
+		clear(s.lists)
+		s.lists = s.lists[:0]
+		return
+	}
+	s.lists = nil
 }
 
 // collapse returns bins, ascending with distinct keys, with the lowest
@@ -578,7 +600,8 @@ func (s *quantileState) foldLists() {
 	for b := m.read(); b.key != binsDone; b = m.read() {
 		out = append(out, b)
 	}
-	s.bins, s.packed, s.packedBins, s.lists = s.collapse(out), nil, 0, nil
+	s.bins, s.packed, s.packedBins = s.collapse(out), nil, 0
+	s.dropLists()
 }
 
 // merge folds o in; o is read, never changed.
@@ -594,7 +617,7 @@ func (s *quantileState) merge(o State) {
 		// Share x's bins and lists: never written in place (normalize
 		// builds anew; appending to lists must not write into x's).
 		s.bins, s.packed, s.packedBins, s.packedLast = x.bins, x.packed, x.packedBins, x.packedLast
-		s.lists = slices.Clip(x.lists)
+		s.lists, s.ownLists = x.lists, false
 		return
 	}
 	xl, xn := len(x.lists), x.packedBins+len(x.bins) // x's sorted lists (its own bins among them), their bins
@@ -619,9 +642,9 @@ func (s *quantileState) merge(o State) {
 		// their union): a read merges a month's and a day's bins, and a
 		// few tiles, into each window.
 		if xn := x.packedBins + len(x.bins); xn > 0 {
-			s.lists = append(s.lists, x.own())
+			s.appendLists(x.own())
 		}
-		s.lists = append(s.lists, x.lists...)
+		s.appendLists(x.lists...)
 	default:
 		// No room: s's lists and x's bins go to the work arrays, which
 		// take any number of merges (an accumulator of many tiles)
@@ -630,7 +653,7 @@ func (s *quantileState) merge(o State) {
 		for _, l := range s.lists {
 			w.addList(l)
 		}
-		s.lists = nil // not [:0]: they may be shared with another state
+		s.dropLists()
 		w.addList(x.own())
 		for _, l := range x.lists {
 			w.addList(l)
