@@ -429,7 +429,7 @@ func (s *quantileState) settle() {
 // appendLists appends ls to s's lists, in an array of s's own.
 func (s *quantileState) appendLists(ls ...binList) {
 	if !s.ownLists {
-		s.lists = append(make([]binList, 0, 2*maxLists+1), s.lists...)
+		s.lists = append(make([]binList, 0, len(s.lists)+len(ls)+1), s.lists...)
 		s.ownLists = true
 	}
 	s.lists = append(s.lists, ls...)
@@ -484,12 +484,8 @@ func (s *quantileState) own() binList {
 	return l
 }
 
-// maxLists bounds quantileState.lists; minListBins is the fewest bins a
-// merged state must hold for them to be kept as lists.
-const (
-	maxLists    = 4
-	minListBins = 64
-)
+// maxLists bounds quantileState.lists.
+const maxLists = 4
 
 // size is the number of bins s holds, folded in or not; at least the number
 // it holds once normalized.
@@ -629,26 +625,30 @@ func (s *quantileState) merge(o State) {
 	}
 	switch {
 	case xl == 0:
-	case xn < minListBins:
-		// A tile's few bins: counted in the work arrays.
-		w := s.w()
-		w.addList(x.own())
-		for _, l := range x.lists {
-			w.addList(l)
-		}
 	case len(s.lists)+xl <= maxLists:
 		// Keep x's sorted bins as lists, to be merged in one pass with
 		// the others when a value needs them (often without building
 		// their union): a read merges a month's and a day's bins, and a
 		// few tiles, into each window.
-		if xn := x.packedBins + len(x.bins); xn > 0 {
+		if x.packedBins+len(x.bins) > 0 {
 			s.appendLists(x.own())
 		}
 		s.appendLists(x.lists...)
+	case s.work == nil && 8*xn >= s.size():
+		// No room, for the first time (s has no work arrays), and x
+		// about as large as s or larger (a read's window state): fold
+		// them all into bins, in one pass. The next time, the work
+		// arrays take them.
+		if x.packedBins+len(x.bins) > 0 {
+			s.appendLists(x.own())
+		}
+		s.appendLists(x.lists...)
+		s.foldLists()
+		s.w()
 	default:
-		// No room: s's lists and x's bins go to the work arrays, which
-		// take any number of merges (an accumulator of many tiles)
-		// without allocating per merge. Each bin is counted once.
+		// No room again, or x small: s's lists and x's bins go to the
+		// work arrays, which take any number of merges (an accumulator
+		// of many tiles) without allocating per merge.
 		w := s.w()
 		for _, l := range s.lists {
 			w.addList(l)
