@@ -371,6 +371,44 @@ func newHealer(s *settings, store *state.Store, offline *state.OfflineLog, archi
 	return healer.New(hc, vcs, store, offline, archive, healer.NewMetrics(reg), log.With("component", "healer"))
 }
 
+// healThrough posts body to the service's POST /v1/heal at addr and returns
+// the answer. A 503 with Retry-After (the service is starting, or its ingest
+// is not running yet) is asked again every second for up to wait, saying so
+// on stderr; an error wraps the connection's (ECONNREFUSED: no service).
+func healThrough(ctx context.Context, addr string, body []byte, wait time.Duration, stderr io.Writer) ([]byte, error) {
+	until := time.Now().Add(wait)
+	said := ""
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/heal", bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("heal through %s: %w", addr, err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return out, nil
+		}
+		err = fmt.Errorf("heal through %s: %s: %s", addr, resp.Status, bytes.TrimSpace(out))
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !time.Now().Before(until) {
+			return nil, err
+		}
+		if msg := string(bytes.TrimSpace(out)); msg != said {
+			fmt.Fprintf(stderr, "waiting for the service (up to %s): %s\n", wait, msg)
+			said = msg
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second): // what Retry-After asks
+		}
+	}
+}
+
 // runHeal asks the running service to heal (POST /v1/heal on its HTTP
 // address) and prints the summary; when no service answers there, it heals
 // standalone from the store and the offline log.
@@ -380,6 +418,7 @@ func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	path := fs.String("config", "", "config file (YAML); without it, the built-in demo config")
 	view := fs.String("view", "", "heal only this view (default: every view)")
 	full := fs.Bool("full", false, "recompute every day from the offline log, not only the changed ones")
+	wait := fs.Duration("wait", 2*time.Minute, "how long to retry while the service answers 503 with Retry-After (starting, or its ingest not running yet)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -388,23 +427,13 @@ func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	body, _ := json.Marshal(map[string]any{"view": *view, "full": *full})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.HTTP.Listen+"/v1/heal", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	out, err := healThrough(ctx, s.HTTP.Listen, body, *wait, stderr)
 	if err == nil {
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("heal through %s: %s: %s", s.HTTP.Listen, resp.Status, bytes.TrimSpace(out))
-		}
 		_, err = stdout.Write(append(bytes.TrimSpace(out), '\n'))
 		return err
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("heal through %s: %w", s.HTTP.Listen, err)
+		return err
 	}
 	// No service: heal standalone. Without the ingest, E comes from the
 	// stored archive progress: events still in Kafka wait for the service.
@@ -425,7 +454,7 @@ func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		results = append(results, res)
 	}
-	out, _ := json.Marshal(map[string]any{"results": results})
+	out, _ = json.Marshal(map[string]any{"results": results})
 	_, err = stdout.Write(append(out, '\n'))
 	return err
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -152,14 +151,17 @@ func TestReviewHealCLIWhileStarting(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out bytes.Buffer
+	var out, errOut bytes.Buffer
 	start := time.Now()
-	err := run(ctx, []string{"heal", "--config", e.cfgPath}, os.Getenv, &out, io.Discard)
+	err := run(ctx, []string{"heal", "--config", e.cfgPath, "--wait", "2s"}, os.Getenv, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "starting (opening the online store)") {
-		t.Errorf("heal while the service starts: %v, want the start-up 503", err)
+		t.Errorf("heal while the service starts: %v, want the start-up 503 once --wait passed", err)
 	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("heal while the service starts took %v", d)
+	if !strings.Contains(errOut.String(), "waiting for the service (up to 2s)") {
+		t.Errorf("heal while the service starts said %q, want that it waits", errOut.String())
+	}
+	if d := time.Since(start); d < 2*time.Second || d > 10*time.Second {
+		t.Errorf("heal while the service starts took %v, want --wait (2s) and a little", d)
 	}
 	if err := p.stop(t); err != nil {
 		t.Fatalf("stop while the store opens: %v, want a clean exit", err)

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -108,5 +113,63 @@ func TestHTTPAnswersWhileTheStoreOpens(t *testing.T) {
 	}
 	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("the service took %v to stop after SIGTERM while opening the store", d)
+	}
+}
+
+// TestHealThroughWaitsForTheStart: healThrough asks again while the service
+// answers 503 with Retry-After (saying so once per message), returns the
+// answer once it heals, and gives up with the service's message when --wait
+// has passed or the 503 carries no Retry-After; other statuses at once.
+func TestHealThroughWaitsForTheStart(t *testing.T) {
+	// serve answers POST /v1/heal with answer(n) for the n-th call.
+	serve := func(answer func(n int64, w http.ResponseWriter)) (string, *atomic.Int64) {
+		var calls atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/heal" || r.Method != "POST" {
+				w.WriteHeader(404)
+				return
+			}
+			answer(calls.Add(1), w)
+		}))
+		t.Cleanup(srv.Close)
+		return strings.TrimPrefix(srv.URL, "http://"), &calls
+	}
+	starting := func(w http.ResponseWriter) {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(503)
+		io.WriteString(w, `{"error":"not ready: tilestream is starting (opening the online store); retry later"}`)
+	}
+	addr, calls := serve(func(n int64, w http.ResponseWriter) {
+		if n <= 3 {
+			starting(w)
+			return
+		}
+		io.WriteString(w, `{"results":[]}`)
+	})
+	var errOut bytes.Buffer
+	out, err := healThrough(context.Background(), addr, []byte(`{}`), time.Minute, &errOut)
+	if err != nil || string(out) != `{"results":[]}` || calls.Load() != 4 {
+		t.Fatalf("healThrough: %q %v after %d calls, want the answer after 4", out, err, calls.Load())
+	}
+	if got := strings.Count(errOut.String(), "waiting for the service"); got != 1 {
+		t.Errorf("said %q, want one waiting line", errOut.String())
+	}
+	// --wait passed: the 503's message.
+	addr, _ = serve(func(_ int64, w http.ResponseWriter) { starting(w) })
+	start := time.Now()
+	_, err = healThrough(context.Background(), addr, []byte(`{}`), 500*time.Millisecond, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "opening the online store") || time.Since(start) > 5*time.Second {
+		t.Errorf("healThrough past --wait: %v after %v", err, time.Since(start))
+	}
+	// No Retry-After, or another status: no retry.
+	for _, status := range []int{503, 400} {
+		addr, calls := serve(func(_ int64, w http.ResponseWriter) {
+			w.WriteHeader(status)
+			io.WriteString(w, `{"error":"no"}`)
+		})
+		_, err = healThrough(context.Background(), addr, []byte(`{}`), time.Minute, io.Discard)
+		if err == nil || calls.Load() != 1 {
+			t.Errorf("status %d: %v after %d calls, want an error after one", status, err, calls.Load())
+		}
 	}
 }
