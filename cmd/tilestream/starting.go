@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -13,16 +14,20 @@ import (
 // so that a liveness probe finds the process alive while the store opens
 // and changed views are translated (minutes for a large DynamoDB table).
 // Until serve hands it the service's handler (ready), /healthz answers 200,
-// /metrics the metrics registered so far, and everything else 503 naming
-// what the start is doing, with Retry-After: 1 — /readyz included.
+// /metrics the metrics registered so far, POST /v1/heal waits for the start
+// up to healStartWait (a heal asked right after a start is run, as the
+// service's own handler waits for its ingest), and everything else answers
+// 503 naming what the start is doing, with Retry-After: 1 — /readyz
+// included.
 type startup struct {
 	step    atomic.Pointer[string]
 	h       atomic.Pointer[http.Handler]
+	up      chan struct{} // closed by ready
 	metrics http.Handler
 }
 
 func newStartup(reg *prometheus.Registry) *startup {
-	st := &startup{metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	st := &startup{metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), up: make(chan struct{})}
 	st.doing("starting")
 	return st
 }
@@ -31,7 +36,10 @@ func newStartup(reg *prometheus.Registry) *startup {
 func (st *startup) doing(step string) { st.step.Store(&step) }
 
 // ready hands every request from now on to h.
-func (st *startup) ready(h http.Handler) { st.h.Store(&h) }
+func (st *startup) ready(h http.Handler) {
+	st.h.Store(&h)
+	close(st.up)
+}
 
 func (st *startup) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h := st.h.Load(); h != nil {
@@ -46,6 +54,16 @@ func (st *startup) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/metrics":
 		st.metrics.ServeHTTP(w, r)
 		return
+	case "/v1/heal":
+		t := time.NewTimer(healStartWait)
+		defer t.Stop()
+		select {
+		case <-st.up:
+			(*st.h.Load()).ServeHTTP(w, r)
+			return
+		case <-t.C:
+		case <-r.Context().Done():
+		}
 	}
 	b, _ := json.Marshal(map[string]string{"error": "not ready: tilestream is starting (" + *st.step.Load() + "); retry later"})
 	h := w.Header()
