@@ -61,6 +61,8 @@ func fullHeal(b *testing.B, v *tiling.View, off *state.OfflineLog, at int64) (he
 //   - keys=10000: 2M events over 10,000 keys (200k in -short mode), about 7
 //     events per key and day: nearly every event opens a tile, a block and
 //     a day of its own, so the cost is per record written.
+//   - keys=200: 10,000 events per key (~330 per key and day, ~14 per hour):
+//     between the two.
 //   - keys=2: the same 2M events over 2 keys (1M events each, as the issue's
 //     dense key): about 23 events per 1-minute tile, so the cost is per
 //     event read and aggregated.
@@ -77,7 +79,7 @@ func BenchmarkHeal(b *testing.B) {
 	if testing.Short() {
 		n = 200_000
 	}
-	for _, keys := range []int{10_000, 2} {
+	for _, keys := range []int{10_000, 200, 2} {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) { benchHeal(b, n, keys) })
 	}
 }

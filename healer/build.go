@@ -166,11 +166,19 @@ func (d *dayBuild) add(e *tiling.Event) {
 
 // keyDay is one key's built day.
 type keyDay struct {
-	details []*tiling.Record // ascending by block
+	details []detail // ascending by block
 	// day is the day record, encoded; its encoding computes the day's
 	// total (the merge of every block) on the way.
 	day   []byte
 	total []tiling.State
+}
+
+// detail is a detail record of a block of several tiles, encoded; its
+// encoding computes the block's aggregate for the day record on the way.
+type detail struct {
+	block int64
+	val   []byte
+	tiles int
 }
 
 // finish returns the keys in order (so writes and summaries are
@@ -203,20 +211,28 @@ func (d *dayBuild) finishKey(blocks []*tiling.Record) keyDay {
 			day.Only = append(day.Only, r.Tiles[0].Start)
 			continue
 		}
-		day.Tiles = append(day.Tiles, d.v.RollupIn(d.arena, r, d.v.Span())...)
+		agg := d.v.NewStatesIn(d.arena)
+		val := d.encode(func(dst []byte) []byte { return d.v.AppendDetailRecordTotal(dst, r, agg) })
+		day.Tiles = append(day.Tiles, tiling.Tile{Start: r.Start, States: agg})
 		day.Only = append(day.Only, tiling.MinTime)
-		kd.details = append(kd.details, r)
+		kd.details = append(kd.details, detail{block: r.Start, val: val, tiles: len(r.Tiles)})
 	}
-	// The encoded records of a day share chunks, dropped with the day.
+	kd.day = d.encode(func(dst []byte) []byte { return d.v.AppendDayRecordTotal(dst, day, kd.total) })
+	return kd
+}
+
+// encode returns what enc appends to an empty slice, in d.vals: the encoded
+// records of a day share chunks, dropped with the day.
+func (d *dayBuild) encode(enc func(dst []byte) []byte) []byte {
 	if cap(d.vals)-len(d.vals) < 1024 {
 		d.vals = make([]byte, 0, 64<<10)
 	}
 	n := len(d.vals)
-	kd.day = d.v.AppendDayRecordTotal(d.vals[n:n], day, kd.total)
-	if cap(kd.day) == cap(d.vals)-n {
-		d.vals = d.vals[:n+len(kd.day)] // encoded in place (else it grew a slice of its own)
+	b := enc(d.vals[n:n])
+	if cap(b) == cap(d.vals)-n {
+		d.vals = d.vals[:n+len(b)] // encoded in place (else it grew a slice of its own)
 	}
-	return kd
+	return b
 }
 
 // builtDay is one day span read from the offline log and built: its keys in
@@ -363,7 +379,7 @@ func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []s
 			for i, key := range out.keys {
 				kd := out.kds[i]
 				for _, det := range kd.details {
-					t.PutDetail(v, s, key, det)
+					t.PutDetailBytes(s, key, det.block, det.val)
 				}
 				t.PutDayRecordBytes(s, key, kd.day)
 			}

@@ -499,7 +499,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			kd := built.kds[i]
 			if built.tables == nil {
 				for _, det := range kd.details {
-					w.batch().PutDetail(v, gen, s, key, det)
+					w.batch().PutDetailBytes(v, gen, s, key, det.block, det.val)
 				}
 				w.batch().PutDayRecordBytes(v, gen, s, key, kd.day)
 				if err := w.wrote(1 + len(kd.details)); err != nil {
@@ -511,7 +511,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			}
 			totals[key][s] = kd.total
 			for _, det := range kd.details {
-				res.Tiles += len(det.Tiles)
+				res.Tiles += det.tiles
 			}
 		}
 		// The day's records and its place in the pending heal are durable

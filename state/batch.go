@@ -348,13 +348,21 @@ func (b *Batch) PutDayRecordBytes(v *tiling.View, gen uint64, day int64, key str
 // On DynamoDB the key's day record must follow in the same batch: the day's
 // key list item, written with it, names the detail records.
 func (b *Batch) PutDetail(v *tiling.View, gen uint64, day int64, key string, r *tiling.Record) {
+	b.buf = v.AppendDetailRecord(b.buf[:0], r)
+	b.PutDetailBytes(v, gen, day, key, r.Start, b.buf)
+}
+
+// PutDetailBytes is PutDetail of a record already encoded
+// (tiling.View.AppendDetailRecord), of the block starting at block. The
+// batch keeps no reference to val.
+func (b *Batch) PutDetailBytes(v *tiling.View, gen uint64, day int64, key string, block int64, val []byte) {
 	if b.ops != nil {
 		inc, err := b.d.incarnation(v.Name)
 		if err != nil {
 			b.fail(err)
 			return
 		}
-		n := b.ops.putGen(keyPK(v.Name, inc, key), detailSK(gen, day, r.Start), v.AppendDetailRecord(nil, r))
+		n := b.ops.putGen(keyPK(v.Name, inc, key), detailSK(gen, day, block), bytes.Clone(val))
 		if b.days == nil {
 			b.days = map[dayListID][]byte{}
 		}
@@ -363,12 +371,11 @@ func (b *Batch) PutDetail(v *tiling.View, gen uint64, day int64, key string, r *
 		if blocks == nil {
 			blocks = appendTime(nil, day)
 		}
-		b.days[id] = appendBlock(blocks, day, r.Start, n)
+		b.days[id] = appendBlock(blocks, day, block, n)
 		b.n++
 		return
 	}
-	b.buf = v.AppendDetailRecord(b.buf[:0], r)
-	_ = b.b.Set(detailKey(nil, v.Name, gen, day, key, r.Start), b.buf, nil)
+	_ = b.b.Set(detailKey(nil, v.Name, gen, day, key, block), val, nil)
 	b.n++
 }
 

@@ -77,7 +77,13 @@ func (t *Tables) PutDayRecordBytes(day int64, key string, val []byte) {
 // PutDetail writes a key's detail record.
 func (t *Tables) PutDetail(v *tiling.View, day int64, key string, r *tiling.Record) {
 	t.buf = v.AppendDetailRecord(t.buf[:0], r)
-	t.set(prefixDetail, detailKey(nil, t.view, t.gen, day, key, r.Start), t.buf)
+	t.PutDetailBytes(day, key, r.Start, t.buf)
+}
+
+// PutDetailBytes writes a key's detail record of the block starting at
+// block, encoded (tiling.View.AppendDetailRecord).
+func (t *Tables) PutDetailBytes(day int64, key string, block int64, val []byte) {
+	t.set(prefixDetail, detailKey(nil, t.view, t.gen, day, key, block), val)
 }
 
 // PutSummary writes a key's summary.

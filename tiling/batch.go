@@ -1048,8 +1048,21 @@ const detailVersion = 2
 //	m × uvarint byte length of the tile's states
 //	the states of each tile's suffix, in layout order
 func (v *View) AppendDetailRecord(dst []byte, r *Record) []byte {
+	return v.AppendDetailRecordTotal(dst, r, nil)
+}
+
+// AppendDetailRecordTotal is AppendDetailRecord that also leaves the
+// block's aggregate (the merge of every tile: the suffix at its first tile,
+// which the encoding computes on the way) in total: states of the view
+// holding nothing yet (nil: not wanted). A heal takes the block's part of
+// the day record from there instead of merging the tiles again.
+func (v *View) AppendDetailRecordTotal(dst []byte, r *Record, total []State) []byte {
 	n := len(r.Tiles)
-	suffix := suffixes(r.Tiles, v.newStates())
+	acc := total
+	if acc == nil {
+		acc = v.newStates()
+	}
+	suffix := suffixes(r.Tiles, acc)
 	dst = append(dst, detailVersion)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for _, t := range r.Tiles {

@@ -327,3 +327,27 @@ func TestDayRecordTotal(t *testing.T) {
 		}
 	}
 }
+
+// TestDetailRecordTotal: AppendDetailRecordTotal encodes what
+// AppendDetailRecord does and leaves in total exactly the block aggregate
+// Rollup makes (what the day record holds for the block), for random views
+// of every function and blocks of every shape.
+func TestDetailRecordTotal(t *testing.T) {
+	for seed := range uint64(300) {
+		c := newDayCase(t, seed)
+		for _, rec := range c.blocks {
+			total := c.v.newStates()
+			got := c.v.AppendDetailRecordTotal(nil, rec, total)
+			if want := c.v.AppendDetailRecord(nil, rec); !bytes.Equal(got, want) {
+				t.Fatalf("seed %d block %d: AppendDetailRecordTotal encodes %x, AppendDetailRecord %x", seed, rec.Start, got, want)
+			}
+			roll := c.v.Rollup(rec, c.v.Span())
+			if len(roll) != 1 || roll[0].Start != rec.Start {
+				t.Fatalf("seed %d block %d: rollup into %d tiles", seed, rec.Start, len(roll))
+			}
+			if g, w := appendStates(nil, total), appendStates(nil, roll[0].States); !bytes.Equal(g, w) {
+				t.Fatalf("seed %d block %d: total %x, the block's rollup %x", seed, rec.Start, g, w)
+			}
+		}
+	}
+}
