@@ -152,25 +152,7 @@ func TestReviewHealCLIWhileStarting(t *testing.T) {
 	e := newEnvWith(t, envOptions{dynamo: "http://" + hole.ln.Addr().String()})
 	before := serverGoroutines()
 	p := startInProcess(t, e.cfgPath)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if err := p.alive(); err != nil {
-			t.Fatalf("the service exited while opening the store: %v", err)
-		}
-		if code, _, _, err := e.call("GET", "/healthz", "", nil); err == nil && code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no 200 from /healthz within 60s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for hole.accepted() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the service never connected to the DynamoDB endpoint")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	hole.waitOpening(t, e, p.alive)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out bytes.Buffer

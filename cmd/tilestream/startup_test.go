@@ -52,6 +52,26 @@ func newBlackHole(t *testing.T) *blackHole {
 	return b
 }
 
+// waitOpening waits (60 s at most) until the service of e answers /healthz
+// and has connected to the black hole: its store's open is under way, and
+// stays so. alive says whether the service still runs.
+func (b *blackHole) waitOpening(t *testing.T, e *env, alive func() error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := alive(); err != nil {
+			t.Fatalf("the service exited while opening the store: %v", err)
+		}
+		if code, _, _, err := e.call("GET", "/healthz", "", nil); err == nil && code == 200 && b.accepted() > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within 60s of the start: no 200 from /healthz, or no connection to the DynamoDB endpoint (%d)", b.accepted())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (b *blackHole) accepted() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -72,26 +92,7 @@ func TestHTTPAnswersWhileTheStoreOpens(t *testing.T) {
 	hole := newBlackHole(t)
 	e := newEnvWith(t, envOptions{dynamo: "http://" + hole.ln.Addr().String()})
 	c := e.startChild(t, bin, "svc")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if err := c.alive(); err != nil {
-			t.Fatalf("the service exited while opening the store: %v", err)
-		}
-		if code, _, _, err := e.call("GET", "/healthz", "", nil); err == nil && code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no 200 from /healthz within 60s of the start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// The store's open is under way (and stays: the endpoint never answers).
-	for hole.accepted() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the service never connected to the DynamoDB endpoint")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	hole.waitOpening(t, e, c.alive)
 	for _, path := range []string{"/readyz", "/v1/features/" + testView + "/u1", "/v1/views"} {
 		code, hdr, body, err := e.call("GET", path, "", nil)
 		if err != nil {
