@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/tilestream/tilestream/state"
@@ -599,21 +600,36 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 	if h.useTables(len(keys)) {
 		sums = h.store.NewTables(v, gen)
 	}
-	for _, key := range keys {
-		sum, err := h.summary(v, key, old[key], totals[key], newDays, spans, recomputed, firstDay, target, rebuildBase)
-		if err != nil {
+	// Summaries are computed on the build goroutines a chunk of keys at a
+	// time and written in key order.
+	chunk := make([]*tiling.Summary, 0, summaryChunk)
+	for lo := 0; lo < len(keys); lo += summaryChunk {
+		part := keys[lo:min(lo+summaryChunk, len(keys))]
+		chunk = chunk[:len(part)]
+		var g errgroup.Group
+		g.SetLimit(h.workers())
+		for i, key := range part {
+			g.Go(func() error {
+				sum, err := h.summary(v, key, old[key], totals[key], newDays, spans, recomputed, firstDay, target, rebuildBase)
+				chunk[i] = sum
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
 			if sums != nil {
 				sums.Abort()
 			}
 			return res, err
 		}
-		if sums != nil {
-			sums.PutSummary(v, key, sum)
-			continue
-		}
-		w.batch().PutSummary(v, gen, key, sum)
-		if err := w.wrote(1); err != nil {
-			return res, err
+		for i, key := range part {
+			if sums != nil {
+				sums.PutSummary(v, key, chunk[i])
+				continue
+			}
+			w.batch().PutSummary(v, gen, key, chunk[i])
+			if err := w.wrote(1); err != nil {
+				return res, err
+			}
 		}
 	}
 	if sums != nil {
@@ -706,6 +722,10 @@ func (h *Healer) storedArchiveWatermark(v *tiling.View) (int64, error) {
 }
 
 // summary assembles one key's summary for a heal.
+// summaryChunk is how many keys' summaries a heal computes at once (in
+// parallel) before writing them.
+const summaryChunk = 1024
+
 func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals map[int64][]tiling.State,
 	days map[int64]dayState, spans []int64, recomputed map[int64]bool, firstDay, target int64, rebuildBase bool) (*tiling.Summary, error) {
 	s := &tiling.Summary{Watermark: target, FirstDay: firstDay}
