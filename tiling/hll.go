@@ -107,6 +107,20 @@ func appendPacked(dst []uint32, p []byte) []uint32 {
 	return dst
 }
 
+// setPacked sets the register of every key of the packed list p (as
+// appendPacked reads it) in the dense registers.
+func (s *hllState) setPacked(p []byte) {
+	n, m := binary.Uvarint(p)
+	p = p[m:]
+	var k uint64
+	for range n {
+		d, m := binary.Uvarint(p)
+		p = p[m:]
+		k += d
+		s.setKey(uint32(k))
+	}
+}
+
 // unpack materialises a packed sparse form.
 func (s *hllState) unpack() {
 	if s.packed == nil {
@@ -262,16 +276,7 @@ func (s *hllState) merge(o State) {
 			}
 			return
 		case s.dense != nil:
-			p := x.packed
-			n, m := binary.Uvarint(p)
-			p = p[m:]
-			var k uint64
-			for range n {
-				d, m := binary.Uvarint(p)
-				p = p[m:]
-				k += d
-				s.setKey(uint32(k))
-			}
+			s.setPacked(x.packed)
 			for _, k := range x.pend() {
 				s.setKey(k)
 			}
@@ -348,16 +353,8 @@ func (s *hllState) takeDense(x *hllState) {
 	for _, k := range s.sparse {
 		s.setKey(k)
 	}
-	if p := s.packed; p != nil {
-		n, m := binary.Uvarint(p)
-		p = p[m:]
-		var k uint64
-		for range n {
-			d, m := binary.Uvarint(p)
-			p = p[m:]
-			k += d
-			s.setKey(uint32(k))
-		}
+	if s.packed != nil {
+		s.setPacked(s.packed)
 	}
 	s.sparse, s.packed = nil, nil
 	if !s.sharedDense {
