@@ -34,6 +34,13 @@ var errUnavailable = &apiError{http.StatusServiceUnavailable, "the online store 
 // errNotReady answers feature requests before Options.Ready reports true.
 var errNotReady = &apiError{http.StatusServiceUnavailable, "not ready: tilestream is still starting (opening the store, catching up); retry later"}
 
+// WriteUnavailable answers 503 with msg as every error response is written
+// ({"error": msg}, Retry-After: 1): for what answers before the handler
+// exists (the service's start-up).
+func WriteUnavailable(w http.ResponseWriter, msg string) {
+	writeError(w, &apiError{http.StatusServiceUnavailable, msg})
+}
+
 // errorBody is the JSON body of every error response.
 type errorBody struct {
 	Error string `json:"error"`

@@ -1,13 +1,14 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tilestream/tilestream/serving"
 )
 
 // startup answers HTTP while the service starts: the listener opens first,
@@ -65,11 +66,5 @@ func (st *startup) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		}
 	}
-	b, _ := json.Marshal(map[string]string{"error": "not ready: tilestream is starting (" + *st.step.Load() + "); retry later"})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Retry-After", "1")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	w.Write(append(b, '\n')) //nolint:errcheck // the client is gone
+	serving.WriteUnavailable(w, "not ready: tilestream is starting ("+*st.step.Load()+"); retry later")
 }
