@@ -46,7 +46,7 @@ func BenchmarkServeOneKey(b *testing.B) {
 	v := demoView(b)
 	store := openStore(b)
 	off := openOffline(b)
-	at := time.Now().UnixMilli()
+	at := serveAt(time.Now().UnixMilli())
 	h := newHistory(b, v, store, off)
 	r := rand.New(rand.NewPCG(1, 2))
 	h.spread("small", 100, at-30*tiling.Day, at, r)
@@ -57,13 +57,34 @@ func BenchmarkServeOneKey(b *testing.B) {
 	defer srv.Close()
 
 	b.Run("heal=before", func(b *testing.B) { serveKeys(b, srv, store, v, at) })
-	// The archive is complete up to at, so the heal sets W_b close to it:
-	// alignDown(min(now − lateness, at), g).
-	res, err := newHealer(b, v, store, off, at).Heal(context.Background(), v.Name, healer.Options{})
+	res, err := newHealer(b, v, store, off, at-healLateness).Heal(context.Background(), v.Name, healer.Options{})
 	if err != nil || !res.Installed {
 		b.Fatalf("heal: %+v, %v", res, err)
 	}
 	b.Run("heal=after", func(b *testing.B) { serveKeys(b, srv, store, v, at) })
+}
+
+// wbMinute is the minute of the hour of W_b in the serving benchmarks, and
+// serveLag how far before the query time W_b is. A read decodes the stream
+// record of W_b's hour, whose tiles before W_b it does not need: fixing the
+// minute makes that work the same in every run (it was the minute of the
+// hour the benchmark ran in).
+const (
+	wbMinute = 30
+	serveLag = healLateness
+)
+
+// serveAt returns the serving benchmarks' query time t: the latest one
+// before now at which W_b = t − serveLag falls 30 s into minute wbMinute of
+// its hour. The heal is told the archive is complete up to W_b (the
+// healer's target is alignDown(min(now − lateness, archived), g)), so W_b
+// does not depend on the time the heal runs either.
+func serveAt(now int64) int64 {
+	wb := tiling.AlignDown(now-serveLag, tiling.Hour) + wbMinute*tiling.Minute + 30*tiling.Second
+	if wb > now-serveLag {
+		wb -= tiling.Hour
+	}
+	return wb + serveLag
 }
 
 // serveHTTP starts an HTTP server of the handler cmd/tilestream builds, for
@@ -125,6 +146,19 @@ func serveKeys(b *testing.B, srv *httptest.Server, store *state.Store, v *tiling
 	}
 	b.ReportMetric(p50[1]/max(p50[0], 1), "hot/small-p50")
 	b.ReportMetric(p99[1]/max(p99[0], 1), "hot/small-p99")
+	reportWb(b, store, v, at)
+}
+
+// reportWb reports the minute of the hour of the hot key's W_b (wbMinute
+// unless the set-up changed), on which the read's stream part depends.
+func reportWb(b *testing.B, store *state.Store, v *tiling.View, at int64) {
+	kd, err := store.ReadKey(context.Background(), v, "hot", at)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if kd.BatchWatermark != tiling.MinTime {
+		b.ReportMetric(float64(kd.BatchWatermark%tiling.Hour/tiling.Minute), "wb-minute")
+	}
 }
 
 // distinctView is issue 3's request: approx_count_distinct of merchant and
@@ -156,6 +190,43 @@ func distinctView(tb testing.TB) *tiling.View {
 // 30 days before the query time, merchants drawn from 10,000. Measured and
 // reported as BenchmarkServeOneKey (heal=after only).
 func BenchmarkServeDistinct30d(b *testing.B) {
+	v, store, at := distinctSetup(b)
+	srv := serveHTTP(b, v, store, at)
+	defer srv.Close()
+	b.Run("heal=after", func(b *testing.B) { serveKeys(b, srv, store, v, at) })
+}
+
+// BenchmarkReadDistinct30d is BenchmarkServeDistinct30d's read in process,
+// without HTTP: state.Store.ReadKey and tiling.View.EvaluateBatch of the
+// small key then the hot one (for CPU and allocation profiles of the read
+// alone). Reported per key: p50 in µs.
+func BenchmarkReadDistinct30d(b *testing.B) {
+	v, store, at := distinctSetup(b)
+	ctx := context.Background()
+	keys := []string{"small", "hot"}
+	lat := make([][]time.Duration, len(keys))
+	b.ReportAllocs()
+	for b.Loop() {
+		for i, k := range keys {
+			t0 := time.Now()
+			kd, err := store.ReadKey(ctx, v, k, at)
+			if err != nil {
+				b.Fatal(err)
+			}
+			v.EvaluateBatch(at, kd.Batch, kd.Records)
+			lat[i] = append(lat[i], time.Since(t0))
+		}
+	}
+	for i, k := range keys {
+		l := lat[i]
+		slices.Sort(l)
+		b.ReportMetric(float64(l[len(l)/2].Nanoseconds())/1e3, k+"-p50-µs")
+	}
+	reportWb(b, store, v, at)
+}
+
+// distinctSetup writes BenchmarkServeDistinct30d's keys and heals them.
+func distinctSetup(b *testing.B) (*tiling.View, *state.Store, int64) {
 	hot := 1_000_000
 	if testing.Short() {
 		hot = 50_000
@@ -163,7 +234,7 @@ func BenchmarkServeDistinct30d(b *testing.B) {
 	v := distinctView(b)
 	store := openStore(b)
 	off := openOffline(b)
-	at := time.Now().UnixMilli()
+	at := serveAt(time.Now().UnixMilli())
 	h := newHistory(b, v, store, off)
 	h.merchants = h.merchants[:0]
 	for i := range 10_000 {
@@ -173,11 +244,9 @@ func BenchmarkServeDistinct30d(b *testing.B) {
 	h.spread("small", 100, at-30*tiling.Day, at, r)
 	h.spread("hot", hot, at-30*tiling.Day, at, r)
 	h.flush()
-	res, err := newHealer(b, v, store, off, at).Heal(context.Background(), v.Name, healer.Options{})
+	res, err := newHealer(b, v, store, off, at-healLateness).Heal(context.Background(), v.Name, healer.Options{})
 	if err != nil || !res.Installed {
 		b.Fatalf("heal: %+v, %v", res, err)
 	}
-	srv := serveHTTP(b, v, store, at)
-	defer srv.Close()
-	b.Run("heal=after", func(b *testing.B) { serveKeys(b, srv, store, v, at) })
+	return v, store, at
 }
