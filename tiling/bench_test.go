@@ -202,6 +202,40 @@ func BenchmarkWindowValue(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeSketch decodes (and validates) one sketch as a read gets
+// it from a day or summary suffix: a DDSketch of n amounts in cents
+// (positive, uniform up to 1,000, as the serving benchmarks' amounts) and
+// a HyperLogLog of n merchants among 10,000 (sparse for the tile of 23
+// events, dense above).
+func BenchmarkDecodeSketch(b *testing.B) {
+	for _, fn := range []Function{ApproxPercentile, ApproxCountDistinct} {
+		for _, n := range []int{23, 1400, 1_000_000} {
+			b.Run(fmt.Sprintf("%s/events=%d", fn, n), func(b *testing.B) {
+				f := benchFeature(fn, Day)
+				v := newTestView(b, Minute, MinTime, f)
+				r := rand.New(rand.NewPCG(uint64(n), 5))
+				s := newState(&v.aggs[0])
+				for range n {
+					in := Input{Kind: Number, Num: float64(r.IntN(100_000)) / 100}
+					if fn == ApproxCountDistinct {
+						in = Input{Kind: Other, Raw: strconv.AppendQuote(nil, "m"+strconv.Itoa(r.IntN(10_000)))}
+					}
+					e := Event{Inputs: []Input{in}}
+					s.add(&e, &e.Inputs[0])
+				}
+				enc := s.appendBinary(nil)
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, _, err := decodeState(&v.aggs[0], enc); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(enc)), "B/state")
+			})
+		}
+	}
+}
+
 // BenchmarkStateSize reports the encoded bytes of one state after n events
 // (a tile's worth), and the worst case that NewView's tile check assumes.
 func BenchmarkStateSize(b *testing.B) {

@@ -95,12 +95,11 @@ func (s *hllState) pend() []uint32 {
 
 // appendPacked appends the keys of a packed sparse form to dst.
 func appendPacked(dst []uint32, p []byte) []uint32 {
-	n, m := binary.Uvarint(p)
-	p = p[m:]
+	n, o := binary.Uvarint(p)
 	var k uint64
 	for range n {
-		d, m := binary.Uvarint(p)
-		p = p[m:]
+		d, m := uvarintLong(p, o) // keys differ by a few bytes' worth
+		o += m
 		k += d
 		dst = append(dst, uint32(k))
 	}
@@ -110,12 +109,11 @@ func appendPacked(dst []uint32, p []byte) []uint32 {
 // setPacked sets the register of every key of the packed list p (as
 // appendPacked reads it) in the dense registers.
 func (s *hllState) setPacked(p []byte) {
-	n, m := binary.Uvarint(p)
-	p = p[m:]
+	n, o := binary.Uvarint(p)
 	var k uint64
 	for range n {
-		d, m := binary.Uvarint(p)
-		p = p[m:]
+		d, m := uvarintLong(p, o)
+		o += m
 		k += d
 		s.setKey(uint32(k))
 	}
@@ -406,7 +404,7 @@ func decodeHLL(a *aggSpec, b []byte, s *hllState) (State, []byte, error) {
 		o := k
 		prev := uint64(0)
 		for i := range n {
-			d, k := uvarint(b, o)
+			d, k := uvarintLong(b, o) // keys differ by a few bytes' worth
 			key := prev + d
 			if k <= 0 || (i > 0 && d == 0) || key >= 1<<(hllSparseBits+6) {
 				return nil, nil, fmt.Errorf("hll: sparse key: %w", ErrCorrupt)
@@ -457,39 +455,11 @@ func (s *hllState) estimate() uint64 {
 }
 
 // histogram returns the count of s's registers of each value, s dense,
-// without folding it: the max of dense and more taken a chunk at a time as
+// without folding it: the max of dense and more taken a word at a time as
 // they are counted, then the counts of the registers that the pending keys
 // raise moved up.
 func (s *hllState) histogram() [66]int {
-	if len(s.more) == 0 && len(s.pend()) == 0 {
-		return registerHistogram(s.dense)
-	}
-	var c [66]int
-	if len(s.more) == 0 {
-		c = registerHistogram(s.dense)
-	} else {
-		var h [4][64]int32
-		var chunk [256]byte
-		for off := 0; off < len(s.dense); off += len(chunk) {
-			n := min(len(chunk), len(s.dense)-off)
-			for i := 0; i < n; i += 8 {
-				a := binary.LittleEndian.Uint64(s.dense[off+i:])
-				for _, m := range s.more {
-					a = swarMax(a, binary.LittleEndian.Uint64(m[off+i:]))
-				}
-				binary.LittleEndian.PutUint64(chunk[i:], a)
-			}
-			for i := 0; i < n; i += 4 {
-				h[0][chunk[i]&63]++
-				h[1][chunk[i+1]&63]++
-				h[2][chunk[i+2]&63]++
-				h[3][chunk[i+3]&63]++
-			}
-		}
-		for r := range 64 {
-			c[r] = int(h[0][r] + h[1][r] + h[2][r] + h[3][r])
-		}
-	}
+	c := maxHistogram(s.dense, s.more)
 	pend := s.pend()
 	if len(pend) == 0 {
 		return c
@@ -587,25 +557,71 @@ func registersWithin(d []byte, top uint8) bool {
 }
 
 // registerHistogram returns the count of registers of each value (all below
-// 64), in four tables so consecutive increments of one value do not wait on
-// each other.
-func registerHistogram(d []byte) [66]int {
-	var h [4][64]int32
-	i := 0
-	for ; i+4 <= len(d); i += 4 {
-		h[0][d[i]&63]++
-		h[1][d[i+1]&63]++
-		h[2][d[i+2]&63]++
-		h[3][d[i+3]&63]++
-	}
-	for ; i < len(d); i++ {
-		h[0][d[i]&63]++
+// 64).
+func registerHistogram(d []byte) [66]int { return maxHistogram(d, nil) }
+
+// maxHistogram returns the count of each value (all below 64) of the
+// registers that are the byte-wise max of d and every array of more (each
+// as long as d, a multiple of 8), taken a word of 8 registers at a time:
+// loops of up to three arrays in more are written out, so that they keep
+// their slices in registers.
+func maxHistogram(d []byte, more [][]byte) [66]int {
+	var h histCounts
+	n := len(d) &^ 7
+	d = d[:n]
+	switch len(more) {
+	case 0:
+		for i := 0; i < n; i += 8 {
+			h.count(binary.LittleEndian.Uint64(d[i:]))
+		}
+	case 1:
+		m0 := more[0][:n]
+		for i := 0; i < n; i += 8 {
+			h.count(swarMax(binary.LittleEndian.Uint64(d[i:]), binary.LittleEndian.Uint64(m0[i:])))
+		}
+	case 2:
+		m0, m1 := more[0][:n], more[1][:n]
+		for i := 0; i < n; i += 8 {
+			a := swarMax(binary.LittleEndian.Uint64(d[i:]), binary.LittleEndian.Uint64(m0[i:]))
+			h.count(swarMax(a, binary.LittleEndian.Uint64(m1[i:])))
+		}
+	case 3:
+		m0, m1, m2 := more[0][:n], more[1][:n], more[2][:n]
+		for i := 0; i < n; i += 8 {
+			a := swarMax(binary.LittleEndian.Uint64(d[i:]), binary.LittleEndian.Uint64(m0[i:]))
+			a = swarMax(a, binary.LittleEndian.Uint64(m1[i:]))
+			h.count(swarMax(a, binary.LittleEndian.Uint64(m2[i:])))
+		}
+	default:
+		for i := 0; i < n; i += 8 {
+			a := binary.LittleEndian.Uint64(d[i:])
+			for _, m := range more {
+				a = swarMax(a, binary.LittleEndian.Uint64(m[i:]))
+			}
+			h.count(a)
+		}
 	}
 	var c [66]int
 	for r := range 64 {
 		c[r] = int(h[0][r] + h[1][r] + h[2][r] + h[3][r])
 	}
 	return c
+}
+
+// histCounts counts register values in four tables, so that consecutive
+// increments of one value do not wait on each other.
+type histCounts [4][64]int32
+
+// count counts the 8 registers of word a (each below 64).
+func (h *histCounts) count(a uint64) {
+	h[0][a&63]++
+	h[1][a>>8&63]++
+	h[2][a>>16&63]++
+	h[3][a>>24&63]++
+	h[0][a>>32&63]++
+	h[1][a>>40&63]++
+	h[2][a>>48&63]++
+	h[3][a>>56&63]++
 }
 
 // ertlEstimate is Ertl's improved raw estimator (2017, algorithm 6) for m

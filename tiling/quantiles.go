@@ -522,17 +522,26 @@ func (r *binReader) read() quantileBin {
 	if r.l.packed == nil {
 		return r.l.bins[r.i-1]
 	}
-	p := r.l.packed
+	p, o := r.l.packed, r.off
 	if r.i == 1 {
-		k, n := binary.Varint(p)
-		r.key, r.off = k, n
+		r.key, o = binary.Varint(p)
+	} else if o < len(p) && p[o] < 0x80 { // uvarint written out
+		r.key, o = r.key+int64(p[o]), o+1
 	} else {
-		d, n := uvarint(p, r.off)
-		r.key += int64(d)
-		r.off += n
+		d, n := uvarintLong(p, o)
+		r.key, o = r.key+int64(d), o+n
 	}
-	c, n := uvarint(p, r.off)
-	r.off += n
+	var c uint64
+	if o+1 < len(p) && p[o] < 0x80 {
+		c, o = uint64(p[o]), o+1
+	} else if o+1 < len(p) && p[o+1] < 0x80 {
+		c, o = uint64(p[o]&0x7f)|uint64(p[o+1])<<7, o+2
+	} else {
+		var n int
+		c, n = uvarint(p, o)
+		o += n
+	}
+	r.off = o
 	return quantileBin{r.key, c}
 }
 
@@ -769,8 +778,16 @@ func decodeQuantiles(a *aggSpec, b []byte, s *quantileState) (State, []byte, err
 	}
 	var n uint64
 	for i := range m {
+		// uvarint written out (it does not inline): most bins' key
+		// differences and many counts take one byte.
 		if i > 0 {
-			d, kk := uvarint(b, o)
+			var d uint64
+			var kk int
+			if o < len(b) && b[o] < 0x80 {
+				d, kk = uint64(b[o]), 1
+			} else {
+				d, kk = uvarintLong(b, o)
+			}
 			if kk <= 0 || d == 0 || d > 1<<22 {
 				return bad("key")
 			}
@@ -779,7 +796,19 @@ func decodeQuantiles(a *aggSpec, b []byte, s *quantileState) (State, []byte, err
 		if key > hi || key < lo && (key > -lo && key != 0 || key < -hi) {
 			return bad("key")
 		}
-		c, kk := uvarint(b, o)
+		var c uint64
+		var kk int
+		if o+1 < len(b) {
+			if b[o] < 0x80 {
+				c, kk = uint64(b[o]), 1
+			} else if b[o+1] < 0x80 {
+				c, kk = uint64(b[o]&0x7f)|uint64(b[o+1])<<7, 2
+			} else {
+				c, kk = uvarintLong(b, o)
+			}
+		} else {
+			c, kk = uvarint(b, o)
+		}
 		if kk <= 0 || c == 0 || n+c < n {
 			return bad("count")
 		}
@@ -1031,12 +1060,25 @@ func (s *quantileState) walkCounts(ranks []uint64, order []int) (found [MaxPerce
 		p := l.packed
 		key, o := binary.Varint(p)
 		for i := range l.m {
+			// uvarint written out, as in decodeQuantiles.
 			if i > 0 {
-				d, n := uvarint(p, o)
-				key, o = key+int64(d), o+n
+				if o < len(p) && p[o] < 0x80 {
+					key, o = key+int64(p[o]), o+1
+				} else {
+					d, n := uvarintLong(p, o)
+					key, o = key+int64(d), o+n
+				}
 			}
-			c, n := uvarint(p, o)
-			o += n
+			var c uint64
+			if o+1 < len(p) && p[o] < 0x80 {
+				c, o = uint64(p[o]), o+1
+			} else if o+1 < len(p) && p[o+1] < 0x80 {
+				c, o = uint64(p[o]&0x7f)|uint64(p[o+1])<<7, o+2
+			} else {
+				var n int
+				c, n = uvarint(p, o)
+				o += n
+			}
 			if key == 0 {
 				zero += c
 			} else {
