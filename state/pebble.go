@@ -160,7 +160,8 @@ func (s *Store) GetRecord(v *tiling.View, key string, start int64) (*tiling.Reco
 }
 
 // streamRecords returns the stream records of (view, key) that hold event
-// times in [from, to), ascending: one Pebble range of one key prefix.
+// times in [from, to), ascending: one Pebble range of one key prefix. The
+// records hold only their tiles from from on.
 func (s *Store) streamRecords(ctx context.Context, v *tiling.View, key string, from, to int64) ([]*tiling.Record, error) {
 	var out []*tiling.Record
 	prefix := recordPrefix(make([]byte, 0, 64), v.Name, key)
@@ -183,7 +184,9 @@ func (s *Store) streamRecords(ctx context.Context, v *tiling.View, key string, f
 			it.Close()
 			return nil, fmt.Errorf("read %s/%q: %w", v.Name, key, err)
 		}
-		r, err := v.DecodeRecord(start, val)
+		// The first record may start before from (W_b or the earliest
+		// window start): its tiles before from are checked, not kept.
+		r, err := v.DecodeRecordFrom(start, val, from)
 		if err != nil {
 			it.Close()
 			return nil, fmt.Errorf("decode record %s/%q@%d: %w", v.Name, key, start, err)

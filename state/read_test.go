@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -184,5 +185,109 @@ func TestReadDecodersKeepNoInput(t *testing.T) {
 	scribble(buf)
 	if err != nil || gotH != h {
 		t.Fatalf("head: got %+v, %v; want %+v", gotH, err, h)
+	}
+}
+
+// TestReadKeyStreamFrom: a read keeps a stream record's tiles from W_b
+// (or, before any heal, from its earliest window start) on, decoding the
+// first record's earlier tiles only to check them; the values are those of
+// every tile from there on, for W_b and the window starts at every minute
+// of an hour.
+func TestReadKeyStreamFrom(t *testing.T) {
+	fs := []tiling.Feature{
+		{Name: "n_1h", Function: tiling.Count, Window: tiling.Hour},
+		{Name: "n_30m", Function: tiling.Count, Window: 30 * tiling.Minute},
+		{Name: "d_1h", Function: tiling.ApproxCountDistinct, Column: "m", Window: tiling.Hour},
+		{Name: "p_1h", Function: tiling.ApproxPercentile, Column: "x", Window: tiling.Hour, Percentiles: []float64{0.5, 0.9}},
+	}
+	v, err := tiling.NewView(tiling.View{Name: "v", Topic: "t", Entity: "k", Timestamp: "ts",
+		Granularity: tiling.Minute, LifetimeStart: tiling.MinTime, Features: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{Path: t.TempDir()}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := rand.New(rand.NewPCG(7, 8))
+	const hour0 = 1_760_000_000_000 / tiling.Day * tiling.Day
+	var recs []*tiling.Record
+	b := s.NewBatch()
+	off := int64(0)
+	for h := range int64(3) {
+		rec := v.NewRecord(hour0 + h*tiling.Hour)
+		for m := range int64(60) {
+			for range []int{0, 1, 3, 300}[r.IntN(4)] {
+				in := make([]tiling.Input, len(v.Columns()))
+				for i, c := range v.Columns() {
+					switch c {
+					case "x":
+						in[i] = tiling.Input{Kind: tiling.Number, Num: float64(r.IntN(100_000)) / 100}
+					case "m":
+						in[i] = tiling.Input{Kind: tiling.Other, Raw: fmt.Appendf(nil, `"m%d"`, r.IntN(5000))}
+					}
+				}
+				e := tiling.Event{Key: "k", TS: rec.Start + m*tiling.Minute + r.Int64N(tiling.Minute),
+					Pos: tiling.Pos{Offset: off}, Inputs: in}
+				off++
+				v.Add(rec, &e)
+			}
+		}
+		recs = append(recs, rec)
+		b.PutRecord(v, "k", rec)
+	}
+	if err := s.Commit(b); err != nil {
+		t.Fatal(err)
+	}
+	from := func(records []*tiling.Record, from int64) []*tiling.Record {
+		var out []*tiling.Record
+		for _, rec := range records {
+			c := &tiling.Record{Start: rec.Start}
+			for _, tl := range rec.Tiles {
+				if tl.Start >= from {
+					c.Tiles = append(c.Tiles, tl)
+				}
+			}
+			out = append(out, c)
+		}
+		return out
+	}
+	check := func(at, keep int64, what string) {
+		t.Helper()
+		kd, err := s.ReadKey(context.Background(), v, "k", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range kd.Records {
+			for _, tl := range rec.Tiles {
+				if tl.Start < keep {
+					t.Fatalf("%s at %d: a tile at %d, before %d, was kept", what, at, tl.Start, keep)
+				}
+			}
+		}
+		got := v.EvaluateBatch(at, kd.Batch, kd.Records)
+		want := v.Evaluate(at, from(recs, keep))
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s at %d: %v, want %v", what, at, got, want)
+		}
+	}
+	// No heal: tiles from the earliest window start (an hour back) on.
+	for m := int64(0); m < 60; m++ {
+		at := hour0 + 2*tiling.Hour + m*tiling.Minute + 7
+		check(at, v.WindowStart(tiling.Hour, at), "before a heal")
+	}
+	// A head and an empty summary with W_b at every minute of the second
+	// hour: stream tiles from W_b on.
+	for m := int64(0); m < 60; m++ {
+		wb := hour0 + tiling.Hour + m*tiling.Minute
+		b := s.NewBatch()
+		gen := uint64(m + 1)
+		b.PutSummary(v, gen, "k", &tiling.Summary{Watermark: wb, FirstDay: tiling.AlignDown(wb-tiling.Hour, tiling.Day)})
+		b.PutHead(v, "k", Head{Watermark: wb, Gen: gen})
+		if err := s.Commit(b); err != nil {
+			t.Fatal(err)
+		}
+		check(wb+30*tiling.Minute+7, wb, fmt.Sprintf("W_b at minute %d", m))
 	}
 }

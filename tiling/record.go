@@ -140,17 +140,31 @@ func (v *View) DecodeRecord(start int64, b []byte) (*Record, error) {
 	return v.decodeTiles(start, b, v.Granularity, v.span/v.Granularity)
 }
 
+// DecodeRecordFrom is DecodeRecord keeping only the tiles that start at or
+// after from: a read needs a stream record's tiles from W_b (or its
+// earliest window start) on, and the record of W_b's hour holds the tiles
+// before it too. Those are checked as DecodeRecord checks them (a record
+// it rejects, DecodeRecordFrom rejects with the same error), but decoded
+// into states that are dropped, and their bytes are not copied.
+func (v *View) DecodeRecordFrom(start int64, b []byte, from int64) (*Record, error) {
+	return v.decodeTilesFrom(start, b, v.Granularity, v.span/v.Granularity, from)
+}
+
 // decodeTiles decodes a record of tiles step apart, at most per of them.
 func (v *View) decodeTiles(start int64, b []byte, step, per64 int64) (*Record, error) {
+	return v.decodeTilesFrom(start, b, step, per64, MinTime)
+}
+
+// decodeTilesFrom is decodeTiles keeping the tiles that start at or after
+// from.
+func (v *View) decodeTilesFrom(start int64, b []byte, step, per64, from int64) (*Record, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("record: empty: %w", ErrCorrupt)
 	}
 	if b[0] != recordVersion {
 		return nil, fmt.Errorf("record: version %d: %w", b[0], ErrVersion)
 	}
-	// Decoded states may refer to the bytes (packed sums), and callers pass
-	// buffers they reuse: keep one copy.
-	b = bytes.Clone(b[1:])
+	b = b[1:]
 	r := &Record{Start: start}
 	n, m := binary.Uvarint(b)
 	if m <= 0 || n > uint64(len(b)) {
@@ -180,11 +194,46 @@ func (v *View) decodeTiles(start int64, b []byte, step, per64 int64) (*Record, e
 		return nil, fmt.Errorf("record: tile count: %w", ErrCorrupt)
 	}
 	b = b[m:]
-	r.Tiles = make([]Tile, 0, nt)
-	ar := newStateArena(v.aggs, int(nt))
-	states := make([]State, int(nt)*len(v.aggs))
 	prev := int64(-1)
-	for i := uint64(0); i < nt; i++ {
+	// Tiles before from: checked, dropped. Their states are decoded into
+	// one tile's scratch states, reused; decoders read nothing of the
+	// states they decode into, and these keep referring to b only until
+	// the next tile.
+	i := uint64(0)
+	if from > start {
+		var scratch *stateArena
+		for ; i < nt; i++ {
+			idx, m := binary.Uvarint(b)
+			if m <= 0 || idx >= per || int64(idx) <= prev {
+				return nil, fmt.Errorf("record: tile index: %w", ErrCorrupt)
+			}
+			if start+int64(idx)*step >= from {
+				break // decoded below, index and all
+			}
+			prev = int64(idx)
+			b = b[m:]
+			if scratch == nil {
+				scratch = newStateArena(v.aggs, 1)
+			} else {
+				scratch.reuse()
+			}
+			for j := range v.aggs {
+				_, rest, err := decodeStateIn(&v.aggs[j], b, scratch)
+				if err != nil {
+					return nil, fmt.Errorf("record tile %d: %w", idx, err)
+				}
+				b = rest
+			}
+		}
+	}
+	// Decoded states may refer to the bytes (packed sums), and callers pass
+	// buffers they reuse: keep one copy of the tiles kept.
+	b = bytes.Clone(b)
+	keep := int(nt - i)
+	r.Tiles = make([]Tile, 0, keep)
+	ar := newStateArena(v.aggs, keep)
+	states := make([]State, keep*len(v.aggs))
+	for ; i < nt; i++ {
 		idx, m := binary.Uvarint(b)
 		if m <= 0 || idx >= per || int64(idx) <= prev {
 			return nil, fmt.Errorf("record: tile index: %w", ErrCorrupt)
@@ -206,4 +255,22 @@ func (v *View) decodeTiles(start int64, b []byte, step, per64 int64) (*Record, e
 		return nil, fmt.Errorf("record: %d trailing bytes: %w", len(b), ErrCorrupt)
 	}
 	return r, nil
+}
+
+// reuse makes an arena's states free again, zeroed, for the next tile
+// decoded into it (DecodeRecordFrom's scratch states: nothing keeps them).
+// A kind it does not reset (none today) would only allocate its states.
+func (ar *stateArena) reuse() {
+	ar.counts = reuseStates(ar.counts)
+	ar.sums = reuseStates(ar.sums)
+	ar.extremes = reuseStates(ar.extremes)
+	ar.means = reuseStates(ar.means)
+	ar.lasts = reuseStates(ar.lasts)
+	ar.hlls = reuseStates(ar.hlls)
+	ar.quants = reuseStates(ar.quants)
+}
+
+func reuseStates[T any](s []T) []T {
+	clear(s)
+	return s[:0]
 }
