@@ -32,8 +32,13 @@ type dayBuild struct {
 	kbs      []keyBlocks
 	// The day's tiles, records and block aggregates are allocated in chunks:
 	// they are dropped together once the day is written. Day totals, which
-	// the heal keeps until the summaries, are not.
+	// the heal keeps until the summaries, are not. A key with many events
+	// gets an arena of its own (from free), so that the merges of its tiles
+	// read its states in order rather than among every other key's; the
+	// others share arena.
 	arena *tiling.Arena
+	free  *arenas
+	own   int // a key's events before it gets an arena of its own
 	// totals holds the day totals: the heal keeps all of them until it
 	// writes the summaries, so they get chunks of their own.
 	totals *tiling.Arena
@@ -46,8 +51,8 @@ type dayBuild struct {
 // once.
 const buildChunk = 1024
 
-func newDayBuild(v *tiling.View, start int64, arena *tiling.Arena) *dayBuild {
-	return &dayBuild{v: v, start: start, keys: map[string]*keyBlocks{}, arena: arena, totals: v.NewArena()}
+func newDayBuild(v *tiling.View, start int64, free *arenas) *dayBuild {
+	return &dayBuild{v: v, start: start, keys: map[string]*keyBlocks{}, arena: free.get(), free: free, own: ownArena, totals: v.NewArena()}
 }
 
 // arenas keeps the arenas of day builds whose records are written, for the
@@ -57,6 +62,7 @@ type arenas struct {
 	v    *tiling.View
 	mu   sync.Mutex
 	free []*tiling.Arena
+	keys []*tiling.Arena // key arenas (tiling.View.NewKeyArena)
 }
 
 // get returns a free arena, or a new one.
@@ -71,7 +77,19 @@ func (p *arenas) get() *tiling.Arena {
 	return p.v.NewArena()
 }
 
-// put frees a, whose states nothing uses any more.
+// getKey returns a free key arena, or a new one.
+func (p *arenas) getKey() *tiling.Arena {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.keys); n > 0 {
+		a := p.keys[n-1]
+		p.keys = p.keys[:n-1]
+		return a
+	}
+	return p.v.NewKeyArena()
+}
+
+// put frees a, whose states nothing uses any more (nil: nothing).
 func (p *arenas) put(a *tiling.Arena) {
 	if a == nil {
 		return
@@ -82,8 +100,27 @@ func (p *arenas) put(a *tiling.Arena) {
 	p.free = append(p.free, a)
 }
 
+// putKeys frees key arenas whose states nothing uses any more.
+func (p *arenas) putKeys(as []*tiling.Arena) {
+	for _, a := range as {
+		a.Reset()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.keys = append(p.keys, as...)
+}
+
+// ownArena is how many of a day's events a key has before its later tiles
+// get an arena of their own: most keys of sparse data never have that
+// many, and an arena per key would scatter their few states instead.
+const ownArena = 16
+
 // keyBlocks is one key's blocks in a day build.
-type keyBlocks struct{ blocks []*tiling.Record }
+type keyBlocks struct {
+	blocks []*tiling.Record
+	events int
+	arena  *tiling.Arena // nil: the day's
+}
 
 // maxKeyRefs bounds byRef: indexes beyond it go through the map.
 const maxKeyRefs = 1 << 16
@@ -161,7 +198,19 @@ func (d *dayBuild) add(e *tiling.Event) {
 		blocks[i] = r
 		kb.blocks = blocks
 	}
-	d.v.AggregateIn(d.arena, r, e)
+	kb.events++
+	if kb.arena == nil && kb.events > d.own {
+		kb.arena = d.free.getKey()
+	}
+	d.v.AggregateIn(d.arenaOf(kb), r, e)
+}
+
+// arenaOf returns the arena of kb's states.
+func (d *dayBuild) arenaOf(kb *keyBlocks) *tiling.Arena {
+	if kb.arena != nil {
+		return kb.arena
+	}
+	return d.arena
 }
 
 // keyDay is one key's built day.
@@ -192,13 +241,25 @@ func (d *dayBuild) finish() ([]string, []keyDay) {
 	sort.Slice(keys, func(i, j int) bool { return state.KeyLess(keys[i], keys[j]) })
 	kds := make([]keyDay, len(keys))
 	for i, k := range keys {
-		kds[i] = d.finishKey(d.keys[k].blocks)
+		kds[i] = d.finishKey(d.keys[k])
 	}
 	return keys, kds
 }
 
+// keyArenas returns the arenas of the day's keys that have one.
+func (d *dayBuild) keyArenas() []*tiling.Arena {
+	var as []*tiling.Arena
+	for _, kb := range d.keys {
+		if kb.arena != nil {
+			as = append(as, kb.arena)
+		}
+	}
+	return as
+}
+
 // finishKey builds one key's day from its blocks.
-func (d *dayBuild) finishKey(blocks []*tiling.Record) keyDay {
+func (d *dayBuild) finishKey(kb *keyBlocks) keyDay {
+	blocks := kb.blocks
 	kd := keyDay{total: d.v.NewStatesIn(d.totals)}
 	day := &tiling.Record{Start: d.start, Tiles: make([]tiling.Tile, 0, len(blocks)), Only: make([]int64, 0, len(blocks))}
 	for _, r := range blocks {
@@ -211,7 +272,7 @@ func (d *dayBuild) finishKey(blocks []*tiling.Record) keyDay {
 			day.Only = append(day.Only, r.Tiles[0].Start)
 			continue
 		}
-		agg := d.v.NewStatesIn(d.arena)
+		agg := d.v.NewStatesIn(d.arenaOf(kb))
 		val := d.encode(func(dst []byte) []byte { return d.v.AppendDetailRecordTotal(dst, r, agg) })
 		day.Tiles = append(day.Tiles, tiling.Tile{Start: r.Start, States: agg})
 		day.Only = append(day.Only, tiling.MinTime)
@@ -245,9 +306,10 @@ type builtDay struct {
 	// ingests tables (Pebble) and the day is large enough; else the writer
 	// puts kds in batches.
 	tables *state.Tables
-	// arena holds the states of the day's tiles: free once its records are
-	// written (arenas.put).
-	arena *tiling.Arena
+	// arena and keyArenas hold the states of the day's tiles: free once
+	// its records are written (arenas.put, arenas.putKeys).
+	arena     *tiling.Arena
+	keyArenas []*tiling.Arena
 	err   error
 }
 
@@ -350,8 +412,12 @@ func (h *Healer) buildDays(ctx context.Context, spans []int64, build func(s int6
 // buildDay reads one day span's files and builds it. bad reports malformed
 // rows; it is called from the build goroutines.
 func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []state.DayFiles, free *arenas, stopped *atomic.Bool, bad func(file string, row int64, reason string)) *builtDay {
-	b := newDayBuild(v, s, free.get())
+	b := newDayBuild(v, s, free)
+	if h.ownArena != 0 {
+		b.own = max(h.ownArena, 0)
+	}
 	out := &builtDay{arena: b.arena}
+	defer func() { out.keyArenas = b.keyArenas() }()
 	for _, d := range files {
 		rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
 			if stopped.Load() {

@@ -92,6 +92,11 @@ type Healer struct {
 
 	// logBad bounds the rate of log lines about malformed offline-log rows.
 	logBad rate.Sometimes
+
+	// ownArena, when not 0, replaces the const ownArena (< 0: every key
+	// gets an arena of its own): tests check that the choice changes no
+	// stored byte.
+	ownArena int
 }
 
 // New builds a Healer; it starts nothing (see Run).
@@ -524,7 +529,9 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 		if err := w.flush(); err != nil {
 			return res, err
 		}
-		free.put(built.arena) // the day's records are encoded and written
+		// The day's records are encoded and written.
+		free.put(built.arena)
+		free.putKeys(built.keyArenas)
 		prog.Days++
 		prog.Events = stats.Events
 		prog.Bytes = stats.Bytes

@@ -2,6 +2,7 @@ package tiling
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 )
 
@@ -13,8 +14,7 @@ func TestArenaBuildsTheSameRecords(t *testing.T) {
 	for seed := range uint64(300) {
 		c := newPropCase(seed)
 		v := c.view
-		a := v.NewArena()
-		a.chunk = 1 + int(seed%5)
+		a := testArena(v, seed)
 		plain, arena := records{}, records{}
 		for i := range c.events {
 			e := &c.events[i].ev
@@ -50,8 +50,7 @@ func TestArenaResetReusesCleanStates(t *testing.T) {
 	for seed := range uint64(200) {
 		c := newPropCase(seed)
 		v := c.view
-		a := v.NewArena()
-		a.chunk = 1 + int(seed%5)
+		a := testArena(v, seed)
 		build := func(a *Arena, reverse bool) records {
 			rs := records{}
 			for k := range c.events {
@@ -82,5 +81,48 @@ func TestArenaResetReusesCleanStates(t *testing.T) {
 		if err := sameEncodings(want, encodeAll(v, build(a, false))); err != nil {
 			t.Fatalf("%s: after a second Reset: %v", c, err)
 		}
+	}
+}
+
+// testArena returns an arena small enough to be refilled: for odd seeds a
+// key arena (chunks that start at first and double up to chunk).
+func testArena(v *View, seed uint64) *Arena {
+	a := v.NewArena()
+	if seed%2 == 1 {
+		a = v.NewKeyArena()
+		a.first = 1 + int(seed/2%3)
+		a.chunk = a.first + int(seed/2%7)
+	} else {
+		a.chunk = 1 + int(seed%5)
+	}
+	return a
+}
+
+// TestKeyArenaChunksGrow: a key arena's chunks of a kind start at first and
+// double up to chunk, and after Reset the same chunks are handed out again.
+func TestKeyArenaChunksGrow(t *testing.T) {
+	var p chunks[int64]
+	var sizes []int
+	for range 40 {
+		p.take(1, 2, 16)
+	}
+	for _, c := range p.all {
+		sizes = append(sizes, len(c))
+	}
+	if want := []int{2, 4, 8, 16, 16}; !slices.Equal(sizes, want) {
+		t.Fatalf("chunk sizes %v, want %v", sizes, want)
+	}
+	// A take larger than the next chunk's size gets a chunk of its own size.
+	if got := len(p.take(40, 2, 16)); got != 40 || len(p.all[len(p.all)-1]) != 40 {
+		t.Fatalf("take(40): %d elements from a chunk of %d", got, len(p.all[len(p.all)-1]))
+	}
+	first := &p.all[0][0]
+	p.reset()
+	n := len(p.all)
+	for range 40 {
+		p.take(1, 2, 16)
+	}
+	if &p.all[0][0] != first || len(p.all) != n {
+		t.Fatalf("after reset: %d chunks (had %d), first chunk reused: %v", len(p.all), n, &p.all[0][0] == first)
 	}
 }

@@ -297,8 +297,11 @@ func (v *View) Aggregate(r *Record, e *Event) { v.AggregateIn(nil, r, e) }
 // states, so a heal does not allocate (and collect) them day after day. Not
 // safe for concurrent use.
 type Arena struct {
-	aggs     []aggSpec
-	chunk    int          // states of a kind per allocation
+	aggs  []aggSpec
+	chunk int // states of a kind per allocation
+	// first, when not 0, is the states of a kind the first allocation
+	// holds; each later one doubles the last, up to chunk.
+	first    int
 	bytes    chunks[byte] // room for last and first's values
 	states   chunks[State]
 	counts   chunks[countState]
@@ -314,9 +317,10 @@ type chunks[T any] struct {
 	c, i int // the chunk in use and its next free element
 }
 
-// take returns k contiguous zero elements, from a new chunk of
-// max(size, k) when the one in use has not enough left.
-func (p *chunks[T]) take(k, size int) []T {
+// take returns k contiguous zero elements, from a new chunk of at least k
+// when the one in use has not enough left: of size, or when first is not 0,
+// of first and then twice the last chunk's, up to size.
+func (p *chunks[T]) take(k, first, size int) []T {
 	if p.c == len(p.all) || len(p.all[p.c])-p.i < k {
 		if p.c < len(p.all) {
 			p.c++
@@ -325,7 +329,14 @@ func (p *chunks[T]) take(k, size int) []T {
 			p.c++
 		}
 		if p.c == len(p.all) {
-			p.all = append(p.all, make([]T, max(size, k)))
+			n := size
+			if first > 0 {
+				n = first
+				if l := len(p.all); l > 0 {
+					n = min(size, 2*len(p.all[l-1]))
+				}
+			}
+			p.all = append(p.all, make([]T, max(n, k)))
 		}
 		p.i = 0
 	}
@@ -348,6 +359,20 @@ const arenaValue = 16
 // NewArena returns an empty arena for v's layout.
 func (v *View) NewArena() *Arena { return &Arena{aggs: v.aggs, chunk: arenaChunk} }
 
+// keyArenaFirst is how many states of a kind a key arena's first chunk
+// holds.
+const keyArenaFirst = 4
+
+// NewKeyArena returns an empty arena for one key's states in a batch build:
+// its chunks start with room for a few states and grow, so that a key with
+// few tiles takes little memory, and a key's states lie together, in the
+// order they were taken, rather than among every other key's — the merges of
+// a key's tiles then read memory in order instead of all over a day's
+// states.
+func (v *View) NewKeyArena() *Arena {
+	return &Arena{aggs: v.aggs, chunk: arenaChunk, first: keyArenaFirst}
+}
+
 // Reset makes every state taken from a free for the states taken next:
 // call it only when none of them is used any more.
 func (a *Arena) Reset() {
@@ -363,27 +388,27 @@ func (a *Arena) Reset() {
 // newStates returns identity states of the layout, as View.NewStates does.
 func (a *Arena) newStates() []State {
 	n := len(a.aggs)
-	out := a.states.take(n, n*a.chunk)
+	out := a.states.take(n, n*a.first, n*a.chunk)
 	for i := range a.aggs {
 		sp := &a.aggs[i]
 		switch sp.kind {
 		case kindCount:
-			out[i] = &a.counts.take(1, a.chunk)[0]
+			out[i] = &a.counts.take(1, a.first, a.chunk)[0]
 		case kindSum:
-			out[i] = &a.sums.take(1, a.chunk)[0]
+			out[i] = &a.sums.take(1, a.first, a.chunk)[0]
 		case kindMin, kindMax:
-			s := &a.extremes.take(1, a.chunk)[0]
+			s := &a.extremes.take(1, a.first, a.chunk)[0]
 			s.max = sp.kind == kindMax
 			out[i] = s
 		case kindMean:
-			out[i] = &a.means.take(1, a.chunk)[0]
+			out[i] = &a.means.take(1, a.first, a.chunk)[0]
 		case kindLast, kindFirst:
-			s := &a.lasts.take(1, a.chunk)[0]
+			s := &a.lasts.take(1, a.first, a.chunk)[0]
 			s.first, s.maxValue = sp.kind == kindFirst, sp.maxValue
 			// Room for a short value: its own bytes of a shared chunk (the
 			// capacity stops where the next state's room starts, so a longer
 			// value reallocates instead of overwriting it).
-			s.raw = a.bytes.take(arenaValue, arenaValue*a.chunk)[:0]
+			s.raw = a.bytes.take(arenaValue, arenaValue*a.first, arenaValue*a.chunk)[:0]
 			out[i] = s
 		default:
 			out[i] = newState(sp)
