@@ -310,7 +310,7 @@ type builtDay struct {
 	// its records are written (arenas.put, arenas.putKeys).
 	arena     *tiling.Arena
 	keyArenas []*tiling.Arena
-	err   error
+	err       error
 }
 
 // errStopped ends the reads of a build pipeline that was stopped.
