@@ -465,13 +465,19 @@ func (s *hllState) histogram() [66]int {
 		return c
 	}
 	// A register raised by an earlier key is marked, and its new value
-	// kept in raised (few: collisions among a few hundred keys).
-	var marked [1 << MaxPrecision / 64]uint64
+	// kept in raised (few: collisions among a few hundred keys). Both on
+	// the stack up to precision 12 (the default) and 128 raised registers.
+	var markBuf [1 << 12 / 64]uint64
+	marked := markBuf[:]
+	if len(s.dense) > 1<<12 {
+		marked = make([]uint64, len(s.dense)/64)
+	}
 	type raise struct {
 		i int
 		r uint8
 	}
-	var raised []raise
+	var raiseBuf [128]raise
+	raised := raiseBuf[:0]
 	for _, k := range pend {
 		i, r := hllRegister(k, s.p)
 		if marked[i/64]&(1<<(i%64)) != 0 {

@@ -566,8 +566,13 @@ func TestDecodeQuantilesSame(t *testing.T) {
 // register in turn) with that of the folded registers.
 func TestHLLLazyHistogram(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
-	for round := range 2000 {
-		p := uint8(MinPrecision + r.IntN(9))
+	for round := range 1500 {
+		// Every precision, those above 12 less often (their arrays are
+		// large); their marks of raised registers are not on the stack.
+		p := uint8(MinPrecision + r.IntN(13-MinPrecision))
+		if round%8 == 0 {
+			p = uint8(13 + r.IntN(MaxPrecision-12))
+		}
 		top := 64 - int(p) + 1
 		regs := func() []byte {
 			d := make([]byte, 1<<p)
@@ -580,12 +585,17 @@ func TestHLLLazyHistogram(t *testing.T) {
 		for range r.IntN(maxMore + 1) {
 			s.more = append(s.more, regs())
 		}
-		few := 1 + r.IntN(4) // registers the keys fall in: many keys each
+		// The registers the keys fall in: a few, many keys each; or
+		// hundreds (more raised registers than the stack holds).
+		few, keys := 1+r.IntN(4), r.IntN(200)
+		if r.IntN(3) == 0 {
+			few, keys = 400, 1000
+		}
 		idx := make([]uint32, few)
 		for i := range idx {
 			idx[i] = r.Uint32N(1 << p)
 		}
-		for range r.IntN(200) {
+		for range keys {
 			// A key of register idx[·] and a random ρ: the low bits of
 			// the index below the register's, then ρ'.
 			i := idx[r.IntN(few)]<<(hllSparseBits-p) | r.Uint32N(1<<(hllSparseBits-p))
