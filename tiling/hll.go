@@ -96,6 +96,7 @@ func (s *hllState) pend() []uint32 {
 // appendPacked appends the keys of a packed sparse form to dst.
 func appendPacked(dst []uint32, p []byte) []uint32 {
 	n, o := binary.Uvarint(p)
+	dst = slices.Grow(dst, int(n)) // n ≤ hllSparseMax: checked by decodeHLL
 	var k uint64
 	for range n {
 		d, m := uvarintLong(p, o) // keys differ by a few bytes' worth
