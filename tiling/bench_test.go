@@ -236,6 +236,33 @@ func BenchmarkDecodeSketch(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeRecordFrom decodes a read's stream record of W_b's hour
+// (minute tiles of 23 events each, the 1M-event key of the serving
+// benchmarks; a count, a distinct count and percentiles per tile) whole and
+// from W_b at minute 30 and 55: the tiles before W_b are checked, not kept.
+func BenchmarkDecodeRecordFrom(b *testing.B) {
+	v := newTestView(b, Minute, MinTime, benchFeature(Count, Day), benchFeature(ApproxCountDistinct, Day),
+		benchFeature(ApproxPercentile, Day))
+	g := benchGen{rand.New(rand.NewPCG(11, 12))}
+	rec := v.NewRecord(0)
+	for i := range int64(60 * 23) {
+		e := g.event(v, i/23*Minute+g.r.Int64N(Minute), Pos{Offset: i})
+		v.Add(rec, &e)
+	}
+	enc := v.AppendRecord(nil, rec)
+	for _, m := range []int64{0, 30, 55} {
+		b.Run(fmt.Sprintf("from=%dm", m), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.DecodeRecordFrom(0, enc, m*Minute); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(enc)), "B/record")
+		})
+	}
+}
+
 // BenchmarkStateSize reports the encoded bytes of one state after n events
 // (a tile's worth), and the worst case that NewView's tile check assumes.
 func BenchmarkStateSize(b *testing.B) {
