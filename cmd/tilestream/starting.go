@@ -14,12 +14,13 @@ import (
 // startup answers HTTP while the service starts: the listener opens first,
 // so that a liveness probe finds the process alive while the store opens
 // and changed views are translated (minutes for a large DynamoDB table).
-// Until serve hands it the service's handler (ready), /healthz answers 200,
-// /metrics the metrics registered so far, POST /v1/heal waits for the start
+// Until serve hands it the service's handler (ready), GET /healthz answers
+// 200, GET /metrics the metrics registered so far, POST /v1/heal waits for the start
 // up to healStartWait (a heal asked right after a start is run, as the
 // service's own handler waits for its ingest), and everything else answers
 // 503 naming what the start is doing, with Retry-After: 1 — /readyz
-// included.
+// included, and /healthz or /metrics with another method than GET or HEAD
+// (the service's handler answers those 405).
 type startup struct {
 	step    atomic.Pointer[string]
 	h       atomic.Pointer[http.Handler]
@@ -47,15 +48,16 @@ func (st *startup) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(*h).ServeHTTP(w, r)
 		return
 	}
-	switch r.URL.Path {
-	case "/healthz":
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case r.URL.Path == "/healthz" && read:
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n")) //nolint:errcheck // the client is gone
 		return
-	case "/metrics":
+	case r.URL.Path == "/metrics" && read:
 		st.metrics.ServeHTTP(w, r)
 		return
-	case "/v1/heal":
+	case r.URL.Path == "/v1/heal":
 		t := time.NewTimer(healStartWait)
 		defer t.Stop()
 		select {

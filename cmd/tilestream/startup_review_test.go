@@ -34,11 +34,15 @@ func TestReviewStartupHandler(t *testing.T) {
 	if w := do("GET", "/healthz"); w.Code != 200 || w.Body.String() != `{"status":"ok"}`+"\n" {
 		t.Errorf("/healthz while starting: %d %q", w.Code, w.Body)
 	}
+	if w := do("HEAD", "/healthz"); w.Code != 200 {
+		t.Errorf("HEAD /healthz while starting: %d", w.Code)
+	}
 	if w := do("GET", "/metrics"); w.Code != 200 || !strings.Contains(w.Body.String(), "go_goroutines") {
 		t.Errorf("/metrics while starting: %d", w.Code)
 	}
 	st.doing("opening the online store")
-	for _, r := range [][2]string{{"GET", "/readyz"}, {"GET", "/v1/features/v/k"}, {"POST", "/v1/features"}, {"GET", "/nope"}} {
+	for _, r := range [][2]string{{"GET", "/readyz"}, {"GET", "/v1/features/v/k"}, {"POST", "/v1/features"}, {"GET", "/nope"},
+		{"POST", "/healthz"}, {"DELETE", "/metrics"}} {
 		w := do(r[0], r[1])
 		if w.Code != 503 || w.Header().Get("Retry-After") != "1" || !strings.Contains(w.Body.String(), "starting (opening the online store)") {
 			t.Errorf("%s %s while starting: %d %q (Retry-After %q)", r[0], r[1], w.Code, w.Body, w.Header().Get("Retry-After"))
