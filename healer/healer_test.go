@@ -93,7 +93,7 @@ func newWorldOn(t *testing.T, kind string, v *tiling.View, lateness int64) *worl
 // worldOn builds a world on store.
 func worldOn(t testing.TB, store *state.Store, v *tiling.View, lateness int64) *world {
 	t.Helper()
-	if _, err := store.CheckLayout(v); err != nil {
+	if _, err := store.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	off, err := state.OpenOfflineLog(t.TempDir())
@@ -628,7 +628,7 @@ func TestLayoutChangeRebuildsFromTheOfflineLog(t *testing.T) {
 			evs, oes = append(evs, e), append(oes, o)
 		}
 		w.consume(evs, oes, nil)
-		if _, err := w.store.CheckLayout(old); err != nil {
+		if _, err := w.store.CheckLayout(context.Background(), old); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := w.h.Heal(context.Background(), old.Name, Options{}); err != nil {
@@ -637,7 +637,7 @@ func TestLayoutChangeRebuildsFromTheOfflineLog(t *testing.T) {
 
 		// The new layout: five-minute tiles, other windows, same columns.
 		nv := testView(t, 5*tiling.Minute, []int64{2 * tiling.Hour, 3 * tiling.Day, tiling.Lifetime}, tiling.MinTime)
-		rebuild, err := w.store.CheckLayout(nv)
+		rebuild, err := w.store.CheckLayout(context.Background(), nv)
 		if err != nil || !rebuild {
 			t.Fatalf("CheckLayout of a changed view: rebuild %v, %v", rebuild, err)
 		}
@@ -657,7 +657,7 @@ func TestLayoutChangeRebuildsFromTheOfflineLog(t *testing.T) {
 		if err := w.store.FinishRebuild(nv); err != nil {
 			t.Fatal(err)
 		}
-		if again, err := w.store.CheckLayout(nv); err != nil || again {
+		if again, err := w.store.CheckLayout(context.Background(), nv); err != nil || again {
 			t.Fatalf("after the rebuild: rebuild %v, %v", again, err)
 		}
 		w.check("after a rebuild for a new layout", []int64{now, now + tiling.Hour})

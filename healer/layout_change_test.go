@@ -83,7 +83,7 @@ func TestFeatureChangeKeepsTheOtherFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := w.store.CheckLayoutStatus(nv)
+	st, err := w.store.CheckLayoutStatus(context.Background(), nv)
 	if err != nil || st.Rebuild {
 		t.Fatalf("CheckLayoutStatus: %+v, %v", st, err)
 	}

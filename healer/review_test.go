@@ -89,7 +89,7 @@ func TestReviewLifetimeStartChange(t *testing.T) {
 			evs, oes = append(evs, e), append(oes, o)
 		}
 		w.consume(evs, oes, nil)
-		if _, err := w.store.CheckLayout(v1); err != nil {
+		if _, err := w.store.CheckLayout(context.Background(), v1); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := w.h.Heal(context.Background(), v1.Name, Options{}); err != nil {
@@ -102,7 +102,7 @@ func TestReviewLifetimeStartChange(t *testing.T) {
 		v2 := testView(t, tiling.Hour, []int64{2 * tiling.Hour, tiling.Lifetime}, l2)
 		// lifetime_start is part of the layout: moving it wipes the view and
 		// rebuilds it from the offline log.
-		rebuild, err := w.store.CheckLayout(v2)
+		rebuild, err := w.store.CheckLayout(context.Background(), v2)
 		if err != nil || !rebuild {
 			t.Fatalf("CheckLayout after lifetime_start moved: rebuild %v, %v; want a rebuild", rebuild, err)
 		}

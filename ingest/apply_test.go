@@ -109,7 +109,7 @@ func TestShardedApplyWithKnownRecordsCountsEachEventOnce(t *testing.T) {
 	defer st.Close()
 	store := &countingStore{Store: st}
 	v := testView(t)
-	if _, err := st.CheckLayout(v); err != nil {
+	if _, err := st.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	views := []*tiling.View{v}
@@ -220,7 +220,7 @@ func TestParallelRollsArchiveEveryEventOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := testView(t)
-	if _, err := store.CheckLayout(v); err != nil {
+	if _, err := store.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UnixMilli()
@@ -290,7 +290,7 @@ func TestSyncArchiveCommitsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := testView(t)
-	if _, err := store.CheckLayout(v); err != nil {
+	if _, err := store.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	events := produceEvents(t, cluster.ListenAddrs(), "transactions", 2, 500, 20, time.Now().UnixMilli(), rand.New(rand.NewPCG(9, 10)))

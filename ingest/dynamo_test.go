@@ -81,7 +81,7 @@ func BenchmarkDynamoWrites(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := store.CheckLayout(v); err != nil {
+			if _, err := store.CheckLayout(context.Background(), v); err != nil {
 				b.Fatal(err)
 			}
 			ap := newApplier(store, []*tiling.View{v}, 200_000, map[topicPartition]int64{})
@@ -144,7 +144,7 @@ func TestDynamoZombieAndNewOwnerCountEachEventOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.CheckLayout(v); err != nil {
+	if _, err := store.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	now := tiling.AlignDown(int64(1_790_000_000_000), tiling.Hour)
@@ -255,7 +255,7 @@ func TestDynamoThrottlingStallsIngest(t *testing.T) {
 	}
 	defer store.Close()
 	v := testView(t)
-	if _, err := store.CheckLayout(v); err != nil {
+	if _, err := store.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(5, 6))

@@ -86,7 +86,7 @@ func TestDayRecordReads(t *testing.T) {
 				} else {
 					s = openDyn(t, dynTable(t))
 				}
-				if _, err := s.CheckLayout(v); err != nil {
+				if _, err := s.CheckLayout(context.Background(), v); err != nil {
 					t.Fatal(err)
 				}
 				wb := s.NewBatch()

@@ -144,7 +144,7 @@ func collectSetup(t *testing.T, s *Store, hour int64, rebuild bool) (old, nv *ti
 	}
 	ext := collectView(t, "txn2", tiling.Minute, fCount, fSum, fLast)
 	for _, v := range []*tiling.View{old, ext} {
-		if st, err := s.CheckLayoutStatus(v); err != nil || st.Rebuild {
+		if st, err := s.CheckLayoutStatus(context.Background(), v); err != nil || st.Rebuild {
 			t.Fatalf("first check of %s: %+v %v", v.Name, st, err)
 		}
 		fillDynLayout(t, s, v, hour)
@@ -169,7 +169,7 @@ func TestDynamoCollectTranslatedIncarnation(t *testing.T) {
 
 	n := openDyn(t, DynamoConfig{Table: cfg.Table})
 	flip := time.Now()
-	if st, err := n.CheckLayoutStatus(nv); err != nil || st.Rebuild {
+	if st, err := n.CheckLayoutStatus(context.Background(), nv); err != nil || st.Rebuild {
 		t.Fatalf("translation: %+v %v", st, err)
 	}
 	newInc, _ := n.dyn.incarnation(nv.Name)
@@ -239,7 +239,7 @@ func TestDynamoCollectRebuiltIncarnation(t *testing.T) {
 	oldInc, _ := s.dyn.incarnation(old.Name)
 
 	n := openDyn(t, DynamoConfig{Table: cfg.Table})
-	if st, err := n.CheckLayoutStatus(nv); err != nil || !st.Rebuild {
+	if st, err := n.CheckLayoutStatus(context.Background(), nv); err != nil || !st.Rebuild {
 		t.Fatalf("a change of lifetime start: %+v %v", st, err)
 	}
 	newInc, _ := n.dyn.incarnation(nv.Name)
@@ -347,7 +347,7 @@ func TestDynamoCollectResumes(t *testing.T) {
 	s := openDyn(t, cfg)
 	old, nv := collectSetup(t, s, hour, false)
 	oldInc, _ := s.dyn.incarnation(old.Name)
-	if st, err := s.CheckLayoutStatus(nv); err != nil || st.Rebuild {
+	if st, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || st.Rebuild {
 		t.Fatalf("translation: %+v %v", st, err)
 	}
 	before := tableItems(t, s)
@@ -471,7 +471,7 @@ func TestDynamoCollectRace(t *testing.T) {
 	s := openDyn(t, cfg)
 	old, nv := collectSetup(t, s, hour, false)
 	oldInc, _ := s.dyn.incarnation(old.Name)
-	if _, err := s.CheckLayoutStatus(nv); err != nil {
+	if _, err := s.CheckLayoutStatus(context.Background(), nv); err != nil {
 		t.Fatal(err)
 	}
 	before := tableItems(t, s)
@@ -515,7 +515,7 @@ func TestDynamoCollectRace(t *testing.T) {
 
 	// Both at once, on another change: exactly one deletes each item.
 	third := collectView(t, "txn", tiling.Minute, fSum, fMaxY, fMax)
-	if _, err := s.CheckLayoutStatus(third); err != nil {
+	if _, err := s.CheckLayoutStatus(context.Background(), third); err != nil {
 		t.Fatal(err)
 	}
 	before = tableItems(t, s)

@@ -161,7 +161,7 @@ func TestDynamoRollupKeepsReadsExact(t *testing.T) {
 	defer p.Close()
 	v := lastView(t)
 	for _, s := range []*Store{a, b, p} {
-		if _, err := s.CheckLayout(v); err != nil {
+		if _, err := s.CheckLayout(context.Background(), v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -327,7 +327,7 @@ func TestDynamoRollupSegmentsSplitWhenFull(t *testing.T) {
 	defer p.Close()
 	v := lastView(t)
 	for _, st := range []*Store{s, p} {
-		if _, err := st.CheckLayout(v); err != nil {
+		if _, err := st.CheckLayout(context.Background(), v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -372,7 +372,7 @@ func TestDynamoLayoutOfTheFormatBeforeSegments(t *testing.T) {
 	if err := s.dyn.t.Put(context.Background(), old, nil); err != nil {
 		t.Fatal(err)
 	}
-	rebuild, err := s.CheckLayout(v)
+	rebuild, err := s.CheckLayout(context.Background(), v)
 	if err != nil || rebuild {
 		t.Fatalf("check of a table of the previous format: rebuild %v, %v", rebuild, err)
 	}

@@ -259,22 +259,22 @@ func (s *Store) LayoutCurrent(v *tiling.View) (bool, error) {
 }
 
 // checkLayout is CheckLayoutStatus on DynamoDB.
-func (d *dynStore) checkLayout(v *tiling.View) (LayoutStatus, error) {
+func (d *dynStore) checkLayout(ctx context.Context, v *tiling.View) (LayoutStatus, error) {
 	fp := v.Fingerprint() + dynFormat
 	untagged := v.Fingerprint()
 	lay := v.Layout()
 	var waitedSince time.Time
 	for {
-		ctx, cancel := opCtx()
-		li, err := d.readLayoutItem(ctx, v.Name)
+		octx, cancel := opCtxIn(ctx)
+		li, err := d.readLayoutItem(octx, v.Name)
 		cancel()
 		if err != nil {
 			return LayoutStatus{}, fmt.Errorf("read layout of view %s: %w", v.Name, err)
 		}
 		write := func(val string, inc uint32, meta *dynLayoutMeta) (*layoutItem, bool, error) {
-			ctx, cancel := opCtx()
+			octx, cancel := opCtxIn(ctx)
 			defer cancel()
-			nw, err := d.writeLayoutItem(ctx, v.Name, val, inc, meta, li)
+			nw, err := d.writeLayoutItem(octx, v.Name, val, inc, meta, li)
 			if errors.Is(err, dynamo.ErrConditionFailed) {
 				return nil, false, nil // another instance wrote it first: read again
 			}
@@ -331,23 +331,27 @@ func (d *dynStore) checkLayout(v *tiling.View) (LayoutStatus, error) {
 					waitedSince = time.Now()
 					d.log.Info("still waiting for the translation of the view's items", "view", v.Name, "owner", t.Owner, "items", t.Items)
 				}
-				time.Sleep(d.translatePoll)
+				select {
+				case <-ctx.Done():
+					return LayoutStatus{}, fmt.Errorf("wait for the translation of view %s: %w", v.Name, ctx.Err())
+				case <-time.After(d.translatePoll):
+				}
 				continue
 			}
 			if stored == fp+translatingMark {
 				// Ours, or abandoned: resume it after its cursor.
-				return d.translate(v, li)
+				return d.translate(ctx, v, li)
 			}
 			// An abandoned translation to another layout: its source
 			// incarnation is intact; translate from there to this layout.
-			st, ok, err := d.startTranslation(v, li, t.From, t.FromInc, li.meta)
+			st, ok, err := d.startTranslation(ctx, v, li, t.From, t.FromInc, li.meta)
 			if err != nil || ok {
 				return st, err
 			}
 			continue
 		case strings.HasSuffix(stored, dynFormat) && li.meta != nil && li.meta.Translating == nil &&
 			layoutMatches(li.meta.Layout, strings.TrimSuffix(stored, dynFormat)):
-			st, ok, err := d.startTranslation(v, li, li.meta.Layout, li.inc, li.meta)
+			st, ok, err := d.startTranslation(ctx, v, li, li.meta.Layout, li.inc, li.meta)
 			if err != nil || ok {
 				return st, err
 			}
@@ -396,7 +400,7 @@ func newInc(li *layoutItem) uint32 {
 // from in incarnation fromInc to v's layout, in a new incarnation, and runs
 // it. ok is false when another instance changed the layout item first (read
 // it again). Rebuild when the layouts differ in more than aggregates.
-func (d *dynStore) startTranslation(v *tiling.View, li *layoutItem, from tiling.Layout, fromInc uint32, old *dynLayoutMeta) (LayoutStatus, bool, error) {
+func (d *dynStore) startTranslation(ctx context.Context, v *tiling.View, li *layoutItem, from tiling.Layout, fromInc uint32, old *dynLayoutMeta) (LayoutStatus, bool, error) {
 	fp := v.Fingerprint() + dynFormat
 	tr, err := tiling.NewTranslator(from, v)
 	var next *dynLayoutMeta
@@ -415,8 +419,8 @@ func (d *dynStore) startTranslation(v *tiling.View, li *layoutItem, from tiling.
 			}
 		}
 	}
-	ctx, cancel := opCtx()
-	nw, err := d.writeLayoutItem(ctx, v.Name, val, newInc(li), next, li)
+	octx, cancel := opCtxIn(ctx)
+	nw, err := d.writeLayoutItem(octx, v.Name, val, newInc(li), next, li)
 	cancel()
 	if errors.Is(err, dynamo.ErrConditionFailed) {
 		return LayoutStatus{}, false, nil
@@ -432,7 +436,7 @@ func (d *dynStore) startTranslation(v *tiling.View, li *layoutItem, from tiling.
 	}
 	d.log.Warn("the view's features changed: translating its items to the new layout (a scan of the table)",
 		"view", v.Name, "pending", len(next.Pending))
-	st, err := d.translate(v, nw)
+	st, err := d.translate(ctx, v, nw)
 	return st, true, err
 }
 
@@ -442,7 +446,7 @@ var errTranslationLost = errors.New("state: the layout translation was taken ove
 // translate copies every item of the view's incarnation Translating.FromInc
 // into li.inc, translated to v's layout, page by page after the recorded
 // cursor, then names li.inc the view's incarnation.
-func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, error) {
+func (d *dynStore) translate(ctx context.Context, v *tiling.View, li *layoutItem) (_ LayoutStatus, err error) {
 	m := *li.meta
 	t := *m.Translating
 	m.Translating = &t
@@ -450,7 +454,6 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 	if err != nil {
 		return LayoutStatus{}, fmt.Errorf("resume the layout translation of view %s: %w", v.Name, err)
 	}
-	ctx := context.Background()
 	// Claim (or renew) the translation.
 	t.Owner, t.Expires = d.owner, time.Now().Add(d.translateLease).UnixMilli()
 	if li, err = d.writeLayoutItem(ctx, v.Name, li.v, li.inc, &m, li); err != nil {
@@ -459,6 +462,20 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 		}
 		return LayoutStatus{}, err
 	}
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			// Stopped (the process is asked to stop): hand both leases
+			// back, so that the next start resumes after the cursor at once
+			// instead of waiting for them to expire.
+			rctx, cancel := opCtx()
+			defer cancel()
+			t.Expires = time.Now().UnixMilli()
+			if _, err := d.writeLayoutItem(rctx, v.Name, li.v, li.inc, &m, li); err != nil {
+				d.log.Warn("release the layout translation's lease (it expires by itself)", "view", v.Name, "err", err)
+			}
+			d.releaseOldLease(rctx, v.Name, t.FromInc)
+		}
+	}()
 	// renew writes the layout item again with the lease renewed (and the
 	// cursor, horizon and count as they are).
 	renew := func() error {
@@ -523,7 +540,7 @@ func (d *dynStore) translate(v *tiling.View, li *layoutItem) (LayoutStatus, erro
 		return nil
 	})
 	if err != nil {
-		return LayoutStatus{}, fmt.Errorf("translate the items of view %s to its new layout: %w", v.Name, err)
+		return LayoutStatus{}, fmt.Errorf("translate the items of view %s to its new layout (it resumes after its cursor): %w", v.Name, err)
 	}
 	// Every item is in the new incarnation: name it.
 	t.Items = 0

@@ -189,7 +189,7 @@ func referenceStore(t *testing.T, nv *tiling.View, hour int64) (*Store, map[stri
 	cfg := dynTable(t)
 	cfg.RollupShare = 1
 	ref := openDyn(t, cfg)
-	if st, err := ref.CheckLayoutStatus(nv); err != nil || st.Rebuild {
+	if st, err := ref.CheckLayoutStatus(context.Background(), nv); err != nil || st.Rebuild {
 		t.Fatalf("reference store: %+v %v", st, err)
 	}
 	fillDynLayout(t, ref, nv, hour)
@@ -240,7 +240,7 @@ func TestDynamoLayoutTranslation(t *testing.T) {
 	cfg.CachePath = filepath.Join(t.TempDir(), "cache")
 	cfg.Staleness = time.Hour
 	s := openDyn(t, cfg)
-	if st, err := s.CheckLayoutStatus(old); err != nil || st.Rebuild {
+	if st, err := s.CheckLayoutStatus(context.Background(), old); err != nil || st.Rebuild {
 		t.Fatalf("first check: %+v %v", st, err)
 	}
 	evs := fillDynLayout(t, s, old, hour)
@@ -252,7 +252,7 @@ func TestDynamoLayoutTranslation(t *testing.T) {
 	oldValues := evaluate(t, s, old, hour) // cached for an hour
 	// Another instance of the old view, running on.
 	stay := openDyn(t, DynamoConfig{Table: cfg.Table})
-	if _, err := stay.CheckLayoutStatus(old); err != nil {
+	if _, err := stay.CheckLayoutStatus(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -272,11 +272,11 @@ func TestDynamoLayoutTranslation(t *testing.T) {
 	otherDone := make(chan error, 1)
 	go func() {
 		time.Sleep(200 * time.Millisecond)
-		_, err := other.CheckLayoutStatus(nv)
+		_, err := other.CheckLayoutStatus(context.Background(), nv)
 		otherDone <- err
 	}()
 	start := time.Now()
-	st, err := s.CheckLayoutStatus(nv)
+	st, err := s.CheckLayoutStatus(context.Background(), nv)
 	if err != nil || st.Rebuild {
 		t.Fatalf("CheckLayoutStatus: %+v, %v", st, err)
 	}
@@ -328,7 +328,7 @@ func TestDynamoLayoutTranslation(t *testing.T) {
 		t.Fatalf("the new view's instance: layout current %v, %v", cur, err)
 	}
 	// Checked again: the same status, nothing translated again.
-	if again, err := s.CheckLayoutStatus(nv); err != nil || !reflect.DeepEqual(again, st) {
+	if again, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || !reflect.DeepEqual(again, st) {
 		t.Fatalf("check again: %+v %v, want %+v", again, err, st)
 	}
 	if inc, _ := s.dyn.incarnation(nv.Name); inc != newInc {
@@ -365,7 +365,7 @@ func TestDynamoLayoutTranslation(t *testing.T) {
 	if p := settle(nv.Fingerprint(), st.Horizon); len(p) != 0 {
 		t.Fatalf("a heal at the horizon left %v pending", p)
 	}
-	if again, err := s.CheckLayoutStatus(nv); err != nil || len(again.Pending) != 0 || again.Rebuild {
+	if again, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || len(again.Pending) != 0 || again.Rebuild {
 		t.Fatalf("check after settling: %+v %v", again, err)
 	}
 }
@@ -382,7 +382,7 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 	cfg := dynTable(t)
 	cfg.RollupShare = 1
 	s := openDyn(t, cfg)
-	if _, err := s.CheckLayoutStatus(old); err != nil {
+	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
 	evs := fillDynLayout(t, s, old, hour)
@@ -398,7 +398,7 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := a.CheckLayoutStatus(nv); !errors.Is(err, crash) {
+	if _, err := a.CheckLayoutStatus(context.Background(), nv); !errors.Is(err, crash) {
 		t.Fatalf("translation cut after its first page: %v", err)
 	}
 	ctx := context.Background()
@@ -445,7 +445,7 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		st, err := b.CheckLayoutStatus(nv)
+		st, err := b.CheckLayoutStatus(context.Background(), nv)
 		res <- result{st, err, time.Now()}
 	}()
 	var r result
@@ -475,7 +475,7 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 
 	// The cut instance, restarted (its lease lapsed and was taken): it
 	// finds the translation done.
-	if st, err := a.CheckLayoutStatus(nv); err != nil || !reflect.DeepEqual(st, r.st) {
+	if st, err := a.CheckLayoutStatus(context.Background(), nv); err != nil || !reflect.DeepEqual(st, r.st) {
 		t.Fatalf("the first instance after the takeover: %+v %v", st, err)
 	}
 	if inc, _ := a.dyn.incarnation(nv.Name); inc != newInc {
@@ -493,7 +493,7 @@ func TestDynamoLayoutTranslationLostLease(t *testing.T) {
 	cfg := dynTable(t)
 	cfg.RollupShare = 1
 	s := openDyn(t, cfg)
-	if _, err := s.CheckLayoutStatus(old); err != nil {
+	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
 	fillDynLayout(t, s, old, hour)
@@ -519,7 +519,7 @@ func TestDynamoLayoutTranslationLostLease(t *testing.T) {
 		_, err = b.dyn.writeLayoutItem(ctx, nv.Name, li.v, li.inc, &m, li)
 		return err
 	}
-	if _, err := a.CheckLayoutStatus(nv); !errors.Is(err, errTranslationLost) {
+	if _, err := a.CheckLayoutStatus(context.Background(), nv); !errors.Is(err, errTranslationLost) {
 		t.Fatalf("translation taken over: %v", err)
 	}
 	// Yet another layout while b holds the translation: its instance
@@ -539,7 +539,7 @@ func TestDynamoLayoutTranslationLostLease(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	st, err := c.CheckLayoutStatus(third)
+	st, err := c.CheckLayoutStatus(context.Background(), third)
 	if err != nil || st.Rebuild {
 		t.Fatalf("third layout: %+v %v", st, err)
 	}
@@ -586,4 +586,100 @@ func TestDynamoLayoutTranslationLostLease(t *testing.T) {
 	if vals[0] != want {
 		t.Fatalf("sum after translating from the source: %v, want %v (%v)", vals[0], want, vals)
 	}
+}
+
+// TestDynamoLayoutTranslationStopsOnCancel: a translation whose context
+// ends (the process asked to stop during its start) stops at once and hands
+// its leases back, so another instance resumes it after its cursor without
+// waiting for them to expire; an instance waiting for another's translation
+// stops waiting when its context ends. The items written are those of an
+// uninterrupted translation.
+func TestDynamoLayoutTranslationStopsOnCancel(t *testing.T) {
+	old, nv := dynLayoutViews(t)
+	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
+	cfg := dynTable(t)
+	cfg.RollupShare = 1
+	s := openDyn(t, cfg)
+	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	fillDynLayout(t, s, old, hour)
+
+	// a's translation is stopped after its first page; its leases would
+	// hold a minute.
+	a := openDyn(t, DynamoConfig{Table: cfg.Table})
+	a.dyn.translatePage = 20
+	a.dyn.translateLease = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	a.dyn.testPageHook = func(page int) error {
+		if page == 1 {
+			cancel()
+		}
+		return nil
+	}
+	if _, err := a.CheckLayoutStatus(ctx, nv); !errors.Is(err, context.Canceled) {
+		t.Fatalf("translation stopped after its first page: %v", err)
+	}
+	li, err := a.dyn.readLayoutItem(context.Background(), nv.Name)
+	if err != nil || li == nil || li.meta == nil || li.meta.Translating == nil || li.meta.Translating.CursorPK == nil {
+		t.Fatalf("layout item after the stop: %+v %v", li, err)
+	}
+	if exp := time.UnixMilli(li.meta.Translating.Expires); time.Until(exp) > 0 {
+		t.Fatalf("the stopped translation kept its lease until %v", exp)
+	}
+
+	// b resumes it at once, and pauses in its first page; w, waiting for
+	// b's live translation, is stopped.
+	b := openDyn(t, DynamoConfig{Table: cfg.Table})
+	b.dyn.translatePage = 20
+	b.dyn.translateLease = time.Minute
+	b.dyn.translatePoll = 50 * time.Millisecond
+	paused, resume := make(chan struct{}), make(chan struct{})
+	b.dyn.testPageHook = func(page int) error {
+		if page == 1 {
+			close(paused)
+			<-resume
+		}
+		return nil
+	}
+	type result struct {
+		st  LayoutStatus
+		err error
+	}
+	res := make(chan result, 1)
+	began := time.Now()
+	go func() {
+		st, err := b.CheckLayoutStatus(context.Background(), nv)
+		res <- result{st, err}
+	}()
+	select {
+	case <-paused:
+	case r := <-res:
+		t.Fatalf("b: %+v", r)
+	case <-time.After(20 * time.Second):
+		t.Fatal("b did not resume the stopped translation within 20 s: the leases were not handed back")
+	}
+	w := openDyn(t, DynamoConfig{Table: cfg.Table})
+	w.dyn.translatePoll = 10 * time.Second // it must not sleep through its context's end
+	wctx, wcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer wcancel()
+	waitBegan := time.Now()
+	if _, err := w.CheckLayoutStatus(wctx, nv); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an instance waiting for a live translation, its context ended: %v", err)
+	}
+	if took := time.Since(waitBegan); took > 5*time.Second {
+		t.Fatalf("the waiting instance took %v to stop", took)
+	}
+	close(resume)
+	r := <-res
+	if r.err != nil || r.st.Rebuild {
+		t.Fatalf("b: %+v", r)
+	}
+	t.Logf("resumed and finished in %v", time.Since(began))
+	newInc, _ := b.dyn.incarnation(nv.Name)
+	if newInc != li.inc {
+		t.Fatalf("b wrote incarnation %x, the stopped translation %x", newInc, li.inc)
+	}
+	_, want := referenceStore(t, nv, hour)
+	sameItems(t, incItems(t, b, nv.Name, newInc), want)
 }

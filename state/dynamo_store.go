@@ -152,8 +152,11 @@ func (d *dynStore) close() error {
 
 // ctx bounds store calls made through the context-free parts of the Store
 // API (the SDK bounds each call; this bounds a whole operation).
-func opCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 2*time.Minute)
+func opCtx() (context.Context, context.CancelFunc) { return opCtxIn(context.Background()) }
+
+// opCtxIn is opCtx within ctx.
+func opCtxIn(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 2*time.Minute)
 }
 
 // ---------------------------------------------------------------------------

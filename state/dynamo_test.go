@@ -88,7 +88,7 @@ func ev(v *tiling.View, key string, ts int64, p int32, o int64, x float64, size 
 func TestDynamoStreamTilesAreWrittenOnTheVersionRead(t *testing.T) {
 	s := openDyn(t, dynTable(t))
 	v := lastView(t)
-	if _, err := s.CheckLayout(v); err != nil {
+	if _, err := s.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	lay := s.StreamLayout()
@@ -161,7 +161,7 @@ func TestDynamoReadMergesPartitionsLikePebble(t *testing.T) {
 	defer p.Close()
 	v := lastView(t)
 	for _, s := range []*Store{d, p} {
-		if _, err := s.CheckLayout(v); err != nil {
+		if _, err := s.CheckLayout(context.Background(), v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,7 +238,7 @@ func TestDynamoGenerationRecordsOverTheItemLimit(t *testing.T) {
 	ctx := context.Background()
 	s := openDyn(t, dynTable(t))
 	v := lastView(t)
-	if _, err := s.CheckLayout(v); err != nil {
+	if _, err := s.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	day := tiling.AlignDown(time.Now().UnixMilli()-3*tiling.Day, tiling.Day)
@@ -324,7 +324,7 @@ func TestDynamoLayoutChangeMovesToANewIncarnation(t *testing.T) {
 	cfg := dynTable(t)
 	s := openDyn(t, cfg)
 	v := lastView(t)
-	if rb, err := s.CheckLayout(v); err != nil || rb {
+	if rb, err := s.CheckLayout(context.Background(), v); err != nil || rb {
 		t.Fatalf("first check: %v %v", rb, err)
 	}
 	now := time.Now().UnixMilli()
@@ -336,7 +336,7 @@ func TestDynamoLayoutChangeMovesToANewIncarnation(t *testing.T) {
 	if err := s.Commit(b); err != nil {
 		t.Fatal(err)
 	}
-	if rb, err := s.CheckLayout(v); err != nil || rb {
+	if rb, err := s.CheckLayout(context.Background(), v); err != nil || rb {
 		t.Fatalf("same layout: %v %v", rb, err)
 	}
 	v2, err := tiling.NewView(tiling.View{Name: "v", Topic: "t", Entity: "k", Timestamp: "ts", Granularity: 5 * tiling.Minute,
@@ -346,20 +346,20 @@ func TestDynamoLayoutChangeMovesToANewIncarnation(t *testing.T) {
 	}
 	// Another instance (a fresh store on the same table) sees the change.
 	s2 := openDyn(t, cfg)
-	if rb, err := s2.CheckLayout(v2); err != nil || !rb {
+	if rb, err := s2.CheckLayout(context.Background(), v2); err != nil || !rb {
 		t.Fatalf("new layout: rebuild %v, %v", rb, err)
 	}
 	kd, err := s2.ReadKey(context.Background(), v2, "k", now)
 	if err != nil || len(kd.Records) != 0 {
 		t.Fatalf("the old layout's tiles are visible under the new one: %v %v", kd.Records, err)
 	}
-	if rb, err := s2.CheckLayout(v2); err != nil || !rb {
+	if rb, err := s2.CheckLayout(context.Background(), v2); err != nil || !rb {
 		t.Fatalf("interrupted rebuild: %v %v", rb, err)
 	}
 	if err := s2.FinishRebuild(v2); err != nil {
 		t.Fatal(err)
 	}
-	if rb, err := s2.CheckLayout(v2); err != nil || rb {
+	if rb, err := s2.CheckLayout(context.Background(), v2); err != nil || rb {
 		t.Fatalf("after the rebuild: %v %v", rb, err)
 	}
 }
@@ -367,7 +367,7 @@ func TestDynamoLayoutChangeMovesToANewIncarnation(t *testing.T) {
 func TestDynamoLeaseAndStateVersions(t *testing.T) {
 	s := openDyn(t, dynTable(t))
 	v := lastView(t)
-	if _, err := s.CheckLayout(v); err != nil {
+	if _, err := s.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
@@ -474,7 +474,7 @@ func TestDynamoCacheServesSnapshotsWithinTheirStaleness(t *testing.T) {
 	direct := openDyn(t, DynamoConfig{Table: cfg.Table})
 	v := lastView(t)
 	for _, s := range []*Store{cached, direct} {
-		if _, err := s.CheckLayout(v); err != nil {
+		if _, err := s.CheckLayout(context.Background(), v); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -546,7 +546,7 @@ func TestDynamoCacheServesSnapshotsWithinTheirStaleness(t *testing.T) {
 		}
 	}
 	again := openDyn(t, cfg)
-	if _, err := again.CheckLayout(v); err != nil {
+	if _, err := again.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(again); n != 3 {
@@ -559,7 +559,7 @@ func TestDynamoTTLStampsStreamTilesOnly(t *testing.T) {
 	cfg.TTL = 30 * 24 * time.Hour
 	s := openDyn(t, cfg)
 	v := lastView(t)
-	if _, err := s.CheckLayout(v); err != nil {
+	if _, err := s.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UnixMilli()

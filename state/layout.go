@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -90,9 +91,12 @@ func (s *Store) writeLayout(view string, m layoutMeta) error {
 // On DynamoDB the view's items are translated into a new incarnation, which
 // the layout item names once they all are (dynamo_layout.go); a rebuild
 // starts in a new, empty incarnation.
-func (s *Store) CheckLayoutStatus(v *tiling.View) (LayoutStatus, error) {
+//
+// ctx ends a translation early (it resumes after its last batch on the next
+// call), and waits for another instance's translation.
+func (s *Store) CheckLayoutStatus(ctx context.Context, v *tiling.View) (LayoutStatus, error) {
 	if s.dyn != nil {
-		return s.dyn.checkLayout(v)
+		return s.dyn.checkLayout(ctx, v)
 	}
 	fp := v.Fingerprint()
 	meta, legacy, found, err := s.readLayout(v.Name)
@@ -112,7 +116,7 @@ func (s *Store) CheckLayoutStatus(v *tiling.View) (LayoutStatus, error) {
 		return LayoutStatus{Rebuild: true}, s.resetView(v.Name, now)
 	case meta.Translating != nil:
 		if meta.Fingerprint == fp {
-			return s.translate(v, meta) // an interrupted translation resumes
+			return s.translate(ctx, v, meta) // an interrupted translation resumes
 		}
 		// Changed again before the translation finished: records before
 		// the cursor are in one layout, after it in another.
@@ -145,7 +149,7 @@ func (s *Store) CheckLayoutStatus(v *tiling.View) (LayoutStatus, error) {
 	if err := s.writeLayout(v.Name, next); err != nil {
 		return LayoutStatus{}, err
 	}
-	return s.translate(v, next)
+	return s.translate(ctx, v, next)
 }
 
 // resetView deletes every record of the view and marks it for a rebuild.
@@ -171,7 +175,7 @@ const translateChunk = 2048
 // view from m.Translating.From into v's layout, in key order, recording the
 // last key rewritten with each batch so a crash resumes after it. Stream
 // records also raise the horizon past their last tile.
-func (s *Store) translate(v *tiling.View, m layoutMeta) (LayoutStatus, error) {
+func (s *Store) translate(ctx context.Context, v *tiling.View, m layoutMeta) (LayoutStatus, error) {
 	tr, err := tiling.NewTranslator(m.Translating.From, v)
 	if err != nil {
 		return LayoutStatus{}, fmt.Errorf("resume the layout translation of view %s: %w", v.Name, err)
@@ -182,6 +186,9 @@ func (s *Store) translate(v *tiling.View, m layoutMeta) (LayoutStatus, error) {
 			lo = append(bytes.Clone(c), 0)
 		}
 		for {
+			if err := ctx.Err(); err != nil {
+				return LayoutStatus{}, fmt.Errorf("translate the records of view %s to its new layout (it resumes after its last batch): %w", v.Name, err)
+			}
 			done, err := s.translateSome(v, tr, &m, lo)
 			if err != nil {
 				return LayoutStatus{}, fmt.Errorf("translate the records of view %s to its new layout: %w", v.Name, err)

@@ -1,7 +1,9 @@
 package state
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -36,7 +38,7 @@ func layoutStore(t *testing.T, v *tiling.View, n int, t0 int64) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if rb, err := s.CheckLayout(v); err != nil || rb {
+	if rb, err := s.CheckLayout(context.Background(), v); err != nil || rb {
 		t.Fatalf("first CheckLayout: rebuild %v, %v", rb, err)
 	}
 	fillLayoutStore(t, s, v, n, t0)
@@ -133,7 +135,7 @@ func TestLayoutTranslation(t *testing.T) {
 		t.Fatalf("%d records written", len(before))
 	}
 
-	st, err := s.CheckLayoutStatus(nv)
+	st, err := s.CheckLayoutStatus(context.Background(), nv)
 	if err != nil || st.Rebuild {
 		t.Fatalf("CheckLayoutStatus: %+v, %v", st, err)
 	}
@@ -168,7 +170,7 @@ func TestLayoutTranslation(t *testing.T) {
 	}
 
 	// Opened again: nothing to translate, still pending.
-	again, err := s.CheckLayoutStatus(nv)
+	again, err := s.CheckLayoutStatus(context.Background(), nv)
 	if err != nil || again.Rebuild || len(again.Pending) != 1 || again.Horizon != lastTile {
 		t.Fatalf("CheckLayoutStatus again: %+v, %v", again, err)
 	}
@@ -200,7 +202,7 @@ func TestLayoutTranslation(t *testing.T) {
 	if p := heal(nv.Fingerprint(), lastTile); len(p) != 0 {
 		t.Fatalf("a heal at the horizon left %v pending", p)
 	}
-	if st, err := s.CheckLayoutStatus(nv); err != nil || st.Rebuild || len(st.Pending) != 0 {
+	if st, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || st.Rebuild || len(st.Pending) != 0 {
 		t.Fatalf("after settling: %+v, %v", st, err)
 	}
 }
@@ -228,7 +230,7 @@ func TestLayoutTranslationResumes(t *testing.T) {
 		t.Fatalf("first batch: done %v, %v", done, err)
 	}
 	// The process dies here; the next start resumes.
-	st, err := s.CheckLayoutStatus(nv)
+	st, err := s.CheckLayoutStatus(context.Background(), nv)
 	if err != nil || st.Rebuild || len(st.Pending) != 1 {
 		t.Fatalf("resumed: %+v, %v", st, err)
 	}
@@ -237,6 +239,39 @@ func TestLayoutTranslationResumes(t *testing.T) {
 		want := translated(t, tr, k, b)
 		if string(after[k]) != string(want) {
 			t.Fatalf("record %x: translated %d times?", k, 0)
+		}
+	}
+}
+
+// TestLayoutTranslationStopsOnCancel: a translation whose context has ended
+// stops before its next batch, leaving the view marked as translating, and
+// the next check resumes it: every record translated once.
+func TestLayoutTranslationStopsOnCancel(t *testing.T) {
+	t0 := int64(1_760_000_000_000)
+	old := layoutView(t, tiling.Minute, fCount, fSum, fLast)
+	nv := layoutView(t, tiling.Minute, fSum, fMax)
+	s := layoutStore(t, old, 1000, t0)
+	before := layoutRecords(t, s, "v")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.CheckLayoutStatus(ctx, nv); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a translation with its context ended: %v", err)
+	}
+	if m, _, _, err := s.readLayout("v"); err != nil || m.Translating == nil {
+		t.Fatalf("after the stop the view is not marked as translating: %+v %v", m, err)
+	}
+	st, err := s.CheckLayoutStatus(context.Background(), nv)
+	if err != nil || st.Rebuild || len(st.Pending) != 1 {
+		t.Fatalf("resumed: %+v, %v", st, err)
+	}
+	tr, err := tiling.NewTranslator(old.Layout(), nv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := layoutRecords(t, s, "v")
+	for k, b := range before {
+		if want := translated(t, tr, k, b); string(after[k]) != string(want) {
+			t.Fatalf("record %x: %x, want %x", k, after[k], want)
 		}
 	}
 }
@@ -250,20 +285,20 @@ func TestLayoutRebuilds(t *testing.T) {
 	t.Run("granularity", func(t *testing.T) {
 		s := layoutStore(t, old, 3, t0)
 		nv := layoutView(t, 5*tiling.Minute, fCount, fSum)
-		st, err := s.CheckLayoutStatus(nv)
+		st, err := s.CheckLayoutStatus(context.Background(), nv)
 		if err != nil || !st.Rebuild {
 			t.Fatalf("%+v, %v", st, err)
 		}
 		if n := len(layoutRecords(t, s, "v")); n != 0 {
 			t.Fatalf("%d records survived the reset", n)
 		}
-		if st, err := s.CheckLayoutStatus(nv); err != nil || !st.Rebuild {
+		if st, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || !st.Rebuild {
 			t.Fatalf("an unfinished rebuild is not reported again: %+v, %v", st, err)
 		}
 		if err := s.FinishRebuild(nv); err != nil {
 			t.Fatal(err)
 		}
-		if st, err := s.CheckLayoutStatus(nv); err != nil || st.Rebuild {
+		if st, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || st.Rebuild {
 			t.Fatalf("after FinishRebuild: %+v, %v", st, err)
 		}
 	})
@@ -273,14 +308,14 @@ func TestLayoutRebuilds(t *testing.T) {
 		if err := s.db.Set(viewKey(nil, "v"), []byte(old.Fingerprint()), nil); err != nil {
 			t.Fatal(err)
 		}
-		if st, err := s.CheckLayoutStatus(old); err != nil || st.Rebuild {
+		if st, err := s.CheckLayoutStatus(context.Background(), old); err != nil || st.Rebuild {
 			t.Fatalf("the same layout: %+v, %v", st, err)
 		}
 		if err := s.db.Set(viewKey(nil, "v"), []byte(old.Fingerprint()), nil); err != nil {
 			t.Fatal(err)
 		}
 		nv := layoutView(t, tiling.Minute, fSum, fMax)
-		if st, err := s.CheckLayoutStatus(nv); err != nil || !st.Rebuild {
+		if st, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || !st.Rebuild {
 			t.Fatalf("a legacy store with another layout is not rebuilt: %+v, %v", st, err)
 		}
 	})
@@ -292,7 +327,7 @@ func TestLayoutRebuilds(t *testing.T) {
 			t.Fatal(err)
 		}
 		third := layoutView(t, tiling.Minute, fSum, fLast)
-		if st, err := s.CheckLayoutStatus(third); err != nil || !st.Rebuild {
+		if st, err := s.CheckLayoutStatus(context.Background(), third); err != nil || !st.Rebuild {
 			t.Fatalf("%+v, %v", st, err)
 		}
 	})

@@ -401,8 +401,8 @@ const rebuildMark = "+rebuild"
 //
 // On DynamoDB the view moves to a new incarnation instead of deleting its
 // items (docs/format.md).
-func (s *Store) CheckLayout(v *tiling.View) (rebuild bool, err error) {
-	st, err := s.CheckLayoutStatus(v)
+func (s *Store) CheckLayout(ctx context.Context, v *tiling.View) (rebuild bool, err error) {
+	st, err := s.CheckLayoutStatus(ctx, v)
 	return st.Rebuild, err
 }
 

@@ -34,7 +34,7 @@ func openStandalone(ctx context.Context, s *settings, stderr io.Writer) (*state.
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is the service running? stop it first, or use POST /v1/heal)", err)
 	}
-	layouts, err := checkStandaloneLayouts(s, store, log)
+	layouts, err := checkStandaloneLayouts(ctx, s, store, log)
 	if err != nil {
 		store.Close()
 		return nil, nil, err

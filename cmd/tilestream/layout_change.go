@@ -35,11 +35,11 @@ type viewLayout struct {
 // checkLayouts compares every view's layout with the stored one: records of
 // a view whose features changed over the same tiles are translated, the
 // others marked for a rebuild.
-func checkLayouts(s *settings, store *state.Store, log *slog.Logger) (*layouts, error) {
+func checkLayouts(ctx context.Context, s *settings, store *state.Store, log *slog.Logger) (*layouts, error) {
 	ls := &layouts{store: store, log: log, views: map[string]*viewLayout{}}
 	for _, vs := range s.Views {
 		v := vs.View
-		st, err := store.CheckLayoutStatus(v)
+		st, err := store.CheckLayoutStatus(ctx, v)
 		if err != nil {
 			return nil, err
 		}
@@ -202,8 +202,8 @@ func (ls *layouts) healView(ctx context.Context, name string, vl *viewLayout, he
 // checkStandaloneLayouts is checkLayouts for the commands that heal without
 // the service: a view that must be rebuilt is refused, since the rebuild
 // runs at the service's start, before its ingest.
-func checkStandaloneLayouts(s *settings, store *state.Store, log *slog.Logger) (*layouts, error) {
-	ls, err := checkLayouts(s, store, log)
+func checkStandaloneLayouts(ctx context.Context, s *settings, store *state.Store, log *slog.Logger) (*layouts, error) {
+	ls, err := checkLayouts(ctx, s, store, log)
 	if err != nil {
 		return nil, err
 	}

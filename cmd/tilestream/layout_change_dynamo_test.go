@@ -57,7 +57,7 @@ func TestLayoutWatchStopsAnInstanceOfTheOldView(t *testing.T) {
 	sum := tiling.Feature{Name: "s", Function: tiling.Sum, Column: "x", Window: tiling.Hour}
 	old, nv := view(count), view(count, sum)
 	watch := func(s *state.Store, v *tiling.View) (<-chan error, context.CancelFunc) {
-		if _, err := s.CheckLayoutStatus(v); err != nil {
+		if _, err := s.CheckLayoutStatus(context.Background(), v); err != nil {
 			t.Fatal(err)
 		}
 		ls := &layouts{store: s, log: log, views: map[string]*viewLayout{v.Name: {v: v}}}

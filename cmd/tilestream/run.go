@@ -209,8 +209,12 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	}
 	defer store.Close()
 	st.doing("checking the views' layouts (a changed view is translated or set to rebuild)")
-	layouts, err := checkLayouts(s, store, log)
+	layouts, err := checkLayouts(ctx, s, store, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while checking the views' layouts (a translation resumes at the next start)", "err", err)
+			return nil
+		}
 		return err
 	}
 	st.doing("opening the offline log")
