@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/tilestream/tilestream/state/dynamo"
 )
 
@@ -32,13 +34,22 @@ import (
 // the progress item is marked done, the entry is removed from the layout
 // item (only while no translation or rebuild runs, so that their
 // conditional writes of the layout item never fail for it), and the
-// progress item is deleted.
+// progress item is deleted. The scan is paced (DynamoConfig.CollectRate):
+// it reads, and may delete, every item of the table, capacity the service
+// needs.
 
 // incarnationGrace is how long after the layout item stopped naming an
 // incarnation its items are kept: far beyond the 10 s within which the
 // instances of the old layout stop (the layout watch), so that none still
 // reads or writes it.
 const incarnationGrace = 10 * time.Minute
+
+// DefaultCollectRate and MinCollectRate are DynamoConfig.CollectRate's
+// default and least value (items scanned per second).
+const (
+	DefaultCollectRate = 1000
+	MinCollectRate     = 100
+)
 
 // dskCollect begins the sort key of an incarnation's collection progress in
 // the view's layout partition.
@@ -248,7 +259,13 @@ func (d *dynStore) scanDelete(ctx context.Context, c *collection, prog *dynamo.I
 	d.log.Info("deleting the items of an old incarnation of the view (a scan of the table)", "view", view,
 		"incarnation", fmt.Sprintf("%08x", inc), "resumed", start != nil, "items_deleted_before", deleted)
 	began, round, page := time.Now(), int64(0), 0
+	// Each page evaluates up to translatePage items: wait for that many
+	// before the next (the first comes at once).
+	pace := rate.NewLimiter(rate.Limit(d.collectRate), int(d.translatePage))
 	err := d.t.ScanPrefixes(ctx, prefixes, start, d.translatePage, func(items []*dynamo.Item, next *dynamo.Key) error {
+		if err := pace.WaitN(ctx, int(d.translatePage)); err != nil {
+			return err
+		}
 		// The incarnation is still one to collect: never one in use.
 		li, err := d.readLayoutItem(ctx, view)
 		if err != nil {

@@ -554,3 +554,45 @@ func TestDynamoCollectRace(t *testing.T) {
 		t.Fatalf("still to collect: %+v", l)
 	}
 }
+
+// TestDynamoCollectPaced: a collection scans at most CollectRate items per
+// second (a page of translatePage items at a time, the first at once), and
+// still deletes every item of the old incarnation and nothing else.
+func TestDynamoCollectPaced(t *testing.T) {
+	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
+	cfg := dynTable(t)
+	cfg.RollupShare = 1
+	s := openDyn(t, cfg)
+	old, nv := collectSetup(t, s, hour, false)
+	oldInc, _ := s.dyn.incarnation(old.Name)
+	if st, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || st.Rebuild {
+		t.Fatalf("translation: %+v %v", st, err)
+	}
+	before := tableItems(t, s)
+	due := time.UnixMilli(toCollect(t, s, nv.Name)[0].Since).Add(incarnationGrace)
+
+	a := openDyn(t, DynamoConfig{Table: cfg.Table, CollectRate: MinCollectRate})
+	if a.dyn.collectRate != MinCollectRate {
+		t.Fatalf("collect rate %d, configured %d", a.dyn.collectRate, MinCollectRate)
+	}
+	a.dyn.translatePage = 40 // 0.4 s a page at 100 items/s
+	pages := 0
+	a.dyn.testPageHook = func(page int) error { pages = page; return nil }
+	began := time.Now()
+	if err := a.CollectIncarnations(context.Background(), nv.Name, due); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(began)
+	// pages counts the pages before the last: each waited for the next.
+	if pages < 3 {
+		t.Fatalf("the scan had %d pages: the test needs more", pages+1)
+	}
+	if least := time.Duration(pages) * 40 * time.Second / MinCollectRate; took < least*9/10 {
+		t.Fatalf("%d pages of 40 items in %v: faster than %d items/s allow (%v)", pages+1, took, MinCollectRate, least)
+	}
+	t.Logf("%d pages in %v", pages+1, took)
+	checkCollected(t, "after a paced collection", before, tableItems(t, s), nv.Name, oldInc)
+	if err := (DynamoConfig{Table: cfg.Table, CollectRate: MinCollectRate - 1}).Validate(); err == nil {
+		t.Fatal("a collect rate under MinCollectRate was accepted")
+	}
+}

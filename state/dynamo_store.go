@@ -42,6 +42,12 @@ type DynamoConfig struct {
 	// catches up first and is rolled up after. Default 0.25; 1 or more: no
 	// limit.
 	RollupShare float64
+	// CollectRate bounds the items per second that the collection of a
+	// view's old incarnation scans (a scan of the whole table) and so
+	// deletes, so that it leaves the table's capacity to the service.
+	// Default 1000; at least 100 (a page of the scan must come within a
+	// third of the collection's lease).
+	CollectRate int
 	// Registerer receives the store's metrics; nil counts them without
 	// exporting.
 	Registerer prometheus.Registerer
@@ -55,6 +61,9 @@ func (c DynamoConfig) Validate() error {
 	}
 	if c.TTL < 0 || c.CacheMaxBytes < 0 || c.Staleness < 0 || c.RollupShare < 0 {
 		errs = append(errs, errors.New("dynamodb: ttl, cache size, staleness and roll-up share must not be negative"))
+	}
+	if c.CollectRate != 0 && c.CollectRate < MinCollectRate {
+		errs = append(errs, fmt.Errorf("dynamodb: collect rate %d items/s: want at least %d", c.CollectRate, MinCollectRate))
 	}
 	return errors.Join(errs...)
 }
@@ -75,6 +84,7 @@ type dynStore struct {
 	translateLease time.Duration
 	translatePoll  time.Duration
 	translatePage  int32
+	collectRate    int // items scanned per second by a collection
 	testPageHook   func(page int) error
 
 	mu struct {
@@ -116,6 +126,10 @@ func OpenDynamo(ctx context.Context, cfg DynamoConfig, log *slog.Logger) (*Store
 	d.roll.share = cfg.RollupShare
 	d.owner = newOwner(cfg.CachePath)
 	d.translateLease, d.translatePoll, d.translatePage = defaultTranslateLease, defaultTranslatePoll, defaultTranslatePage
+	d.collectRate = cfg.CollectRate
+	if d.collectRate == 0 {
+		d.collectRate = DefaultCollectRate
+	}
 	d.mu.inc = map[string]uint32{}
 	if cfg.CachePath != "" {
 		if d.cache, err = openLocalCache(cfg.CachePath, t.Name(), cfg.CacheMaxBytes, cfg.Staleness, d.m, log); err != nil {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tilestream/tilestream/state"
 )
 
 // The production parts of the configuration (docs/config.md): Kafka TLS and
@@ -39,6 +41,7 @@ type fileDynamo struct {
 	Endpoint    string `yaml:"endpoint"`
 	CreateTable bool   `yaml:"create_table"`
 	TTL         string `yaml:"ttl"`
+	CollectRate *int   `yaml:"collect_rate"`
 }
 
 type fileCache struct {
@@ -84,6 +87,9 @@ type dynamoSettings struct {
 	// TTL, when positive, stamps every stream tile item with an expiry this
 	// far after its write, as a backstop; correctness never depends on it.
 	TTL time.Duration
+	// CollectRate bounds the items per second that deleting an old
+	// incarnation's items scans (state.DynamoConfig.CollectRate).
+	CollectRate int
 }
 
 // cacheSettings configures the Pebble local cache in front of DynamoDB.
@@ -218,6 +224,13 @@ func (c *checker) storeProd(f *fileConfig, s *settings) {
 			Endpoint:    d.Endpoint,
 			CreateTable: d.CreateTable,
 			TTL:         c.dur(where, "ttl", d.TTL, 0),
+			CollectRate: state.DefaultCollectRate,
+		}
+		if d.CollectRate != nil {
+			s.Dynamo.CollectRate = *d.CollectRate
+			if s.Dynamo.CollectRate < state.MinCollectRate {
+				c.addf(where, "collect_rate must be at least %d items per second, got %d", state.MinCollectRate, s.Dynamo.CollectRate)
+			}
 		}
 		if n := len(s.Dynamo.Table); n < 3 || n > 255 || strings.Trim(s.Dynamo.Table, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != "" {
 			c.addf(where, "table %q: want 3 to 255 of a-z A-Z 0-9 _ . -", s.Dynamo.Table)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tilestream/tilestream/state"
 )
 
 func TestProductionSettings(t *testing.T) {
@@ -26,7 +28,7 @@ kafka:
 store:
   kind: dynamodb
   path: ./data/cache
-  dynamodb: {table: features, region: eu-west-1, endpoint: "http://127.0.0.1:4567", create_table: true, ttl: 30d}
+  dynamodb: {table: features, region: eu-west-1, endpoint: "http://127.0.0.1:4567", create_table: true, ttl: 30d, collect_rate: 250}
   cache: {max_bytes: 268435456, staleness: 5s}
 offline_log:
   path: s3://lake/tilestream/offline/
@@ -42,7 +44,7 @@ healer: {grace: 2m, lease: 30s, workers: 3, table_records: -1}
 	if a := s.Kafka.SASL; a == nil || a.Mechanism != "SCRAM-SHA-512" || a.Username != "alice" || a.Password.Reveal() != "hunter2-file" {
 		t.Errorf("sasl %+v", a)
 	}
-	wantD := dynamoSettings{Table: "features", Region: "eu-west-1", Endpoint: "http://127.0.0.1:4567", CreateTable: true, TTL: 30 * 24 * time.Hour}
+	wantD := dynamoSettings{Table: "features", Region: "eu-west-1", Endpoint: "http://127.0.0.1:4567", CreateTable: true, TTL: 30 * 24 * time.Hour, CollectRate: 250}
 	if s.StoreKind != "dynamodb" || s.Dynamo != wantD || s.Cache != (cacheSettings{MaxBytes: 256 << 20, Staleness: 5 * time.Second}) {
 		t.Errorf("store %s %+v %+v", s.StoreKind, s.Dynamo, s.Cache)
 	}
@@ -58,7 +60,7 @@ healer: {grace: 2m, lease: 30s, workers: 3, table_records: -1}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Dynamo.Table != defaultDynamoTable || s.Cache.MaxBytes != defaultCacheMaxBytes || s.Cache.Staleness != defaultCacheStaleness || s.StorePath != defaultStorePath {
+	if s.Dynamo.Table != defaultDynamoTable || s.Dynamo.CollectRate != state.DefaultCollectRate || s.Cache.MaxBytes != defaultCacheMaxBytes || s.Cache.Staleness != defaultCacheStaleness || s.StorePath != defaultStorePath {
 		t.Errorf("defaults %+v %+v %s", s.Dynamo, s.Cache, s.StorePath)
 	}
 }

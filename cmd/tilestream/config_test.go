@@ -438,8 +438,8 @@ func TestBadInput(t *testing.T) {
 		{"a dead letter topic with a bad name is rejected", "kafka: {brokers: [k], dead_letter_topic: \"dead letters\"}\n" + okViews, []string{`kafka: dead_letter_topic "dead letters": a Kafka topic name holds only`}},
 
 		// store and offline_log.
-		{"a DynamoDB store with bad settings is rejected", okKafka + okViews + "store: {kind: dynamodb, dynamodb: {table: x, endpoint: \"localhost:8000\", ttl: -1h}, cache: {max_bytes: 10}}\n", []string{
-			`store.dynamodb: table "x": want 3 to 255`, `store.dynamodb: endpoint "localhost:8000": want an http:// or https:// URL`, `store.dynamodb: ttl: bad duration "-1h"`, `store.cache: max_bytes must be at least 1048576`}},
+		{"a DynamoDB store with bad settings is rejected", okKafka + okViews + "store: {kind: dynamodb, dynamodb: {table: x, endpoint: \"localhost:8000\", ttl: -1h, collect_rate: 10}, cache: {max_bytes: 10}}\n", []string{
+			`store.dynamodb: table "x": want 3 to 255`, `store.dynamodb: endpoint "localhost:8000": want an http:// or https:// URL`, `store.dynamodb: ttl: bad duration "-1h"`, `store.dynamodb: collect_rate must be at least 100 items per second, got 10`, `store.cache: max_bytes must be at least 1048576`}},
 		{"DynamoDB settings on a Pebble store are rejected", okKafka + okViews + "store: {dynamodb: {table: abc}, cache: {}}\n", []string{`store: dynamodb is set but kind is "pebble"`, `store: cache applies to kind dynamodb only`}},
 		{"an s3 offline log needs a bucket", okKafka + okViews + "offline_log: {path: \"s3:///x\"}\n", []string{`offline_log: path "s3:///x": want s3://bucket/prefix`}},
 		{"an s3 URL with credentials is rejected without echoing them", okKafka + okViews + "offline_log: {path: \"s3://AKIA:topsecret@bucket/p\"}\n", []string{`offline_log: path: want s3://bucket/prefix without user, password, port`}},

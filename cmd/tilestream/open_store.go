@@ -39,6 +39,7 @@ func dynamoConfig(s *settings, reg prometheus.Registerer) state.DynamoConfig {
 		Table:         tc,
 		CreateTable:   s.Dynamo.CreateTable,
 		TTL:           s.Dynamo.TTL,
+		CollectRate:   s.Dynamo.CollectRate,
 		CachePath:     s.StorePath,
 		CacheMaxBytes: s.Cache.MaxBytes,
 		Staleness:     s.Cache.Staleness,
