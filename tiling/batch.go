@@ -656,7 +656,10 @@ func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 		return nil, fmt.Errorf("summary: day count: %w", ErrCorrupt)
 	}
 	b = b[m:]
-	ar := newStateArena(v.aggs, int(n))
+	var ar *stateArena // the days' totals, the only states decoded here
+	if totals {
+		ar = newStateArena(v.aggs, int(n))
+	}
 	s.Days = make([]SummaryDay, 0, n)
 	lens := make([][2]uint64, n)
 	var sum uint64
