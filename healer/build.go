@@ -66,27 +66,21 @@ type arenas struct {
 }
 
 // get returns a free arena, or a new one.
-func (p *arenas) get() *tiling.Arena {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if n := len(p.free); n > 0 {
-		a := p.free[n-1]
-		p.free = p.free[:n-1]
-		return a
-	}
-	return p.v.NewArena()
-}
+func (p *arenas) get() *tiling.Arena { return p.take(&p.free, p.v.NewArena) }
 
 // getKey returns a free key arena, or a new one.
-func (p *arenas) getKey() *tiling.Arena {
+func (p *arenas) getKey() *tiling.Arena { return p.take(&p.keys, p.v.NewKeyArena) }
+
+// take returns the last arena of free, or a new one from fresh.
+func (p *arenas) take(free *[]*tiling.Arena, fresh func() *tiling.Arena) *tiling.Arena {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n := len(p.keys); n > 0 {
-		a := p.keys[n-1]
-		p.keys = p.keys[:n-1]
+	if n := len(*free); n > 0 {
+		a := (*free)[n-1]
+		*free = (*free)[:n-1]
 		return a
 	}
-	return p.v.NewKeyArena()
+	return fresh()
 }
 
 // put frees a, whose states nothing uses any more (nil: nothing).

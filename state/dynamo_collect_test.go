@@ -341,18 +341,9 @@ func (c *cutAPI) Scan(ctx context.Context, in *dynamodb.ScanInput, o ...func(*dy
 // recorded; the next round resumes at that cursor (by another instance
 // too) and finishes.
 func TestDynamoCollectResumes(t *testing.T) {
-	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
-	cfg := dynTable(t)
-	cfg.RollupShare = 1
-	s := openDyn(t, cfg)
-	old, nv := collectSetup(t, s, hour, false)
-	oldInc, _ := s.dyn.incarnation(old.Name)
-	if st, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || st.Rebuild {
-		t.Fatalf("translation: %+v %v", st, err)
-	}
-	before := tableItems(t, s)
+	c := translatedToCollect(t)
+	cfg, s, nv, hour, oldInc, before, due := c.cfg, c.s, c.nv, c.hour, c.oldInc, c.before, c.due
 	values := evaluate(t, s, nv, hour)
-	due := time.UnixMilli(toCollect(t, s, nv.Name)[0].Since).Add(incarnationGrace)
 
 	api := &cutAPI{}
 	acfg := DynamoConfig{Table: cfg.Table}
@@ -555,21 +546,40 @@ func TestDynamoCollectRace(t *testing.T) {
 	}
 }
 
+// collectCase is a table whose view was translated, its old incarnation
+// listed for collection.
+type collectCase struct {
+	cfg    DynamoConfig
+	s      *Store
+	nv     *tiling.View
+	hour   int64
+	oldInc uint32
+	before map[string]*dynamo.Item // the table's items after the translation
+	due    time.Time               // when the old incarnation may be collected
+}
+
+func translatedToCollect(t *testing.T) collectCase {
+	t.Helper()
+	c := collectCase{hour: tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour, cfg: dynTable(t)}
+	c.cfg.RollupShare = 1
+	c.s = openDyn(t, c.cfg)
+	var old *tiling.View
+	old, c.nv = collectSetup(t, c.s, c.hour, false)
+	c.oldInc, _ = c.s.dyn.incarnation(old.Name)
+	if st, err := c.s.CheckLayoutStatus(context.Background(), c.nv); err != nil || st.Rebuild {
+		t.Fatalf("translation: %+v %v", st, err)
+	}
+	c.before = tableItems(t, c.s)
+	c.due = time.UnixMilli(toCollect(t, c.s, c.nv.Name)[0].Since).Add(incarnationGrace)
+	return c
+}
+
 // TestDynamoCollectPaced: a collection scans at most CollectRate items per
 // second (a page of translatePage items at a time, the first at once), and
 // still deletes every item of the old incarnation and nothing else.
 func TestDynamoCollectPaced(t *testing.T) {
-	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
-	cfg := dynTable(t)
-	cfg.RollupShare = 1
-	s := openDyn(t, cfg)
-	old, nv := collectSetup(t, s, hour, false)
-	oldInc, _ := s.dyn.incarnation(old.Name)
-	if st, err := s.CheckLayoutStatus(context.Background(), nv); err != nil || st.Rebuild {
-		t.Fatalf("translation: %+v %v", st, err)
-	}
-	before := tableItems(t, s)
-	due := time.UnixMilli(toCollect(t, s, nv.Name)[0].Since).Add(incarnationGrace)
+	c := translatedToCollect(t)
+	cfg, s, nv, oldInc, before, due := c.cfg, c.s, c.nv, c.oldInc, c.before, c.due
 
 	a := openDyn(t, DynamoConfig{Table: cfg.Table, CollectRate: MinCollectRate})
 	if a.dyn.collectRate != MinCollectRate {
