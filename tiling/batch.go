@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
+	"sync"
 )
 
 // The batch layout of one key (docs/format.md, "Batch records"). A heal
@@ -712,25 +714,36 @@ func (v *View) decodeSummary(b []byte, totals bool) (*Summary, error) {
 // with recordVersion, or with dayOnlyMarker.
 const dayVersion = 2
 
+// suffixBuf holds the encoded suffixes of a record being encoded. They are
+// pooled: a heal encodes a record per key and day and per block of several
+// tiles, and growing a buffer for each was a third of its allocation.
+type suffixBuf struct {
+	buf  []byte
+	ends []int
+}
+
+var suffixBufs = sync.Pool{New: func() any { return new(suffixBuf) }}
+
 // suffixes encodes, from the last tile back, the merge of each tile and
-// every later one into one buffer, merging into acc (empty states, which
-// end holding the merge of all tiles), and returns the encoded suffix of
-// tile i.
-func suffixes(tiles []Tile, acc []State) func(i int) []byte {
+// every later one into sb, merging into acc (empty states, which end
+// holding the merge of all tiles); suffix returns tile i's.
+func (sb *suffixBuf) suffixes(tiles []Tile, acc []State) {
 	n := len(tiles)
-	var buf []byte
-	ends := make([]int, n)
+	sb.buf = sb.buf[:0]
+	sb.ends = slices.Grow(sb.ends[:0], n)[:n]
 	for i := n - 1; i >= 0; i-- {
 		MergeStates(acc, tiles[i].States)
-		buf = appendStates(buf, acc)
-		ends[i] = len(buf)
+		sb.buf = appendStates(sb.buf, acc)
+		sb.ends[i] = len(sb.buf)
 	}
-	return func(i int) []byte {
-		if i == n-1 {
-			return buf[:ends[i]]
-		}
-		return buf[ends[i+1]:ends[i]]
+}
+
+// suffix returns the encoded suffix of tile i.
+func (sb *suffixBuf) suffix(i int) []byte {
+	if i == len(sb.ends)-1 {
+		return sb.buf[:sb.ends[i]]
 	}
+	return sb.buf[sb.ends[i+1]:sb.ends[i]]
 }
 
 // AppendDayRecord appends the encoding of a day record. r holds one
@@ -770,7 +783,10 @@ func (v *View) AppendDayRecordTotal(dst []byte, r *Record, total []State) []byte
 	if acc == nil {
 		acc = v.newStates()
 	}
-	suffix := suffixes(r.Tiles, acc)
+	sb := suffixBufs.Get().(*suffixBuf)
+	defer suffixBufs.Put(sb)
+	sb.suffixes(r.Tiles, acc)
+	suffix := sb.suffix
 	dst = append(dst, dayVersion)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for i, t := range r.Tiles {
@@ -1090,7 +1106,10 @@ func (v *View) AppendDetailRecordTotal(dst []byte, r *Record, total []State) []b
 	if acc == nil {
 		acc = v.newStates()
 	}
-	suffix := suffixes(r.Tiles, acc)
+	sb := suffixBufs.Get().(*suffixBuf)
+	defer suffixBufs.Put(sb)
+	sb.suffixes(r.Tiles, acc)
+	suffix := sb.suffix
 	dst = append(dst, detailVersion)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for _, t := range r.Tiles {
