@@ -44,7 +44,8 @@ type dayBuild struct {
 	totals *tiling.Arena
 	recs   []tiling.Record
 	tiles  []tiling.Tile
-	vals   []byte // encoded day records
+	chunks []recChunk // the chunks of recs and tiles taken, for reuse
+	vals   []byte     // encoded day records
 }
 
 // buildChunk is how many records (and first tiles) a day build allocates at
@@ -63,6 +64,33 @@ type arenas struct {
 	mu   sync.Mutex
 	free []*tiling.Arena
 	keys []*tiling.Arena // key arenas (tiling.View.NewKeyArena)
+	recs []recChunk
+}
+
+// recChunk is room for buildChunk records of a day build and their first
+// tiles.
+type recChunk struct {
+	recs  []tiling.Record
+	tiles []tiling.Tile
+}
+
+// getRecs returns a free chunk of records, or a new one.
+func (p *arenas) getRecs() recChunk {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.recs); n > 0 {
+		c := p.recs[n-1]
+		p.recs = p.recs[:n-1]
+		return c
+	}
+	return recChunk{make([]tiling.Record, 0, buildChunk), make([]tiling.Tile, buildChunk)}
+}
+
+// putRecs frees chunks of records that nothing uses any more.
+func (p *arenas) putRecs(cs []recChunk) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.recs = append(p.recs, cs...)
 }
 
 // get returns a free arena, or a new one.
@@ -161,13 +189,14 @@ func (d *dayBuild) keyBlocks(key string) *keyBlocks {
 // tile.
 func (d *dayBuild) newRecord(start int64) *tiling.Record {
 	if len(d.recs) == cap(d.recs) {
-		d.recs = make([]tiling.Record, 0, buildChunk)
-		d.tiles = make([]tiling.Tile, buildChunk)
+		c := d.free.getRecs()
+		d.chunks = append(d.chunks, c)
+		d.recs, d.tiles = c.recs[:0], c.tiles
 	}
 	n := len(d.recs)
 	d.recs = d.recs[:n+1]
 	r := &d.recs[n]
-	r.Start, r.Tiles = start, d.tiles[n:n:n+1]
+	*r = tiling.Record{Start: start, Tiles: d.tiles[n : n : n+1]} // a reused one held another
 	return r
 }
 
@@ -304,6 +333,7 @@ type builtDay struct {
 	// its records are written (arenas.put, arenas.putKeys).
 	arena     *tiling.Arena
 	keyArenas []*tiling.Arena
+	recChunks []recChunk
 	err       error
 }
 
@@ -411,7 +441,7 @@ func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []s
 		b.own = max(h.ownArena, 0)
 	}
 	out := &builtDay{arena: b.arena}
-	defer func() { out.keyArenas = b.keyArenas() }()
+	defer func() { out.keyArenas, out.recChunks = b.keyArenas(), b.chunks }()
 	for _, d := range files {
 		rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
 			if stopped.Load() {

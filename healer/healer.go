@@ -532,6 +532,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 		// The day's records are encoded and written.
 		free.put(built.arena)
 		free.putKeys(built.keyArenas)
+		free.putRecs(built.recChunks)
 		prog.Days++
 		prog.Events = stats.Events
 		prog.Bytes = stats.Bytes
