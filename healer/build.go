@@ -44,8 +44,11 @@ type dayBuild struct {
 	totals *tiling.Arena
 	recs   []tiling.Record
 	tiles  []tiling.Tile
-	chunks []recChunk // the chunks of recs and tiles taken, for reuse
-	vals   []byte     // encoded day records
+	vals   []byte // encoded day records
+	// day is the day record being encoded, its slices reused key after key.
+	day tiling.Record
+	// mem lists what the build took from free, but for the key arenas.
+	mem dayMemory
 }
 
 // buildChunk is how many records (and first tiles) a day build allocates at
@@ -56,15 +59,41 @@ func newDayBuild(v *tiling.View, start int64, free *arenas) *dayBuild {
 	return &dayBuild{v: v, start: start, keys: map[string]*keyBlocks{}, arena: free.get(), free: free, own: ownArena, totals: v.NewArena()}
 }
 
-// arenas keeps the arenas of day builds whose records are written, for the
-// next days' builds: a heal's tile states then reuse a few days' worth of
+// arenas keeps the memory of day builds whose records are written — their
+// arenas, chunks of records and of encoded bytes — for the next days'
+// builds: a heal's tile states and records then reuse a few days' worth of
 // memory instead of allocating (and collecting) every day's anew.
 type arenas struct {
 	v    *tiling.View
+	free freeList[*tiling.Arena] // day arenas (tiling.View.NewArena)
+	keys freeList[*tiling.Arena] // key arenas (tiling.View.NewKeyArena)
+	recs freeList[recChunk]
+	vals freeList[[]byte]
+}
+
+// freeList is a list of free things, safe for concurrent use.
+type freeList[T any] struct {
 	mu   sync.Mutex
-	free []*tiling.Arena
-	keys []*tiling.Arena // key arenas (tiling.View.NewKeyArena)
-	recs []recChunk
+	free []T
+}
+
+// get returns the last free thing, or fresh().
+func (l *freeList[T]) get(fresh func() T) T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.free); n > 0 {
+		x := l.free[n-1]
+		l.free = l.free[:n-1]
+		return x
+	}
+	return fresh()
+}
+
+// put frees xs.
+func (l *freeList[T]) put(xs ...T) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.free = append(l.free, xs...)
 }
 
 // recChunk is room for buildChunk records of a day build and their first
@@ -74,52 +103,33 @@ type recChunk struct {
 	tiles []tiling.Tile
 }
 
-// getRecs returns a free chunk of records, or a new one.
-func (p *arenas) getRecs() recChunk {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if n := len(p.recs); n > 0 {
-		c := p.recs[n-1]
-		p.recs = p.recs[:n-1]
-		return c
-	}
-	return recChunk{make([]tiling.Record, 0, buildChunk), make([]tiling.Tile, buildChunk)}
-}
-
-// putRecs frees chunks of records that nothing uses any more.
-func (p *arenas) putRecs(cs []recChunk) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.recs = append(p.recs, cs...)
-}
+// valChunk is the size of the chunks that a day's records are encoded into.
+const valChunk = 64 << 10
 
 // get returns a free arena, or a new one.
-func (p *arenas) get() *tiling.Arena { return p.take(&p.free, p.v.NewArena) }
+func (p *arenas) get() *tiling.Arena { return p.free.get(p.v.NewArena) }
 
 // getKey returns a free key arena, or a new one.
-func (p *arenas) getKey() *tiling.Arena { return p.take(&p.keys, p.v.NewKeyArena) }
+func (p *arenas) getKey() *tiling.Arena { return p.keys.get(p.v.NewKeyArena) }
 
-// take returns the last arena of free, or a new one from fresh.
-func (p *arenas) take(free *[]*tiling.Arena, fresh func() *tiling.Arena) *tiling.Arena {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if n := len(*free); n > 0 {
-		a := (*free)[n-1]
-		*free = (*free)[:n-1]
-		return a
-	}
-	return fresh()
+// getRecs returns a free chunk of records, or a new one.
+func (p *arenas) getRecs() recChunk {
+	return p.recs.get(func() recChunk {
+		return recChunk{make([]tiling.Record, 0, buildChunk), make([]tiling.Tile, buildChunk)}
+	})
+}
+
+// getVals returns a free chunk for encoded records (empty), or a new one.
+func (p *arenas) getVals() []byte {
+	return p.vals.get(func() []byte { return make([]byte, 0, valChunk) })[:0]
 }
 
 // put frees a, whose states nothing uses any more (nil: nothing).
 func (p *arenas) put(a *tiling.Arena) {
-	if a == nil {
-		return
+	if a != nil {
+		a.Reset()
+		p.free.put(a)
 	}
-	a.Reset()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.free = append(p.free, a)
 }
 
 // putKeys frees key arenas whose states nothing uses any more.
@@ -127,9 +137,24 @@ func (p *arenas) putKeys(as []*tiling.Arena) {
 	for _, a := range as {
 		a.Reset()
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.keys = append(p.keys, as...)
+	p.keys.put(as...)
+}
+
+// putDay frees the memory of a day build whose records are written.
+func (p *arenas) putDay(m dayMemory) {
+	p.put(m.arena)
+	p.putKeys(m.keyArenas)
+	p.recs.put(m.recs...)
+	p.vals.put(m.vals...)
+}
+
+// dayMemory is what a day build took from arenas: free once the day's
+// records are written (arenas.putDay).
+type dayMemory struct {
+	arena     *tiling.Arena
+	keyArenas []*tiling.Arena
+	recs      []recChunk
+	vals      [][]byte
 }
 
 // ownArena is how many of a day's events a key has before its later tiles
@@ -190,7 +215,7 @@ func (d *dayBuild) keyBlocks(key string) *keyBlocks {
 func (d *dayBuild) newRecord(start int64) *tiling.Record {
 	if len(d.recs) == cap(d.recs) {
 		c := d.free.getRecs()
-		d.chunks = append(d.chunks, c)
+		d.mem.recs = append(d.mem.recs, c)
 		d.recs, d.tiles = c.recs[:0], c.tiles
 	}
 	n := len(d.recs)
@@ -269,6 +294,13 @@ func (d *dayBuild) finish() ([]string, []keyDay) {
 	return keys, kds
 }
 
+// memory returns what the build took from free.
+func (d *dayBuild) memory() dayMemory {
+	m := d.mem
+	m.arena, m.keyArenas = d.arena, d.keyArenas()
+	return m
+}
+
 // keyArenas returns the arenas of the day's keys that have one.
 func (d *dayBuild) keyArenas() []*tiling.Arena {
 	var as []*tiling.Arena
@@ -284,7 +316,11 @@ func (d *dayBuild) keyArenas() []*tiling.Arena {
 func (d *dayBuild) finishKey(kb *keyBlocks) keyDay {
 	blocks := kb.blocks
 	kd := keyDay{total: d.v.NewStatesIn(d.totals)}
-	day := &tiling.Record{Start: d.start, Tiles: make([]tiling.Tile, 0, len(blocks)), Only: make([]int64, 0, len(blocks))}
+	day := &d.day
+	if day.Only == nil {
+		day.Tiles, day.Only = make([]tiling.Tile, 0, 24), make([]int64, 0, 24)
+	}
+	day.Start, day.Tiles, day.Only = d.start, day.Tiles[:0], day.Only[:0]
 	for _, r := range blocks {
 		// A block of one tile needs no detail record (the day record says
 		// where its tile is) and its aggregate is that tile: merging it into
@@ -309,7 +345,8 @@ func (d *dayBuild) finishKey(kb *keyBlocks) keyDay {
 // records of a day share chunks, dropped with the day.
 func (d *dayBuild) encode(enc func(dst []byte) []byte) []byte {
 	if cap(d.vals)-len(d.vals) < 1024 {
-		d.vals = make([]byte, 0, 64<<10)
+		d.vals = d.free.getVals()
+		d.mem.vals = append(d.mem.vals, d.vals)
 	}
 	n := len(d.vals)
 	b := enc(d.vals[n:n])
@@ -329,12 +366,10 @@ type builtDay struct {
 	// ingests tables (Pebble) and the day is large enough; else the writer
 	// puts kds in batches.
 	tables *state.Tables
-	// arena and keyArenas hold the states of the day's tiles: free once
-	// its records are written (arenas.put, arenas.putKeys).
-	arena     *tiling.Arena
-	keyArenas []*tiling.Arena
-	recChunks []recChunk
-	err       error
+	// mem holds the day's tiles, records and encoded records: free once
+	// they are written (arenas.putDay).
+	mem dayMemory
+	err error
 }
 
 // errStopped ends the reads of a build pipeline that was stopped.
@@ -440,8 +475,8 @@ func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []s
 	if h.ownArena != 0 {
 		b.own = max(h.ownArena, 0)
 	}
-	out := &builtDay{arena: b.arena}
-	defer func() { out.keyArenas, out.recChunks = b.keyArenas(), b.chunks }()
+	out := &builtDay{}
+	defer func() { out.mem = b.memory() }()
 	for _, d := range files {
 		rs, err := h.offline.ReadFiles(v, v.EventID, d, func(ev *tiling.Event) error {
 			if stopped.Load() {

@@ -529,10 +529,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 		if err := w.flush(); err != nil {
 			return res, err
 		}
-		// The day's records are encoded and written.
-		free.put(built.arena)
-		free.putKeys(built.keyArenas)
-		free.putRecs(built.recChunks)
+		free.putDay(built.mem) // the day's records are encoded and written
 		prog.Days++
 		prog.Events = stats.Events
 		prog.Bytes = stats.Bytes
