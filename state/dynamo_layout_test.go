@@ -392,14 +392,23 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 	a.dyn.translatePage = 20
 	a.dyn.translateLease = 3 * time.Second
 	crash := errors.New("crash")
+	// Cut after the first page that translated a stream tile item (the
+	// scan's order follows the keys' hashes, the incarnation's included: a
+	// first page may hold none).
 	a.dyn.testPageHook = func(page int) error {
-		if page == 1 {
-			return crash
+		li, err := a.dyn.readLayoutItem(context.Background(), nv.Name)
+		if err != nil {
+			return err
+		}
+		for _, it := range incItems(t, a, nv.Name, li.inc) {
+			if it.PK[0] == dpkKey && len(it.SK) == streamSKLen {
+				return crash
+			}
 		}
 		return nil
 	}
 	if _, err := a.CheckLayoutStatus(context.Background(), nv); !errors.Is(err, crash) {
-		t.Fatalf("translation cut after its first page: %v", err)
+		t.Fatalf("translation cut after a page: %v", err)
 	}
 	ctx := context.Background()
 	li, err := a.dyn.readLayoutItem(ctx, nv.Name)
@@ -409,10 +418,11 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 	if li.v != nv.Fingerprint()+dynFormat+translatingMark || li.meta.Translating.FromInc != oldInc {
 		t.Fatalf("layout item after the cut: %q from %x", li.v, li.meta.Translating.FromInc)
 	}
-	// Corrupt, in the old incarnation, an item the first page translated.
+	// Corrupt, in the old incarnation, a stream tile item translated before
+	// the cut.
 	done := incItems(t, a, nv.Name, li.inc)
 	if len(done) == 0 {
-		t.Fatal("the first page wrote nothing")
+		t.Fatal("the pages before the cut wrote nothing")
 	}
 	var victim *dynamo.Item
 	for _, it := range done {
@@ -422,7 +432,7 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 		}
 	}
 	if victim == nil {
-		t.Fatal("no stream tile item in the first page")
+		t.Fatal("no stream tile item translated before the cut")
 	}
 	head := len(viewIncPrefix(dpkKey, nv.Name, li.inc))
 	bad := &dynamo.Item{PK: append(viewIncPrefix(dpkKey, old.Name, oldInc), victim.PK[head:]...), SK: victim.SK}
@@ -460,7 +470,7 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 	r = <-res
 	expires := time.UnixMilli(li.meta.Translating.Expires)
 	if r.err != nil || r.st.Rebuild || r.at.Before(expires) {
-		t.Fatalf("second instance: %+v at %v (lease until %v)", r, r.at, expires)
+		t.Fatalf("second instance: %+v err %v at %v (lease until %v)", r, r.err, r.at, expires)
 	}
 	if want := streamEnd(evs); r.st.Horizon != want {
 		t.Fatalf("horizon %v, want %v", time.UnixMilli(r.st.Horizon), time.UnixMilli(want))
