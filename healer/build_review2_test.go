@@ -85,12 +85,12 @@ func review2Events(v *tiling.View, r *rand.Rand, start int64, keyPrefix string) 
 	return evs
 }
 
-// TestReview2KeyArenasAcrossDays: the states of a day's busy keys, in
-// arenas of their own, are handed back once the day is written and reused
-// by the next day's busy keys; what the first day left (its records'
-// bytes, and the day totals the heal keeps until the summaries) is the
-// same afterwards, the second day builds what it builds from fresh arenas,
-// and which keys get an arena of their own changes no byte.
+// TestReview2KeyArenasAcrossDays: a day's memory — its arena, the arenas
+// of its busy keys, its chunks of records and of encoded bytes — is handed
+// back once the day is written (putDay) and reused by the next day's
+// build; the day totals the heal keeps until the summaries are the same
+// afterwards, the second day builds what it builds from fresh memory, and
+// which keys get an arena of their own changes no byte.
 func TestReview2KeyArenasAcrossDays(t *testing.T) {
 	v := reuseView(t)
 	const day0 = 1_760_000_000_000 / tiling.Day * tiling.Day
@@ -119,14 +119,20 @@ func TestReview2KeyArenasAcrossDays(t *testing.T) {
 			t.Fatalf("key %s (%d events): own arena %v", k, kb.events, kb.arena != nil)
 		}
 	}
+	// Its records' bytes, copied: they are written before the day's
+	// memory goes back, and then reused.
 	day1 := review2Encode(v, day0, keys1, kds1)
-	ka1 := d1.keyArenas()
-	if len(ka1) != 3 {
-		t.Fatalf("%d key arenas, want 3", len(ka1))
+	totals1 := map[string][]byte{}
+	for i, k := range keys1 {
+		totals1[k] = v.AppendRecord(nil, &tiling.Record{Start: day0, Tiles: []tiling.Tile{{Start: day0, States: kds1[i].total}}})
 	}
-	// The day is written: its arenas go back.
-	free.put(d1.arena)
-	free.putKeys(ka1)
+	mem1 := d1.memory()
+	ka1 := mem1.keyArenas
+	if len(ka1) != 3 || len(mem1.recs) == 0 || len(mem1.vals) == 0 {
+		t.Fatalf("the first day took %d key arenas (want 3), %d record chunks, %d value chunks", len(ka1), len(mem1.recs), len(mem1.vals))
+	}
+	// The day is written: its memory goes back.
+	free.putDay(mem1)
 
 	d2, keys2, kds2 := build(free, day0+tiling.Day, ev2, ownArena)
 	if d2.arena != d1.arena {
@@ -141,11 +147,31 @@ func TestReview2KeyArenasAcrossDays(t *testing.T) {
 	if reused != len(ka1) {
 		t.Fatalf("the second day reused %d of the first day's %d key arenas", reused, len(ka1))
 	}
-	// What the first day left is intact.
-	again := review2Encode(v, day0, keys1, kds1)
-	for _, k := range keys1 {
-		if !bytes.Equal(again[k], day1[k]) {
-			t.Fatalf("key %s: the first day's records or total changed when its arenas were reused", k)
+	mem2 := d2.memory()
+	sameRecs, sameVals := 0, 0
+	for _, c2 := range mem2.recs {
+		for _, c1 := range mem1.recs {
+			if &c2.recs[:1][0] == &c1.recs[:1][0] {
+				sameRecs++
+			}
+		}
+	}
+	for _, c2 := range mem2.vals {
+		for _, c1 := range mem1.vals {
+			if &c2[:1][0] == &c1[:1][0] {
+				sameVals++
+			}
+		}
+	}
+	if sameRecs != len(mem1.recs) || sameVals != len(mem1.vals) {
+		t.Fatalf("the second day reused %d of %d chunks of records and %d of %d of encoded bytes",
+			sameRecs, len(mem1.recs), sameVals, len(mem1.vals))
+	}
+	// The day totals, which the heal keeps until the summaries, are intact.
+	for i, k := range keys1 {
+		got := v.AppendRecord(nil, &tiling.Record{Start: day0, Tiles: []tiling.Tile{{Start: day0, States: kds1[i].total}}})
+		if !bytes.Equal(got, totals1[k]) {
+			t.Fatalf("key %s: the first day's total changed when its memory was reused", k)
 		}
 	}
 	// The second day equals a build from fresh arenas.
