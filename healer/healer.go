@@ -529,7 +529,9 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 		if err := w.flush(); err != nil {
 			return res, err
 		}
-		free.putDay(built.mem) // the day's records are encoded and written
+		// The day's records are written and committed (a DynamoDB batch
+		// keeps the bytes of day records until then): their memory is free.
+		free.putDay(built.mem)
 		prog.Days++
 		prog.Events = stats.Events
 		prog.Bytes = stats.Bytes

@@ -555,7 +555,11 @@ func (d *dynStore) translate(ctx context.Context, v *tiling.View, li *layoutItem
 		return LayoutStatus{}, fmt.Errorf("translate view %s: %w", v.Name, err)
 	}
 	d.setInc(v.Name, li.inc)
-	d.releaseOldLease(ctx, v.Name, t.FromInc)
+	// Done: release the lease even if ctx ended just now (it would only
+	// expire later).
+	rctx, cancel := opCtx()
+	d.releaseOldLease(rctx, v.Name, t.FromInc)
+	cancel()
 	d.log.Info("view items translated to the new layout", "view", v.Name, "pending", len(done.Pending),
 		"horizon", time.UnixMilli(done.Horizon).UTC(), "items", written, "seconds", time.Since(began).Seconds())
 	d.log.Info("the view's items of its previous layout are deleted once the grace period has passed",
