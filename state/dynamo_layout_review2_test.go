@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/tilestream/tilestream/state/dynamo"
-	"github.com/tilestream/tilestream/tiling"
 )
 
 // review2Lease returns the owner and expiry of the healing lease of the
@@ -31,15 +30,7 @@ func review2Lease(t *testing.T, s *Store, view string, inc uint32) (string, int6
 // hands nothing back over them: the hand-back writes only on the layout
 // item it last wrote, and frees only a lease it holds.
 func TestReview2StoppedTranslationKeepsNewerItems(t *testing.T) {
-	old, nv := dynLayoutViews(t)
-	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
-	cfg := dynTable(t)
-	cfg.RollupShare = 1
-	s := openDyn(t, cfg)
-	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	fillDynLayout(t, s, old, hour)
+	_, nv, _, cfg, _, _ := oldLayoutTable(t)
 
 	a := openDyn(t, DynamoConfig{Table: cfg.Table})
 	a.dyn.translatePage = 20
@@ -103,15 +94,7 @@ func TestReview2StoppedTranslationKeepsNewerItems(t *testing.T) {
 // layout holds it) hands its own lease back — its error reaches the
 // deferred hand-back — and leaves the heal's lease alone.
 func TestReview2TranslationStoppedWaitingForAHeal(t *testing.T) {
-	old, nv := dynLayoutViews(t)
-	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
-	cfg := dynTable(t)
-	cfg.RollupShare = 1
-	s := openDyn(t, cfg)
-	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	fillDynLayout(t, s, old, hour)
+	old, nv, _, cfg, s, _ := oldLayoutTable(t)
 	oldInc, err := s.dyn.incarnation(old.Name)
 	if err != nil {
 		t.Fatal(err)

@@ -93,6 +93,22 @@ func fillDynLayout(t *testing.T, s *Store, v *tiling.View, hour int64) []tiling.
 	return evs
 }
 
+// oldLayoutTable opens a table of the old view of dynLayoutViews, its layout
+// checked and filled (fillDynLayout) at hour, three hours ago: a table to
+// translate to nv.
+func oldLayoutTable(t *testing.T) (old, nv *tiling.View, hour int64, cfg DynamoConfig, s *Store, evs []tiling.Event) {
+	t.Helper()
+	old, nv = dynLayoutViews(t)
+	hour = tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
+	cfg = dynTable(t)
+	cfg.RollupShare = 1
+	s = openDyn(t, cfg)
+	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	return old, nv, hour, cfg, s, fillDynLayout(t, s, old, hour)
+}
+
 // incItems returns every item of the view's incarnation inc, by kind, the
 // pk after the incarnation and sk; generation records split over several
 // items are assembled (their chunks left out).
@@ -377,15 +393,7 @@ func TestDynamoLayoutTranslation(t *testing.T) {
 // of the first page, corrupted in the old incarnation since, is not read
 // again — and ends with every item translated.
 func TestDynamoLayoutTranslationResumes(t *testing.T) {
-	old, nv := dynLayoutViews(t)
-	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
-	cfg := dynTable(t)
-	cfg.RollupShare = 1
-	s := openDyn(t, cfg)
-	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	evs := fillDynLayout(t, s, old, hour)
+	old, nv, hour, cfg, s, evs := oldLayoutTable(t)
 	oldInc, _ := s.dyn.incarnation(old.Name)
 
 	a := openDyn(t, DynamoConfig{Table: cfg.Table})
@@ -498,15 +506,7 @@ func TestDynamoLayoutTranslationResumes(t *testing.T) {
 // of the layout while a translation is cut starts it over from the source
 // incarnation.
 func TestDynamoLayoutTranslationLostLease(t *testing.T) {
-	old, nv := dynLayoutViews(t)
-	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
-	cfg := dynTable(t)
-	cfg.RollupShare = 1
-	s := openDyn(t, cfg)
-	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	fillDynLayout(t, s, old, hour)
+	_, nv, hour, cfg, _, _ := oldLayoutTable(t)
 
 	a := openDyn(t, DynamoConfig{Table: cfg.Table})
 	a.dyn.translatePage = 20
@@ -605,15 +605,7 @@ func TestDynamoLayoutTranslationLostLease(t *testing.T) {
 // stops waiting when its context ends. The items written are those of an
 // uninterrupted translation.
 func TestDynamoLayoutTranslationStopsOnCancel(t *testing.T) {
-	old, nv := dynLayoutViews(t)
-	hour := tiling.AlignDown(time.Now().UnixMilli(), tiling.Hour) - 3*tiling.Hour
-	cfg := dynTable(t)
-	cfg.RollupShare = 1
-	s := openDyn(t, cfg)
-	if _, err := s.CheckLayoutStatus(context.Background(), old); err != nil {
-		t.Fatal(err)
-	}
-	fillDynLayout(t, s, old, hour)
+	_, nv, hour, cfg, _, _ := oldLayoutTable(t)
 
 	// a's translation is stopped after its first page; its leases would
 	// hold a minute.
