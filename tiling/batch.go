@@ -738,6 +738,26 @@ func (sb *suffixBuf) suffixes(tiles []Tile, acc []State) {
 	}
 }
 
+// appendSuffixes appends the byte length of each tile's suffix (the merge
+// of it and every later tile), then the suffixes, merging the tiles into
+// total (nil: states of its own): the body of day and detail records.
+func (v *View) appendSuffixes(dst []byte, tiles []Tile, total []State) []byte {
+	acc := total
+	if acc == nil {
+		acc = v.newStates()
+	}
+	sb := suffixBufs.Get().(*suffixBuf)
+	defer suffixBufs.Put(sb)
+	sb.suffixes(tiles, acc)
+	for i := range tiles {
+		dst = binary.AppendUvarint(dst, uint64(len(sb.suffix(i))))
+	}
+	for i := range tiles {
+		dst = append(dst, sb.suffix(i)...)
+	}
+	return dst
+}
+
 // suffix returns the encoded suffix of tile i.
 func (sb *suffixBuf) suffix(i int) []byte {
 	if i == len(sb.ends)-1 {
@@ -779,14 +799,6 @@ func (v *View) AppendDayRecordTotal(dst []byte, r *Record, total []State) []byte
 		return v.appendDayRecordV1(dst, r)
 	}
 	n := len(r.Tiles)
-	acc := total
-	if acc == nil {
-		acc = v.newStates()
-	}
-	sb := suffixBufs.Get().(*suffixBuf)
-	defer suffixBufs.Put(sb)
-	sb.suffixes(r.Tiles, acc)
-	suffix := sb.suffix
 	dst = append(dst, dayVersion)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for i, t := range r.Tiles {
@@ -797,13 +809,7 @@ func (v *View) AppendDayRecordTotal(dst []byte, r *Record, total []State) []byte
 		}
 		dst = binary.AppendUvarint(dst, single)
 	}
-	for i := range n {
-		dst = binary.AppendUvarint(dst, uint64(len(suffix(i))))
-	}
-	for i := range n {
-		dst = append(dst, suffix(i)...)
-	}
-	return dst
+	return v.appendSuffixes(dst, r.Tiles, total)
 }
 
 // lifetimeDay reports whether lifetime_start falls inside the day starting
@@ -1102,26 +1108,12 @@ func (v *View) AppendDetailRecord(dst []byte, r *Record) []byte {
 // the day record from there instead of merging the tiles again.
 func (v *View) AppendDetailRecordTotal(dst []byte, r *Record, total []State) []byte {
 	n := len(r.Tiles)
-	acc := total
-	if acc == nil {
-		acc = v.newStates()
-	}
-	sb := suffixBufs.Get().(*suffixBuf)
-	defer suffixBufs.Put(sb)
-	sb.suffixes(r.Tiles, acc)
-	suffix := sb.suffix
 	dst = append(dst, detailVersion)
 	dst = binary.AppendUvarint(dst, uint64(n))
 	for _, t := range r.Tiles {
 		dst = binary.AppendUvarint(dst, uint64((t.Start-r.Start)/v.Granularity))
 	}
-	for i := range n {
-		dst = binary.AppendUvarint(dst, uint64(len(suffix(i))))
-	}
-	for i := range n {
-		dst = append(dst, suffix(i)...)
-	}
-	return dst
+	return v.appendSuffixes(dst, r.Tiles, total)
 }
 
 // DecodeDetailSuffix returns, from a detail record of the block starting at
