@@ -47,7 +47,8 @@ type dayBuild struct {
 	vals   []byte // encoded day records
 	// day is the day record being encoded, its slices reused key after key.
 	day tiling.Record
-	// mem lists what the build took from free, but for the key arenas.
+	// mem lists the chunks the build took from free (memory adds the
+	// arenas).
 	mem dayMemory
 }
 
@@ -472,9 +473,7 @@ func (h *Healer) buildDays(ctx context.Context, spans []int64, build func(s int6
 // rows; it is called from the build goroutines.
 func (h *Healer) buildDay(v *tiling.View, gen uint64, s, target int64, files []state.DayFiles, free *arenas, stopped *atomic.Bool, bad func(file string, row int64, reason string)) *builtDay {
 	b := newDayBuild(v, s, free)
-	if h.ownArena != 0 {
-		b.own = max(h.ownArena, 0)
-	}
+	b.own = h.ownArena
 	out := &builtDay{}
 	defer func() { out.mem = b.memory() }()
 	for _, d := range files {

@@ -93,7 +93,7 @@ func TestParallelBuildsWriteTheSameStore(t *testing.T) {
 		if cfg.workers > 1 {
 			// Every key's states in an arena of its own (the other world:
 			// only keys of more than ownArena events in a day).
-			w.h.ownArena = -1
+			w.h.ownArena = 0
 		}
 		w.now, w.arch.e = now, now
 		runs = append(runs, run{w, dir})

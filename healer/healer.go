@@ -93,9 +93,9 @@ type Healer struct {
 	// logBad bounds the rate of log lines about malformed offline-log rows.
 	logBad rate.Sometimes
 
-	// ownArena, when not 0, replaces the const ownArena (< 0: every key
-	// gets an arena of its own): tests check that the choice changes no
-	// stored byte.
+	// ownArena is how many of a day's events a key has before it gets an
+	// arena of its own in a build (the const ownArena; tests change it to
+	// check that the choice changes no stored byte).
 	ownArena int
 }
 
@@ -112,7 +112,7 @@ func New(cfg Config, views []ViewConfig, store Store, offline OfflineLog, archiv
 	}
 	h := &Healer{cfg: cfg, views: map[string]ViewConfig{}, store: store, offline: offline,
 		archive: archive, m: m, log: log, now: time.Now, locks: map[string]*sync.Mutex{},
-		logBad: rate.Sometimes{First: 10, Interval: time.Second}}
+		logBad: rate.Sometimes{First: 10, Interval: time.Second}, ownArena: ownArena}
 	for _, vc := range views {
 		h.views[vc.View.Name] = vc
 		h.order = append(h.order, vc.View.Name)
