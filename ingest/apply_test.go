@@ -229,7 +229,10 @@ func TestParallelRollsArchiveEveryEventOnce(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Brokers = cluster.ListenAddrs()
 	cfg.FlushInterval = 50 * time.Millisecond
-	cfg.PollRecords = 400
+	// A buffer rolls after the poll that fills it to 40 events, so each
+	// roll holds fewer than 80: every partition (about 375 events) rolls
+	// at least four times, however the polls fall.
+	cfg.PollRecords = 40
 	cfg.ArchiveRollRows = 40
 	cfg.ArchiveRollInterval = 100 * time.Millisecond
 	m := runUntilCommittedArchiving(t, cfg, v, store, off)

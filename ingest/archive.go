@@ -225,6 +225,12 @@ func (in *Ingester) rollDue(force bool, only func(archKey) bool) error {
 	return errors.Join(errs...)
 }
 
+// rollFull rolls every buffer holding ArchiveRollRows events or more. mu is
+// held.
+func (in *Ingester) rollFull() error {
+	return in.rollDue(false, func(k archKey) bool { return len(in.mu.archive[k].rows) >= in.cfg.ArchiveRollRows })
+}
+
 // roll writes a buffer's events into archive files, one per event date:
 // intent first, files next, then the progress with the intent removed. Rolls
 // of distinct buffers may run in parallel: each touches only its buffer.

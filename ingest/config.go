@@ -41,7 +41,7 @@ type Config struct {
 	// once archived, so this bounds the replay after a crash). Default 1m.
 	ArchiveRollInterval time.Duration
 	// ArchiveRollRows rolls a partition's archive buffer once it holds this
-	// many events. Default 200,000.
+	// many events (checked after each poll). Default 200,000.
 	ArchiveRollRows int
 	// ProgressDelay is how long after reading other instances' progress
 	// from a shared store it moves the stream watermark: the local cache's

@@ -260,6 +260,12 @@ func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
 			}
 			err = in.retrying(fctx, "flush", func() error { return in.flushAndCommit(fctx, cl, done) })
 			nextFlush = time.Now().Add(in.cfg.FlushInterval)
+		} else if err == nil {
+			// A buffer that filled up between flushes rolls now, so that
+			// it holds about ArchiveRollRows events whatever the flush
+			// interval (its events become durable in the stream records
+			// at the flush; the offsets wait for both).
+			err = in.retrying(ctx, "archive", func() error { return in.rollFull() })
 		}
 		cl.AllowRebalance()
 		if err != nil {
