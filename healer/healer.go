@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -28,7 +29,7 @@ type Store interface {
 	Commit(b *state.Batch) error
 	CommitNoSync(b *state.Batch) error
 	Meta(view string) ([]byte, int64, error)
-	ScanSummaries(v *tiling.View, gen uint64, fn func(key string, s *tiling.Summary) error) error
+	Summaries(v *tiling.View, gen uint64, keys []string, fn func(i int, s *tiling.Summary) error) error
 	ScanKeys(view string, gen uint64, fn func(key string) error) error
 	DayRecord(v *tiling.View, gen uint64, day int64, key string) (*tiling.Record, error)
 	ScanDayRecords(v *tiling.View, gen uint64, day int64, fn func(key string, r *tiling.Record) error) error
@@ -97,6 +98,9 @@ type Healer struct {
 	// arena of its own in a build (the const ownArena; tests change it to
 	// check that the choice changes no stored byte).
 	ownArena int
+	// summaryChunk is summaryChunk (tests make it small, so that a few
+	// keys span several chunks).
+	summaryChunk int
 }
 
 // New builds a Healer; it starts nothing (see Run).
@@ -112,7 +116,7 @@ func New(cfg Config, views []ViewConfig, store Store, offline OfflineLog, archiv
 	}
 	h := &Healer{cfg: cfg, views: map[string]ViewConfig{}, store: store, offline: offline,
 		archive: archive, m: m, log: log, now: time.Now, locks: map[string]*sync.Mutex{},
-		logBad: rate.Sometimes{First: 10, Interval: time.Second}, ownArena: ownArena}
+		logBad: rate.Sometimes{First: 10, Interval: time.Second}, ownArena: ownArena, summaryChunk: summaryChunk}
 	for _, vc := range views {
 		h.views[vc.View.Name] = vc
 		h.order = append(h.order, vc.View.Name)
@@ -577,27 +581,20 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 	}
 
 	// Summaries: every key of the previous generation and every key with
-	// new data.
-	var keys []string
-	old := map[string]*tiling.Summary{}
+	// new data, in the store's key order (Pebble tables take summaries in
+	// it). The previous summaries are read a chunk of keys at a time: a
+	// heal holds the keys, not every key's summary.
+	var oldKeys []string
 	if st.Gen > 0 {
-		if err := h.store.ScanSummaries(v, st.Gen, func(key string, s *tiling.Summary) error {
-			old[key] = s
+		if err := h.store.ScanKeys(v.Name, st.Gen, func(key string) error {
+			oldKeys = append(oldKeys, key)
 			return nil
 		}); err != nil {
-			return res, fmt.Errorf("scan summaries: %w", err)
+			return res, fmt.Errorf("keys of generation %d: %w", st.Gen, err)
 		}
 	}
-	for k := range old {
-		keys = append(keys, k)
-	}
-	for k := range totals {
-		if _, ok := old[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	// The store's key order: Pebble tables take summaries in it.
-	sort.Slice(keys, func(i, j int) bool { return state.KeyLess(keys[i], keys[j]) })
+	keys := unionKeys(oldKeys, totals)
+	oldKeys = nil
 	spans := make([]int64, 0, len(newDays))
 	for s := range newDays {
 		spans = append(spans, s)
@@ -609,15 +606,29 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 	}
 	// Summaries are computed on the build goroutines a chunk of keys at a
 	// time and written in key order.
-	chunk := make([]*tiling.Summary, 0, summaryChunk)
-	for lo := 0; lo < len(keys); lo += summaryChunk {
-		part := keys[lo:min(lo+summaryChunk, len(keys))]
+	chunk := make([]*tiling.Summary, 0, h.summaryChunk)
+	old := make([]*tiling.Summary, 0, h.summaryChunk)
+	for lo := 0; lo < len(keys); lo += h.summaryChunk {
+		part := keys[lo:min(lo+h.summaryChunk, len(keys))]
 		chunk = chunk[:len(part)]
+		old = old[:len(part)]
+		clear(old)
+		if st.Gen > 0 {
+			if err := h.store.Summaries(v, st.Gen, part, func(i int, s *tiling.Summary) error {
+				old[i] = s
+				return nil
+			}); err != nil {
+				if sums != nil {
+					sums.Abort()
+				}
+				return res, fmt.Errorf("read summaries: %w", err)
+			}
+		}
 		var g errgroup.Group
 		g.SetLimit(h.workers())
 		for i, key := range part {
 			g.Go(func() error {
-				sum, err := h.summary(v, key, old[key], totals[key], newDays, spans, recomputed, firstDay, target, rebuildBase)
+				sum, err := h.summary(v, key, old[i], totals[key], newDays, spans, recomputed, firstDay, target, rebuildBase)
 				chunk[i] = sum
 				return err
 			})
@@ -728,9 +739,45 @@ func (h *Healer) storedArchiveWatermark(v *tiling.View) (int64, error) {
 	return e, nil
 }
 
+// unionKeys returns the keys of old (a previous generation's, without
+// repeats) and of totals, each once, in the store's key order.
+func unionKeys(old []string, totals map[string]map[int64][]tiling.State) []string {
+	fresh := make([]string, 0, len(totals))
+	for k := range totals {
+		fresh = append(fresh, k)
+	}
+	less := func(a, b string) int {
+		switch {
+		case state.KeyLess(a, b):
+			return -1
+		case state.KeyLess(b, a):
+			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(old, less) // Pebble lists them in this order already
+	slices.SortFunc(fresh, less)
+	keys := make([]string, 0, max(len(old), len(fresh)))
+	i, j := 0, 0
+	for i < len(old) || j < len(fresh) {
+		switch {
+		case j == len(fresh) || (i < len(old) && less(old[i], fresh[j]) < 0):
+			keys = append(keys, old[i])
+			i++
+		case i == len(old) || less(fresh[j], old[i]) < 0:
+			keys = append(keys, fresh[j])
+			j++
+		default:
+			keys = append(keys, old[i])
+			i, j = i+1, j+1
+		}
+	}
+	return keys
+}
+
 // summary assembles one key's summary for a heal.
-// summaryChunk is how many keys' summaries a heal computes at once (in
-// parallel) before writing them.
+// summaryChunk is how many keys' summaries a heal reads, computes (in
+// parallel) and writes at once.
 const summaryChunk = 1024
 
 func (h *Healer) summary(v *tiling.View, key string, old *tiling.Summary, totals map[int64][]tiling.State,

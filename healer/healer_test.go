@@ -383,6 +383,9 @@ func TestHealExactAgainstOracle(t *testing.T) {
 				v := testView(t, tc.g, tc.windows, tc.life)
 				lateness := 5 * tiling.Minute
 				w := newWorldOn(t, kind, v, lateness)
+				// Summaries in chunks of 2 keys: the heals read, compute and
+				// write the 7 keys' summaries in 4 chunks.
+				w.h.summaryChunk = 2
 				now := time.Date(2026, 3, 10, 13, 37, 12, 345e6, time.UTC).UnixMilli()
 				w.now, w.arch.e = now, now
 				keys := []string{"a", "b", "c", "d", "e", "f"}

@@ -66,9 +66,9 @@ func (f *faultStore) write(do func() error) error {
 	return do()
 }
 
-func (f *faultStore) ScanSummaries(v *tiling.View, gen uint64, fn func(key string, s *tiling.Summary) error) error {
+func (f *faultStore) Summaries(v *tiling.View, gen uint64, keys []string, fn func(i int, s *tiling.Summary) error) error {
 	f.armed = true
-	return f.Store.ScanSummaries(v, gen, fn)
+	return f.Store.Summaries(v, gen, keys, fn)
 }
 
 func (f *faultStore) Commit(b *state.Batch) error {

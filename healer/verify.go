@@ -56,7 +56,7 @@ func (h *Healer) Verify(ctx context.Context, view string, sample int, r KeyReade
 		return res, fmt.Errorf("view %s has never been healed: nothing to verify", view)
 	}
 	var keys []string
-	if err := h.store.ScanSummaries(v, st.Gen, func(key string, _ *tiling.Summary) error {
+	if err := h.store.ScanKeys(v.Name, st.Gen, func(key string) error {
 		keys = append(keys, key)
 		return nil
 	}); err != nil {

@@ -425,6 +425,61 @@ func (s *Store) ScanSummaries(v *tiling.View, gen uint64, fn func(key string, su
 	})
 }
 
+// Summaries calls fn(i, summary) for every key keys[i] that has a summary of
+// generation gen, in the order of keys, which must ascend in the store's key
+// order (KeyLess). A heal reads its previous summaries this way a chunk of
+// keys at a time, so that it never holds every key's summary at once.
+func (s *Store) Summaries(v *tiling.View, gen uint64, keys []string, fn func(i int, sum *tiling.Summary) error) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	decode := func(key string, val []byte) (*tiling.Summary, error) {
+		sum, err := v.DecodeSummary(val)
+		if err != nil {
+			return nil, fmt.Errorf("summary %s/%q@%d: %w", v.Name, key, gen, err)
+		}
+		return sum, nil
+	}
+	if s.dyn != nil {
+		return s.dyn.summaries(v, gen, keys, func(i int, val []byte) error {
+			sum, err := decode(keys[i], val)
+			if err != nil {
+				return err
+			}
+			return fn(i, sum)
+		})
+	}
+	p := genPrefix(nil, prefixSummary, v.Name, gen)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var k []byte
+	for i, key := range keys {
+		if i > 0 && !KeyLess(keys[i-1], key) {
+			return fmt.Errorf("state: summaries of %s: keys out of order at %q", v.Name, key)
+		}
+		// Ascending seeks: Pebble moves on from where the last one ended.
+		k = appendString(append(k[:0], p...), key)
+		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+			continue
+		}
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		sum, err := decode(key, val)
+		if err != nil {
+			return err
+		}
+		if err := fn(i, sum); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
 // scanKeyed calls fn for every record under prefix p whose key is p followed
 // by str(entity key) and nothing else, in key order.
 func (s *Store) scanKeyed(p []byte, fn func(key string, val []byte) error) error {

@@ -584,6 +584,24 @@ func (d *dynStore) scanSummaries(v *tiling.View, gen uint64, fn func(key string,
 	})
 }
 
+// summaries reads the summaries of generation gen of keys, 100 keys per
+// batch read, and calls fn with the index of each key that has one.
+func (d *dynStore) summaries(v *tiling.View, gen uint64, keys []string, fn func(i int, val []byte) error) error {
+	inc, err := d.incarnation(v.Name)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	i := 0
+	return d.scanGenRecords(ctx, v.Name, inc, keys, summarySK(gen), func(key string, val []byte) error {
+		for keys[i] != key {
+			i++ // keys without a summary were skipped
+		}
+		return fn(i, val)
+	})
+}
+
 func (d *dynStore) scanDayRecords(v *tiling.View, gen uint64, day int64, fn func(key string, r *tiling.Record) error) error {
 	inc, err := d.incarnation(v.Name)
 	if err != nil {
