@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"runtime/metrics"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,5 +178,98 @@ func BenchmarkBackfillWrites(b *testing.B) {
 			b.ReportMetric(float64(res.Records)/tiles, "records/tile-write")
 			b.ReportMetric(float64(n)*float64(iters)/took.Seconds(), "events/s")
 		})
+	}
+}
+
+// BenchmarkHealDaily is the steady state of a deployment with many keys:
+// 30 days of history over 200,000 keys (20,000 in -short mode) are healed
+// once, then each iteration archives one more day of 100,000 events (10,000
+// in -short mode) and runs the scheduled, incremental heal a day later. A
+// daily heal rewrites every key's summary (the windows moved), so its cost
+// and memory follow the key count: it reports the heal's time and the
+// largest heap seen while it ran (sampled every 2 ms), which with
+// summaries read a chunk of keys at a time no longer holds every key's
+// previous summary.
+func BenchmarkHealDaily(b *testing.B) {
+	keys, hist, daily := 200_000, 2_000_000, 100_000
+	if testing.Short() {
+		keys, hist, daily = 20_000, 200_000, 10_000
+	}
+	v := demoView(b)
+	// The history ends 40 days ago (archive watermark at): iteration i heals
+	// up to at + i days, which must stay in the past.
+	const most = 39
+	at := time.Now().UnixMilli() - (most+1)*tiling.Day
+	store := openStore(b)
+	off := openOffline(b)
+	h := newHistory(b, v, nil, off)
+	to := tiling.AlignDown(at-2*healLateness, v.Granularity)
+	r := rand.New(rand.NewPCG(5, 6))
+	h.random("u", keys, hist, to-30*tiling.Day, to, r)
+	h.flush()
+	if res, err := newHealer(b, v, store, off, at).Heal(context.Background(), v.Name, healer.Options{}); err != nil || !res.Installed {
+		b.Fatalf("first heal: %+v, %v", res, err)
+	}
+	var took time.Duration
+	var peak uint64
+	day := 0
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		if day == most {
+			b.Fatalf("at most %d iterations", most)
+		}
+		h.random("u", keys, daily, to+int64(day)*tiling.Day, to+int64(day+1)*tiling.Day, r)
+		h.flush()
+		day++
+		hl := newHealer(b, v, store, off, at+int64(day)*tiling.Day)
+		runtime.GC()
+		stop := heapHighWater()
+		b.StartTimer()
+		start := time.Now()
+		res, err := hl.Heal(context.Background(), v.Name, healer.Options{})
+		took += time.Since(start)
+		b.StopTimer()
+		peak = max(peak, stop())
+		if err != nil || !res.Installed || res.Keys < keys*9/10 {
+			b.Fatalf("daily heal %d: %+v, %v", day, res, err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(took.Seconds()/float64(day), "heal-s")
+	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+}
+
+// heapHighWater samples the live heap every 2 ms until stop, which returns
+// the largest value seen.
+func heapHighWater() (stop func() uint64) {
+	high := new(atomic.Uint64)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	read := func() {
+		metrics.Read(sample)
+		if v := sample[0].Value.Uint64(); v > high.Load() {
+			high.Store(v)
+		}
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				read()
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		<-finished
+		read()
+		return high.Load()
 	}
 }
