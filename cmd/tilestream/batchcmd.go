@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -69,8 +68,7 @@ func parseDate(s string) (int64, error) {
 // log alone: a full heal, resumable (an interrupted backfill continues from
 // the days it wrote), with progress on the terminal.
 func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("backfill", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("backfill", stderr)
 	path := fs.String("config", "", "config file (YAML)")
 	view := fs.String("view", "", "the view to backfill (required)")
 	from := fs.String("from", "", "first date to read (YYYY-MM-DD; default: all history)")
@@ -144,8 +142,7 @@ func progressReporter(w io.Writer) func(healer.Progress) {
 // runVerify recomputes a sample of keys from the offline log and compares
 // them with what the store serves; it exits non-zero on any mismatch.
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("verify", stderr)
 	path := fs.String("config", "", "config file (YAML)")
 	view := fs.String("view", "", "the view to check (required)")
 	sample := fs.Int("sample", 100, "keys to check (0: every key)")

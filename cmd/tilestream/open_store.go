@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,8 +49,7 @@ func dynamoConfig(s *settings, reg prometheus.Registerer) state.DynamoConfig {
 // runInitStore creates the DynamoDB table of a config (docs/format.md has
 // its schema), so that instances can run with create_table: false.
 func runInitStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("init-store", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("init-store", stderr)
 	path := fs.String("config", "", "config file (YAML) with store.kind: dynamodb")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -53,7 +53,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cmd := "run"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
+	} else if len(args) > 0 && isHelpFlag(args[0]) {
+		cmd = "help"
 	}
+	err := runCommand(ctx, cmd, args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		// -h: the flag set printed the command's usage; asking is no failure.
+		return nil
+	}
+	return err
+}
+
+// isHelpFlag reports whether arg asks for help the way the flag package
+// understands it.
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
+// newFlagSet returns a command's flag set: errors and usage go to stderr,
+// and -h prints "usage: tilestream <name> [flags]" with the flags.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: tilestream %s [flags]\n\nflags:\n", name)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// runCommand runs one command with its arguments.
+func runCommand(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "run":
 		return runService(ctx, args, stdout, stderr)
@@ -70,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "version":
 		fmt.Fprintln(stdout, "tilestream", version)
 		return nil
-	case "help", "-h", "--help":
+	case "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
@@ -78,8 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func runCheck(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("check", stderr)
 	path := fs.String("config", "", "config file (YAML)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -106,8 +139,7 @@ type runOptions struct {
 }
 
 func runService(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("run", stderr)
 	var o runOptions
 	fs.StringVar(&o.config, "config", "", "config file (YAML); without it, the embedded demo runs")
 	fs.Float64Var(&o.demoRate, "demo-rate", -1, "events/s produced by the built-in demo producer to every embedded topic (0 disables; default 50 without --config, else 0)")
@@ -417,8 +449,7 @@ func healThrough(ctx context.Context, addr string, body []byte, wait time.Durati
 // address) and prints the summary; when no service answers there, it heals
 // standalone from the store and the offline log.
 func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("heal", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("heal", stderr)
 	path := fs.String("config", "", "config file (YAML); without it, the built-in demo config")
 	view := fs.String("view", "", "heal only this view (default: every view)")
 	full := fs.Bool("full", false, "recompute every day from the offline log, not only the changed ones")
