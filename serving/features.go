@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -368,10 +369,16 @@ func (h *handler) decodeBatch(w http.ResponseWriter, r *http.Request) ([]keyRequ
 	return req.Requests, nil
 }
 
-// jsonProblem words a decoding error for the client.
+// jsonProblem words a decoding error for the client in JSON's terms: a
+// value of the wrong type names the field and the JSON type it wants, never
+// a Go type ("the body is a JSON array, not an object").
 func jsonProblem(err error) string {
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		return "field " + strconv.Quote(te.Field) + " is a JSON " + te.Value + ", want " + te.Type.String()
+		what := "the body"
+		if te.Field != "" {
+			what = "field " + strconv.Quote(te.Field)
+		}
+		return what + " is a JSON " + te.Value + ", not " + jsonKind(te.Type)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return "unexpected end of input"
@@ -382,4 +389,26 @@ func jsonProblem(err error) string {
 		s = s[len(prefix):]
 	}
 	return s
+}
+
+// jsonKind names the JSON value that decodes into t.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "a value of another type"
 }

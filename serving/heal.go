@@ -43,7 +43,7 @@ func (h *handler) postHeal(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errorf(http.StatusRequestEntityTooLarge, "request body over the limit of %d bytes", mbe.Limit))
 			return
 		}
-		writeError(w, errorf(http.StatusBadRequest, `malformed JSON body: %s; want {"view": "name"} or nothing for every view`, jsonProblem(err)))
+		writeError(w, errorf(http.StatusBadRequest, `malformed JSON body: %s; the body must be a JSON object like {"view": "txn", "full": false}, or empty to heal every view`, jsonProblem(err)))
 		return
 	}
 	// Heals may outlast the server's write timeout: lift it for this answer.

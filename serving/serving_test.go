@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -481,7 +483,10 @@ func TestErrors(t *testing.T) {
 		{"bad syntax is 400", "POST", "/v1/features", `{"requests":[}`, 400, "malformed JSON", ""},
 		{"an empty body is 400", "POST", "/v1/features", ``, 400, "empty body", ""},
 		{"trailing data is 400", "POST", "/v1/features", batch(`{"view":"txn","key":"u1"}`) + `{}`, 400, "more than one value", ""},
-		{"a wrong type is 400", "POST", "/v1/features", `{"requests":[{"view":"txn","key":7}]}`, 400, `field "requests.key"`, ""},
+		{"a wrong type is 400", "POST", "/v1/features", `{"requests":[{"view":"txn","key":7}]}`, 400, `field "requests.key" is a JSON number, not a string`, ""},
+		{"an array body is 400 in JSON's words", "POST", "/v1/features", `[1,2]`, 400, `the body is a JSON array, not an object; want {"requests"`, ""},
+		{"a requests number is 400 in JSON's words", "POST", "/v1/features", `{"requests":5}`, 400, `field "requests" is a JSON number, not an array`, ""},
+		{"a request number is 400 in JSON's words", "POST", "/v1/features", `{"requests":[5]}`, 400, `field "requests" is a JSON number, not an object`, ""},
 		{"an empty requests list is 400", "POST", "/v1/features", batch(), 400, "empty requests list", ""},
 		{"no requests field is 400", "POST", "/v1/features", `{}`, 400, "empty requests list", ""},
 		{"an unknown top-level field is 400", "POST", "/v1/features", `{"requests":[{"view":"txn","key":"u1"}],"at":1}`, 400, `unknown field "at"`, ""},
@@ -506,6 +511,8 @@ func TestErrors(t *testing.T) {
 			}
 			if msg := errorMessage(t, body); !strings.Contains(msg, tc.contains) {
 				t.Errorf("error %q does not contain %q", msg, tc.contains)
+			} else if strings.Contains(msg, "serving.") {
+				t.Errorf("error %q names a Go type", msg)
 			}
 			if tc.allow != "" && hdr.Get("Allow") != tc.allow {
 				t.Errorf("Allow %q, want %q", hdr.Get("Allow"), tc.allow)
@@ -849,5 +856,68 @@ func TestPanicAfterWritingAbortsTheConnection(t *testing.T) {
 	}
 	if !found {
 		t.Error("the aborted request is not counted as a 500")
+	}
+}
+
+// TestHealBodyErrors: POST /v1/heal refuses a body that is not the object it
+// wants with a 400 in JSON's words (it named the Go type serving.healRequest),
+// without healing; an empty body heals every view, a named view that one.
+func TestHealBodyErrors(t *testing.T) {
+	var mu sync.Mutex
+	var healed []string
+	h := NewHandler(DefaultConfig(), Options{
+		Views:  []*tiling.View{txnView(t), clicksView(t)},
+		Reader: newMemReader(),
+		Heal: func(_ context.Context, view string, full bool) (any, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			healed = append(healed, fmt.Sprintf("%s/%v", view, full))
+			return map[string]string{"view": view}, nil
+		},
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	const want = `the body must be a JSON object like {"view": "txn", "full": false}`
+	for _, tc := range []struct {
+		name, body string
+		code       int
+		contains   []string
+		healed     []string
+	}{
+		{"an array is 400", `[1,2]`, 400, []string{"the body is a JSON array, not an object", want}, nil},
+		{"a string is 400", `"txn"`, 400, []string{"the body is a JSON string, not an object", want}, nil},
+		{"a numeric view is 400", `{"view":5}`, 400, []string{`field "view" is a JSON number, not a string`, want}, nil},
+		{"a string full is 400", `{"view":"txn","full":"yes"}`, 400, []string{`field "full" is a JSON string, not true or false`, want}, nil},
+		{"an unknown field is 400", `{"views":["txn"]}`, 400, []string{`unknown field "views"`, want}, nil},
+		{"bad syntax is 400", `{"view":`, 400, []string{"unexpected end of input", want}, nil},
+		{"an unknown view is 404", `{"view":"nope"}`, 404, []string{`unknown view "nope"`}, nil},
+		{"an empty body heals every view", ``, 200, nil, []string{"txn/false", "clicks/false"}},
+		{"a view and full", `{"view":"clicks","full":true}`, 200, nil, []string{"clicks/true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			healed = nil
+			mu.Unlock()
+			code, _, body := call(t, "POST", srv.URL+"/v1/heal", tc.body)
+			if code != tc.code {
+				t.Fatalf("status %d, want %d: %s", code, tc.code, body)
+			}
+			if code != 200 {
+				msg := errorMessage(t, body)
+				for _, c := range tc.contains {
+					if !strings.Contains(msg, c) {
+						t.Errorf("error %q does not contain %q", msg, c)
+					}
+				}
+				if strings.Contains(msg, "serving.") || strings.Contains(msg, "healRequest") {
+					t.Errorf("error %q names a Go type", msg)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(healed, tc.healed) {
+				t.Errorf("healed %q, want %q", healed, tc.healed)
+			}
+		})
 	}
 }
