@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,13 +27,38 @@ func loadSettings(path string) (*settings, error) {
 	return loadConfig(path)
 }
 
-// openStandalone opens the store and offline log of a config for a command
-// that runs without the service (the Pebble store admits one process).
-func openStandalone(ctx context.Context, s *settings, stderr io.Writer) (*state.Store, *healer.Healer, error) {
+// lockedHint is what a standalone command says when the store is locked by
+// another process (lockHints: by command).
+const lockedHint = "the store is locked by another process: is the service running? stop it first, or use POST /v1/heal"
+
+// lockHints says, by command, what to do when the store is locked.
+var lockHints = map[string]string{
+	"heal":     lockedHint,
+	"backfill": lockedHint,
+	// verify only reads, but it needs the store all the same.
+	"verify": "the store is locked by another process: is the service running? verify reads the store itself: " +
+		"stop the service first, or run verify where the store is not locked (on DynamoDB: with another store.path, the local cache's directory)",
+}
+
+// storeLocked reports whether err is the refusal of a store's directory
+// lock: a Pebble store (or a DynamoDB store's local cache) admits one
+// process at a time.
+func storeLocked(err error) bool {
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) ||
+		strings.Contains(err.Error(), "lock held by current process")
+}
+
+// openStandalone opens the store and offline log of a config for command
+// cmd (heal, backfill, verify), which runs without the service (the Pebble
+// store admits one process).
+func openStandalone(ctx context.Context, cmd string, s *settings, stderr io.Writer) (*state.Store, *healer.Healer, error) {
 	log := newLogger(s, stderr)
 	store, err := openStore(ctx, s, prometheus.NewRegistry(), log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w (is the service running? stop it first, or use POST /v1/heal)", err)
+		if storeLocked(err) {
+			return nil, nil, fmt.Errorf("%w (%s)", err, lockHints[cmd])
+		}
+		return nil, nil, err
 	}
 	layouts, err := checkStandaloneLayouts(ctx, s, store, log)
 	if err != nil {
@@ -91,7 +118,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	store, hl, err := openStandalone(ctx, s, stderr)
+	store, hl, err := openStandalone(ctx, "backfill", s, stderr)
 	if err != nil {
 		return err
 	}
@@ -156,7 +183,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	store, hl, err := openStandalone(ctx, s, stderr)
+	store, hl, err := openStandalone(ctx, "verify", s, stderr)
 	if err != nil {
 		return err
 	}
@@ -165,10 +192,41 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	out, _ := json.MarshalIndent(res, "", "  ")
-	fmt.Fprintf(stdout, "%s\n", out)
+	fmt.Fprintf(stdout, "%s\n", verifyJSON(res))
 	if n := len(res.Mismatches); n > 0 {
 		return fmt.Errorf("verify %s: %d mismatches in %d keys", *view, n, res.Keys)
 	}
 	return nil
+}
+
+// verifyJSON is what tilestream verify prints: the result with its times in
+// RFC 3339 (UTC, milliseconds), as the HTTP API writes them, and
+// "mismatches": [] when there are none.
+func verifyJSON(res healer.VerifyResult) []byte {
+	type mismatch struct {
+		Key            string `json:"key"`
+		Feature        string `json:"feature"`
+		Served         any    `json:"served"`
+		Recomputed     any    `json:"recomputed"`
+		BatchWatermark string `json:"batch_watermark"`
+		At             string `json:"at"`
+	}
+	out := struct {
+		View       string     `json:"view"`
+		Keys       int        `json:"keys_checked"`
+		Events     int64      `json:"events_read"`
+		Mismatches []mismatch `json:"mismatches"`
+	}{View: res.View, Keys: res.Keys, Events: res.Events, Mismatches: []mismatch{}}
+	for _, m := range res.Mismatches {
+		out.Mismatches = append(out.Mismatches, mismatch{Key: m.Key, Feature: m.Feature, Served: m.Served, Recomputed: m.Recomputed,
+			BatchWatermark: apiTime(m.BatchWatermark), At: apiTime(m.At)})
+	}
+	b, _ := json.MarshalIndent(out, "", "  ") // the values were decoded from JSON
+	return b
+}
+
+// apiTime writes unix milliseconds as the HTTP API does: RFC 3339 in UTC
+// with three fractional digits.
+func apiTime(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }

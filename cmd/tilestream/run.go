@@ -472,7 +472,7 @@ func runHeal(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	// No service: heal standalone. Without the ingest, E comes from the
 	// stored archive progress: events still in Kafka wait for the service.
-	store, hl, err := openStandalone(ctx, s, stderr)
+	store, hl, err := openStandalone(ctx, "heal", s, stderr)
 	if err != nil {
 		return err
 	}
