@@ -269,6 +269,9 @@ type keyDay struct {
 	// total (the merge of every block) on the way.
 	day   []byte
 	total []tiling.State
+	// tiles counts the key's tiles that day (in detail records and blocks
+	// of one tile alike): the writes a tile-per-record layout needs.
+	tiles int
 }
 
 // detail is a detail record of a block of several tiles, encoded; its
@@ -276,7 +279,6 @@ type keyDay struct {
 type detail struct {
 	block int64
 	val   []byte
-	tiles int
 }
 
 // finish returns the keys in order (so writes and summaries are
@@ -323,6 +325,7 @@ func (d *dayBuild) finishKey(kb *keyBlocks) keyDay {
 	}
 	day.Start, day.Tiles, day.Only = d.start, day.Tiles[:0], day.Only[:0]
 	for _, r := range blocks {
+		kd.tiles += len(r.Tiles)
 		// A block of one tile needs no detail record (the day record says
 		// where its tile is) and its aggregate is that tile: merging it into
 		// the identity would encode the same bytes (the merge contract's
@@ -336,7 +339,7 @@ func (d *dayBuild) finishKey(kb *keyBlocks) keyDay {
 		val := d.encode(func(dst []byte) []byte { return d.v.AppendDetailRecordTotal(dst, r, agg) })
 		day.Tiles = append(day.Tiles, tiling.Tile{Start: r.Start, States: agg})
 		day.Only = append(day.Only, tiling.MinTime)
-		kd.details = append(kd.details, detail{block: r.Start, val: val, tiles: len(r.Tiles)})
+		kd.details = append(kd.details, detail{block: r.Start, val: val})
 	}
 	kd.day = d.encode(func(dst []byte) []byte { return d.v.AppendDayRecordTotal(dst, day, kd.total) })
 	return kd

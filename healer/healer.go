@@ -229,8 +229,10 @@ type Result struct {
 	BadRows    int64     `json:"bad_rows"`
 	BadFiles   int64     `json:"bad_files"`
 	Duplicates int64     `json:"duplicates"`
-	// Tiles counts the tiles in the detail records written: the writes a
-	// tile-per-record layout would have needed for the same data.
+	// Tiles counts the tiles of the days built (one per key and tile with
+	// events): the writes a tile-per-record layout would have needed for
+	// the same data. Days written before an interruption are not counted
+	// again when the heal resumes.
 	Tiles   int     `json:"tiles"`
 	Seconds float64 `json:"seconds"`
 }
@@ -520,9 +522,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 				totals[key] = map[int64][]tiling.State{}
 			}
 			totals[key][s] = kd.total
-			for _, det := range kd.details {
-				res.Tiles += det.tiles
-			}
+			res.Tiles += kd.tiles
 		}
 		// The day's records and its place in the pending heal are durable
 		// together: an interruption from here on resumes after this day.

@@ -1,0 +1,68 @@
+package healer
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/tilestream/tilestream/oracle"
+	"github.com/tilestream/tilestream/tiling"
+)
+
+// TestHealCountsEveryTile: a heal's Tiles (backfill's per_tile_writes) is
+// the number of distinct (key, tile) the healed days hold: tiles of blocks
+// holding one tile count as much as those of detail records.
+func TestHealCountsEveryTile(t *testing.T) {
+	v := testView(t, tiling.Minute, []int64{tiling.Hour, 7 * tiling.Day}, tiling.MinTime)
+	lateness := 5 * tiling.Minute
+	w := newWorld(t, v, lateness)
+	now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+	w.now, w.arch.e = now, now
+	r := rand.New(rand.NewPCG(11, 12))
+	var evs []tiling.Event
+	var oes []oracle.Event
+	// Sparse keys (mostly one event per tile and block) and dense ones
+	// (many events per tile, several tiles per block).
+	for i := range 3000 {
+		key := fmt.Sprintf("sparse%d", r.IntN(500))
+		span := 10 * tiling.Day
+		if i%3 == 0 {
+			key, span = fmt.Sprintf("dense%d", r.IntN(3)), 6*tiling.Hour
+		}
+		e, o := w.event(r, key, now-span+r.Int64N(span), r.Int32N(3))
+		evs, oes = append(evs, e), append(oes, o)
+	}
+	w.consume(evs, oes, nil)
+	res, err := w.h.Heal(context.Background(), v.Name, Options{Full: true})
+	if err != nil || !res.Installed {
+		t.Fatalf("heal: %+v, %v", res, err)
+	}
+	wb := res.Watermark.UnixMilli()
+	type tile struct {
+		key   string
+		start int64
+	}
+	want, oneTileBlocks := map[tile]bool{}, map[tile]int{}
+	for _, e := range evs {
+		if e.TS < wb {
+			want[tile{e.Key, tiling.AlignDown(e.TS, v.Granularity)}] = true
+		}
+	}
+	for tl := range want {
+		oneTileBlocks[tile{tl.key, v.RecordStart(tl.start)}]++
+	}
+	single := 0
+	for _, n := range oneTileBlocks {
+		if n == 1 {
+			single++
+		}
+	}
+	if single == 0 || single == len(oneTileBlocks) {
+		t.Fatalf("%d of %d blocks hold one tile: the test needs both kinds", single, len(oneTileBlocks))
+	}
+	if res.Tiles != len(want) {
+		t.Fatalf("heal counted %d tiles, the events hold %d distinct (key, tile) (%d blocks of one tile)", res.Tiles, len(want), single)
+	}
+}
