@@ -454,21 +454,11 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 			builds = append(builds, s)
 		}
 	}
-	bad := func(file string, row int64, reason string) {
-		// A whole file's message names the file (and with S3 the
-		// request): the label stays one fixed value, the log has it.
-		label := reason
-		if row < 0 {
-			label = "bad_file"
-		}
-		h.m.badRows.WithLabelValues(v.Name, label).Inc()
-		h.logBad.Do(func() {
-			h.log.Warn("malformed offline-log row skipped", "view", v.Name, "file", file, "row", row, "reason", reason)
-		})
-	}
+	bad := newBadReport(h, v.Name)
+	defer bad.summarize()
 	free := &arenas{v: v}
 	nextBuilt, stopBuilds := h.buildDays(ctx, builds, func(s int64, stopped *atomic.Bool) *builtDay {
-		return h.buildDay(v, gen, s, target, spanFiles[s], free, stopped, bad)
+		return h.buildDay(v, gen, s, target, spanFiles[s], free, stopped, bad.add)
 	})
 	defer stopBuilds()
 	for _, s := range todo {

@@ -83,17 +83,17 @@ func (r *dayReader) readLine(br *bufio.Reader) (b []byte, oversized bool, err er
 func (r *dayReader) jsonLine(fc *fileCtx, dec *tiling.Decoder, line int64, b []byte, oversized bool, now int64) error {
 	r.stats.Rows++
 	if oversized {
-		r.badRow(fc, line, tiling.ReasonOversized)
+		r.badRow(fc, line+1, tiling.ReasonOversized)
 		return nil
 	}
 	dec.Decode(b, tiling.Pos{Partition: fc.userPart, Offset: line}, now, &r.decoded)
 	if reason := r.decoded.Reasons[0]; reason != "" {
-		r.badRow(fc, line, reason)
+		r.badRow(fc, line+1, reason)
 		return nil
 	}
 	ev := &r.decoded.Events[0]
 	if dayOf(ev.TS) != r.date {
-		r.badRow(fc, line, ReasonOutsideDate)
+		r.badRow(fc, line+1, ReasonOutsideDate)
 		return nil
 	}
 	var id []byte

@@ -440,8 +440,12 @@ func openParquet(r io.ReaderAt, size int64) (f *parquet.File, err error) {
 	if _, err := r.ReadAt(tail[:], size-8); err != nil {
 		return nil, err
 	}
-	if string(tail[4:]) != "PAR1" {
-		return nil, fmt.Errorf("%w: no PAR1 footer (encrypted files are not supported)", errCorrupt)
+	switch string(tail[4:]) {
+	case "PAR1":
+	case "PARE":
+		return nil, fmt.Errorf("%w: an encrypted Parquet file (PARE footer), which is not supported", errCorrupt)
+	default:
+		return nil, fmt.Errorf("%w: no Parquet footer (the file does not end in PAR1: not Parquet, or cut short)", errCorrupt)
 	}
 	if n := int64(binary.LittleEndian.Uint32(tail[:4])); n > size-12 {
 		return nil, fmt.Errorf("%w: footer of %d bytes in a file of %d", errCorrupt, n, size)

@@ -221,12 +221,20 @@ func (r *dayReader) badFile(fc *fileCtx, msg string) {
 		fc.badFile = true
 		r.stats.BadFiles++
 	}
-	r.bad(fc.name, -1, msg)
+	r.bad(r.path(fc), -1, msg)
 }
 
+// badRow reports a malformed row: row is the Parquet row's index (from 0)
+// or the JSON Lines line's number (from 1).
 func (r *dayReader) badRow(fc *fileCtx, row int64, reason string) {
 	r.stats.BadRows++
-	r.bad(fc.name, row, reason)
+	r.bad(r.path(fc), row, reason)
+}
+
+// path is fc's path within the offline log, as bad reports it:
+// <view>/date=YYYY-MM-DD/<file>.
+func (r *dayReader) path(fc *fileCtx) string {
+	return r.v.Name + "/" + dateDir(r.date) + "/" + fc.name
 }
 
 // openFailure is the error of a listed file that could not be opened, as

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -123,7 +124,11 @@ func readAll(t testing.TB, l *OfflineLog, v *tiling.View, idField string, date i
 		evs = append(evs, cloneEvent(e))
 		return nil
 	}, func(file string, row int64, reason string) {
-		bads = append(bads, fmt.Sprintf("%s:%d:%s", file, row, reason))
+		// Files are named by their path in the offline log.
+		if dir := v.Name + "/" + dateDir(date) + "/"; !strings.HasPrefix(file, dir) {
+			t.Errorf("bad file %q: want a path under %s", file, dir)
+		}
+		bads = append(bads, fmt.Sprintf("%s:%d:%s", path.Base(file), row, reason))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -632,9 +637,10 @@ func TestJSONLinesReportEachMalformedLine(t *testing.T) {
 		}
 		l.putString("txn/"+dateDir(day0)+"/fix.jsonl", strings.Join(lines, "\n"))
 		evs, st, bads := readAll(t, l.OfflineLog, v, "", day0)
-		wantBad := []string{"fix.jsonl:1:not_json", "fix.jsonl:2:not_object", "fix.jsonl:3:missing_key",
-			"fix.jsonl:4:bad_timestamp", "fix.jsonl:5:bad_field_type", "fix.jsonl:7:non_finite",
-			"fix.jsonl:8:outside_date", "fix.jsonl:9:oversized"}
+		// Reported by line number, from 1.
+		wantBad := []string{"fix.jsonl:2:not_json", "fix.jsonl:3:not_object", "fix.jsonl:4:missing_key",
+			"fix.jsonl:5:bad_timestamp", "fix.jsonl:6:bad_field_type", "fix.jsonl:8:non_finite",
+			"fix.jsonl:9:outside_date", "fix.jsonl:10:oversized"}
 		if !slices.Equal(bads, wantBad) {
 			t.Fatalf("bad = %q\nwant %q", bads, wantBad)
 		}
