@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -171,6 +172,10 @@ func (s *Store) resetView(view string, m layoutMeta) error {
 // translateChunk bounds the records rewritten per batch.
 const translateChunk = 2048
 
+// translateLogEvery is how often a long layout translation logs its
+// progress.
+const translateLogEvery = 10 * time.Second
+
 // translate rewrites every stream, summary, day and detail record of the
 // view from m.Translating.From into v's layout, in key order, recording the
 // last key rewritten with each batch so a crash resumes after it. Stream
@@ -185,6 +190,8 @@ func (s *Store) translate(ctx context.Context, v *tiling.View, m layoutMeta) (La
 		if c := m.Translating.Cursor; c != nil {
 			lo = append(bytes.Clone(c), 0)
 		}
+		s.log.Info("translating the view's records to its new layout; the service starts once they are done", "view", v.Name, "resumed", m.Translating.Cursor != nil)
+		records, logged := 0, time.Now()
 		for {
 			if err := ctx.Err(); err != nil {
 				return LayoutStatus{}, fmt.Errorf("translate the records of view %s to its new layout (it resumes after its last batch): %w", v.Name, err)
@@ -195,6 +202,11 @@ func (s *Store) translate(ctx context.Context, v *tiling.View, m layoutMeta) (La
 			}
 			if done {
 				break
+			}
+			records += translateChunk
+			if time.Since(logged) >= translateLogEvery {
+				s.log.Info("translating the view's records to its new layout", "view", v.Name, "records", records)
+				logged = time.Now()
 			}
 			lo = append(bytes.Clone(m.Translating.Cursor), 0)
 		}
