@@ -121,6 +121,7 @@ func New(cfg Config, views []ViewConfig, store Store, offline OfflineLog, archiv
 		h.views[vc.View.Name] = vc
 		h.order = append(h.order, vc.View.Name)
 		h.locks[vc.View.Name] = &sync.Mutex{}
+		m.start(vc.View.Name)
 	}
 	return h, nil
 }
@@ -691,6 +692,7 @@ func (h *Healer) heal(ctx context.Context, vc ViewConfig, o Options, l *lease) (
 	res.Watermark = time.UnixMilli(target).UTC()
 	h.m.keysWritten.WithLabelValues(v.Name).Add(float64(len(keys)))
 	h.m.recordsWritten.WithLabelValues(v.Name).Add(float64(w.records))
+	h.m.tilesWritten.WithLabelValues(v.Name).Add(float64(res.Tiles))
 	h.m.watermark.WithLabelValues(v.Name).Set(float64(target) / 1000)
 	h.log.Info("heal installed", "view", v.Name, "generation", gen, "batch_watermark", res.Watermark,
 		"days", len(todo), "keys", len(keys), "events", stats.Events, "records", w.records)

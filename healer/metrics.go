@@ -11,6 +11,7 @@ type Metrics struct {
 	badRows        *prometheus.CounterVec // view, reason
 	keysWritten    *prometheus.CounterVec
 	recordsWritten *prometheus.CounterVec
+	tilesWritten   *prometheus.CounterVec
 	streamDeleted  *prometheus.CounterVec
 	watermark      *prometheus.GaugeVec
 	staleness      *prometheus.GaugeVec
@@ -39,6 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		badRows:        cv("tilestream_healer_bad_rows_total", "Malformed offline-log rows and files skipped, by reason (the decoder's reason for a row; bad_file for a whole file, whose message goes to the log).", "view", "reason"),
 		keysWritten:    cv("tilestream_healer_keys_written_total", "Keys whose batch layout a heal installed.", "view"),
 		recordsWritten: cv("tilestream_healer_records_written_total", "Batch records (detail, day, summary, head) written.", "view"),
+		tilesWritten:   cv("tilestream_healer_tiles_written_total", "Tiles (distinct key and tile with events) in the days a heal built into batch records: the writes a tile-per-record layout would have needed.", "view"),
 		streamDeleted:  cv("tilestream_healer_stream_keys_collected_total", "Keys whose stream records below the batch watermark were deleted after the grace period.", "view"),
 		watermark:      gv("tilestream_healer_batch_watermark_seconds", "The view's batch watermark W_b (Unix seconds)."),
 		staleness:      gv("tilestream_healer_batch_staleness_seconds", "Now minus the view's batch watermark."),
@@ -47,6 +49,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		mismatches:     cv("tilestream_healer_verify_mismatches_total", "Features that differed in consistency checks.", "view"),
 	}
 	reg.MustRegister(m.runs, m.duration, m.eventsRead, m.filesRead, m.badRows, m.keysWritten,
-		m.recordsWritten, m.streamDeleted, m.watermark, m.staleness, m.halted, m.verified, m.mismatches)
+		m.recordsWritten, m.tilesWritten, m.streamDeleted, m.watermark, m.staleness, m.halted, m.verified, m.mismatches)
 	return m
+}
+
+// start creates the series of a view that a scrape should show before its
+// first heal (counters at 0, not halted), so that dashboards and alerts
+// see them from the start.
+func (m *Metrics) start(view string) {
+	for _, result := range []string{"installed", "unchanged", "error"} {
+		m.runs.WithLabelValues(view, result)
+	}
+	for _, c := range []*prometheus.CounterVec{m.eventsRead, m.filesRead, m.keysWritten, m.recordsWritten, m.tilesWritten, m.streamDeleted, m.mismatches} {
+		c.WithLabelValues(view)
+	}
+	for _, result := range []string{"ok", "mismatch"} {
+		m.verified.WithLabelValues(view, result)
+	}
+	m.halted.WithLabelValues(view).Set(0)
 }

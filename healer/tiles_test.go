@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tilestream/tilestream/oracle"
 	"github.com/tilestream/tilestream/tiling"
 )
@@ -35,6 +37,15 @@ func TestHealCountsEveryTile(t *testing.T) {
 		evs, oes = append(evs, e), append(oes, o)
 	}
 	w.consume(evs, oes, nil)
+	// A scrape before the first heal shows the view's series.
+	for name, n := range map[string]int{
+		"runs": testutil.CollectAndCount(w.h.m.runs), "halted": testutil.CollectAndCount(w.h.m.halted),
+		"verify runs": testutil.CollectAndCount(w.h.m.verified), "tiles written": testutil.CollectAndCount(w.h.m.tilesWritten),
+	} {
+		if n == 0 {
+			t.Errorf("no %s series before the first heal", name)
+		}
+	}
 	res, err := w.h.Heal(context.Background(), v.Name, Options{Full: true})
 	if err != nil || !res.Installed {
 		t.Fatalf("heal: %+v, %v", res, err)
@@ -64,5 +75,8 @@ func TestHealCountsEveryTile(t *testing.T) {
 	}
 	if res.Tiles != len(want) {
 		t.Fatalf("heal counted %d tiles, the events hold %d distinct (key, tile) (%d blocks of one tile)", res.Tiles, len(want), single)
+	}
+	if got := testutil.ToFloat64(w.h.m.tilesWritten.WithLabelValues(v.Name)); got != float64(len(want)) {
+		t.Errorf("tilestream_healer_tiles_written_total = %v, want %d", got, len(want))
 	}
 }
