@@ -28,6 +28,13 @@ type Config struct {
 	RequestTimeout time.Duration
 }
 
+// WriteTimeout is the server's deadline for writing an answer, counted from
+// the end of the request's header: twice RequestTimeout (a handler gives up
+// on reads at RequestTimeout and still has to write its 504). A handler that
+// waits before answering must answer within it, or lift it (POST /v1/heal
+// does); past it the client gets no answer at all, the connection closes.
+func (c Config) WriteTimeout() time.Duration { return 2 * c.withDefaults().RequestTimeout }
+
 // DefaultConfig returns the configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{

@@ -24,8 +24,8 @@ type Server struct {
 
 // NewServer returns a server for h; it starts nothing. Its deadlines follow
 // cfg.RequestTimeout (T): reading a request's header and body within T,
-// answering within 2T (the handler gives up on reads at T and still has to
-// write its 504), idle keep-alive connections closed after 2 minutes.
+// answering within 2T (Config.WriteTimeout), idle keep-alive connections
+// closed after 2 minutes.
 //
 // Like NewHandler it panics if cfg.Validate fails.
 func NewServer(cfg Config, h http.Handler, log *slog.Logger) *Server {
@@ -43,7 +43,7 @@ func NewServer(cfg Config, h http.Handler, log *slog.Logger) *Server {
 			Handler:           h,
 			ReadHeaderTimeout: t,
 			ReadTimeout:       t,
-			WriteTimeout:      2 * t,
+			WriteTimeout:      cfg.WriteTimeout(),
 			IdleTimeout:       idleTimeout,
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -737,6 +737,50 @@ func TestServerRunShutsDownOnCancel(t *testing.T) {
 	}
 }
 
+// TestServerWriteTimeout: the server cuts an answer written after
+// Config.WriteTimeout (the client gets no answer at all), and delivers one
+// written before it: a handler that waits must answer within it.
+func TestServerWriteTimeout(t *testing.T) {
+	if got := (Config{}).WriteTimeout(); got != 10*time.Second {
+		t.Errorf("default write timeout %v, want 10s (2 × the request timeout)", got)
+	}
+	cfg := Config{RequestTimeout: 150 * time.Millisecond}
+	wt := cfg.WriteTimeout()
+	if wt != 300*time.Millisecond {
+		t.Fatalf("write timeout %v, want 300ms", wt)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+		time.Sleep(d)
+		w.Write([]byte("ok")) //nolint:errcheck // the test reads the answer
+	}), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, ln) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	get := func(wait time.Duration) error {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/?wait=" + wait.String())
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	if err := get(wt - 200*time.Millisecond); err != nil {
+		t.Errorf("an answer written before the write timeout: %v", err)
+	}
+	if err := get(wt + 200*time.Millisecond); err == nil {
+		t.Errorf("an answer written after the write timeout (%v) arrived", wt)
+	}
+}
+
 func TestServerRunReportsAListenerFailure(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

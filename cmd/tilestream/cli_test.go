@@ -144,7 +144,7 @@ func TestStandaloneLockedHints(t *testing.T) {
 	}
 	defer st.Close()
 	for _, tc := range []struct {
-		cmd        []string
+		cmd         []string
 		want, avoid string
 	}{
 		{[]string{"verify", "--config", cfg, "--view", "txn"}, "verify reads the store itself: stop the service first, or run verify where the store is not locked", "POST /v1/heal"},

@@ -44,8 +44,9 @@ run 'tilestream <command> -h' for the flags of a command`
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-// healStartWait is how long POST /v1/heal waits for the ingest to start
-// (right after the service started) before answering 503.
+// healStartWait is how long POST /v1/heal waits for the service to be up
+// (startup: at most the write deadline less a margin, startHealWait) and
+// then for its ingest to start, before answering 503.
 const healStartWait = 10 * time.Second
 
 // run is the whole program behind main, so tests can drive it in process.
@@ -201,8 +202,7 @@ func serve(ctx context.Context, s *settings, o runOptions, log *slog.Logger) err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	st := newStartup(reg)
-	srv := serving.NewServer(scfg, st, log.With("component", "serving"))
+	st, srv := newStartupServer(scfg, reg, log.With("component", "serving"))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -410,7 +410,10 @@ func newHealer(s *settings, store *state.Store, offline *state.OfflineLog, archi
 // healThrough posts body to the service's POST /v1/heal at addr and returns
 // the answer. A 503 with Retry-After (the service is starting, or its ingest
 // is not running yet) is asked again every second for up to wait, saying so
-// on stderr; an error wraps the connection's (ECONNREFUSED: no service).
+// on stderr; so is a connection closed without an answer while the service
+// is starting (its /readyz answers 503 with Retry-After: an older service's
+// start-up wait outlasted its write deadline). An error wraps the
+// connection's (ECONNREFUSED: no service).
 func healThrough(ctx context.Context, addr string, body []byte, wait time.Duration, stderr io.Writer) ([]byte, error) {
 	until := time.Now().Add(wait)
 	said := ""
@@ -421,17 +424,23 @@ func healThrough(ctx context.Context, addr string, body []byte, wait time.Durati
 		}
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
+		var out []byte
+		switch {
+		case err != nil && ctx.Err() == nil && time.Now().Before(until) && noAnswer(err) && starting(ctx, addr):
+			err = fmt.Errorf("heal through %s: %w", addr, err)
+			out = []byte("the service closed the connection without an answer while it starts")
+		case err != nil:
 			return nil, fmt.Errorf("heal through %s: %w", addr, err)
-		}
-		out, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
-			return out, nil
-		}
-		err = fmt.Errorf("heal through %s: %s: %s", addr, resp.Status, bytes.TrimSpace(out))
-		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !time.Now().Before(until) {
-			return nil, err
+		default:
+			out, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return out, nil
+			}
+			err = fmt.Errorf("heal through %s: %s: %s", addr, resp.Status, bytes.TrimSpace(out))
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !time.Now().Before(until) {
+				return nil, err
+			}
 		}
 		if msg := string(bytes.TrimSpace(out)); msg != said {
 			fmt.Fprintf(stderr, "waiting for the service (up to %s): %s\n", wait, msg)
@@ -443,6 +452,30 @@ func healThrough(ctx context.Context, addr string, body []byte, wait time.Durati
 		case <-time.After(time.Second): // what Retry-After asks
 		}
 	}
+}
+
+// noAnswer reports whether a request's error is a connection closed (or
+// reset) by the server before it answered.
+func noAnswer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// starting reports whether the service at addr answers GET /readyz with 503
+// and Retry-After: it is starting, or its ingest is not running yet.
+func starting(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status counts
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != ""
 }
 
 // runHeal asks the running service to heal (POST /v1/heal on its HTTP

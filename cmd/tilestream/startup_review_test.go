@@ -25,7 +25,7 @@ import (
 func TestReviewStartupHandler(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())
-	st := newStartup(reg)
+	st := newStartup(reg, healStartWait)
 	do := func(method, path string) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
 		st.ServeHTTP(w, httptest.NewRequest(method, path, nil))

@@ -12,6 +12,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tilestream/tilestream/serving"
 )
 
 // blackHole is a TCP server that takes connections and never answers: a
@@ -172,5 +176,126 @@ func TestHealThroughWaitsForTheStart(t *testing.T) {
 		if err == nil || calls.Load() != 1 {
 			t.Errorf("status %d: %v after %d calls, want an error after one", status, err, calls.Load())
 		}
+	}
+}
+
+// startupServer runs the service's HTTP server with the start-up handler in
+// front (as serve wires them) on a free port, with request timeout rt, and
+// returns the handler and the address.
+func startupServer(t *testing.T, rt time.Duration, healWait func(*startup)) (*startup, string) {
+	t.Helper()
+	scfg := serving.DefaultConfig()
+	scfg.RequestTimeout = rt
+	st, srv := newStartupServer(scfg, prometheus.NewRegistry(), nil)
+	if healWait != nil {
+		healWait(st)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return st, ln.Addr().String()
+}
+
+// TestHealWhileStartingAnswersBeforeTheWriteDeadline: POST /v1/heal while
+// the service starts waits for the start only as long as the server's write
+// deadline (2 × request_timeout) lets it answer: the client gets the
+// documented 503 with Retry-After, never a connection closed without an
+// answer (with the default request_timeout of 5 s the wait of 10 s equalled
+// the write deadline: curl said "Empty reply from server", tilestream heal
+// "EOF" and exited 1). A start that ends during the wait is served.
+func TestHealWhileStartingAnswersBeforeTheWriteDeadline(t *testing.T) {
+	for _, c := range []struct{ wt, want time.Duration }{
+		{10 * time.Second, 9 * time.Second}, {60 * time.Second, healStartWait}, {2 * time.Second, time.Second}, {600 * time.Millisecond, 300 * time.Millisecond},
+	} {
+		if got := startHealWait(c.wt); got != c.want {
+			t.Errorf("startHealWait(%v) = %v, want %v", c.wt, got, c.want)
+		}
+	}
+	st, addr := startupServer(t, 300*time.Millisecond, nil)
+	st.doing("checking the views' layouts")
+	start := time.Now()
+	resp, err := http.Post("http://"+addr+"/v1/heal", "application/json", strings.NewReader(`{"view":"txn"}`))
+	if err != nil {
+		t.Fatalf("POST /v1/heal while starting: %v after %v, want the start-up 503", err, time.Since(start))
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), "checking the views' layouts") {
+		t.Errorf("POST /v1/heal while starting: %d %q (Retry-After %q), want the start-up 503", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	// tilestream heal --wait 0s reports that 503, not EOF.
+	_, err = healThrough(context.Background(), addr, []byte(`{}`), 0, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "checking the views' layouts") {
+		t.Errorf("healThrough while starting: %v, want the start-up 503", err)
+	}
+	// The start ends while a heal waits (one waiting longer than the read
+	// deadline, 300ms): the service's handler answers it.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		st.ready(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(r.Body)
+			if err != nil || string(b) != `{"view":"txn"}` {
+				w.WriteHeader(400)
+				return
+			}
+			io.WriteString(w, `{"results":[]}`)
+		}))
+	}()
+	out, err := healThrough(context.Background(), addr, []byte(`{"view":"txn"}`), time.Minute, io.Discard)
+	if err != nil || string(out) != `{"results":[]}` {
+		t.Errorf("healThrough across the end of the start: %q %v, want the service's answer", out, err)
+	}
+}
+
+// TestHealThroughRetriesAClosedConnectionWhileStarting: a service whose
+// start-up wait outlasts its write deadline (as before the fix above) closes
+// the connection without an answer; tilestream heal asks again, as for a 503,
+// while the service's /readyz says it is starting, and gets the answer once
+// it is up. A connection closed by a service that is up is an error at once.
+func TestHealThroughRetriesAClosedConnectionWhileStarting(t *testing.T) {
+	// Request timeout 100ms: write deadline 200ms, waited past (500ms).
+	st, addr := startupServer(t, 100*time.Millisecond, func(st *startup) { st.healWait = 500 * time.Millisecond })
+	var calls atomic.Int64
+	go func() {
+		// Between the first attempt's end (500ms) and the second (1.5s).
+		time.Sleep(time.Second)
+		st.ready(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			io.WriteString(w, `{"results":[]}`)
+		}))
+	}()
+	var errOut bytes.Buffer
+	out, err := healThrough(context.Background(), addr, []byte(`{}`), time.Minute, &errOut)
+	if err != nil || string(out) != `{"results":[]}` || calls.Load() != 1 {
+		t.Fatalf("healThrough while the service closes connections: %q %v (%d heals), want the answer once up", out, err, calls.Load())
+	}
+	if !strings.Contains(errOut.String(), "closed the connection without an answer while it starts") {
+		t.Errorf("said %q, want the closed connection named", errOut.String())
+	}
+
+	// Up (/readyz 200) and closing the connection: no retry.
+	var posts atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			return
+		}
+		posts.Add(1)
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	defer srv.Close()
+	_, err = healThrough(context.Background(), strings.TrimPrefix(srv.URL, "http://"), []byte(`{}`), 3*time.Second, io.Discard)
+	if err == nil || !noAnswer(err) || posts.Load() != 1 {
+		t.Errorf("healThrough to a service that is up and closes the connection: %v after %d posts, want the error after one", err, posts.Load())
 	}
 }
