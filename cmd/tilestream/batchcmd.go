@@ -123,8 +123,9 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer store.Close()
-	progress := progressReporter(stderr)
-	res, err := hl.Heal(ctx, *view, healer.Options{Full: true, From: f, To: t, Progress: progress})
+	progress := newBackfillProgress(stderr)
+	res, err := hl.Heal(ctx, *view, healer.Options{Full: true, From: f, To: t, Progress: progress.report})
+	progress.done(err)
 	if err != nil {
 		return fmt.Errorf("backfill %s: %w (run it again to resume)", *view, err)
 	}
@@ -134,35 +135,128 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return err
 }
 
-// progressReporter draws a progress bar on a terminal and writes a plain
-// line at most every 5 s otherwise.
-func progressReporter(w io.Writer) func(healer.Progress) {
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		var bar *progressbar.ProgressBar
-		return func(p healer.Progress) {
-			if bar == nil {
-				bar = progressbar.NewOptions64(p.BytesTotal, progressbar.OptionSetWriter(w),
-					progressbar.OptionShowBytes(true), progressbar.OptionSetPredictTime(true),
-					progressbar.OptionShowCount(), progressbar.OptionSetDescription("backfill"))
-			}
-			bar.Describe(fmt.Sprintf("backfill: day %d/%d, %d events, %d keys", p.Days, p.DaysTotal, p.Events, p.Keys))
-			_ = bar.Set64(p.Bytes)
+// backfillProgress reports a backfill's progress on w: a bar on a
+// terminal, else a plain line at most every 5 s and at the end.
+//
+// Rate and ETA count only the work of this run, measured from the first
+// day it wrote (not from the start, which includes listing the offline log
+// and, after an interruption, reading back the days already written). A
+// resumed run (days written before the interruption: healer.Progress counts
+// them in Days and their bytes in BytesTotal, but they are not read again)
+// counts its progress in the days it writes, since the bytes they will read
+// are not known; a fresh run counts bytes. At the end the totals are what
+// this run read and wrote.
+type backfillProgress struct {
+	w   io.Writer
+	tty bool
+	now func() time.Time
+	bar *progressbar.ProgressBar
+
+	built      int       // days written by this run: one report each
+	resumed    int       // days written before an interruption, at the first report
+	first      time.Time // when the first day of this run was written
+	firstBytes int64     // and the bytes read by then
+	last       healer.Progress
+	lastLine   time.Time
+	ended      bool // the final line is written
+}
+
+// newBackfillProgress reports on w, with a bar when w is a terminal.
+func newBackfillProgress(w io.Writer) *backfillProgress {
+	f, ok := w.(*os.File)
+	return &backfillProgress{w: w, tty: ok && term.IsTerminal(int(f.Fd())), now: time.Now}
+}
+
+// report is the healer's Progress callback: one day span was written.
+func (b *backfillProgress) report(p healer.Progress) {
+	b.built++
+	b.last = p
+	if b.built == 1 {
+		b.first, b.firstBytes, b.resumed = b.now(), p.Bytes, p.Days-1
+	}
+	b.show(p.Days >= p.DaysTotal)
+}
+
+// done ends the report once the heal returned (err: its error): the bar's
+// line ends, and a plain report gets its final line if it has not yet.
+func (b *backfillProgress) done(err error) {
+	if b.built == 0 {
+		return
+	}
+	if err == nil && !b.ended {
+		b.show(true)
+	}
+	if b.bar != nil && !b.bar.IsFinished() {
+		_ = b.bar.Exit() // its completion ends the line
+	}
+}
+
+// measure returns how much of this run is done and its total, in bytes for
+// a fresh run and days for a resumed one, and the estimated time left
+// (negative: not known yet).
+func (b *backfillProgress) measure(final bool) (done, total int64, eta time.Duration) {
+	p := b.last
+	elapsed := b.now().Sub(b.first)
+	if b.resumed == 0 {
+		done, total = p.Bytes, p.BytesTotal
+		eta = -1
+		if d := done - b.firstBytes; d > 0 && elapsed > 0 {
+			eta = time.Duration(float64(elapsed) * float64(max(total-done, 0)) / float64(d))
+		}
+	} else {
+		done, total = int64(b.built), int64(p.DaysTotal-b.resumed)
+		eta = -1
+		if b.built > 1 && elapsed > 0 {
+			eta = time.Duration(float64(elapsed) * float64(max(total-done, 0)) / float64(b.built-1))
 		}
 	}
-	start := time.Now()
-	var last time.Time
-	return func(p healer.Progress) {
-		if time.Since(last) < 5*time.Second && p.Days < p.DaysTotal {
-			return
+	if final {
+		// Days written before the interruption were not read: what this
+		// run read is its total.
+		total, eta = done, 0
+	}
+	return done, max(total, done), eta
+}
+
+func (b *backfillProgress) show(final bool) {
+	p := b.last
+	done, total, eta := b.measure(final)
+	left := "?"
+	if eta >= 0 {
+		left = eta.Round(time.Second).String()
+	}
+	// On a terminal the bar shows the bytes or the days done (read).
+	days := fmt.Sprintf("day %d/%d", p.Days, p.DaysTotal)
+	read := fmt.Sprintf("%d/%d bytes", done, total)
+	if b.resumed > 0 {
+		days = fmt.Sprintf("day %d/%d of this run (%d of %d days were written before the interruption)", done, total, b.resumed, p.DaysTotal)
+		read = fmt.Sprintf("%d bytes", p.Bytes)
+	}
+	counts := fmt.Sprintf("%d events, %d keys, eta %s", p.Events, p.Keys, left)
+	if !b.tty {
+		if t := b.now(); final || t.Sub(b.lastLine) >= 5*time.Second {
+			b.lastLine = t
+			b.ended = final
+			fmt.Fprintf(b.w, "backfill: %s, %s, %s\n", days, read, counts)
 		}
-		last = time.Now()
-		eta := "?"
-		if p.Bytes > 0 {
-			rem := time.Duration(float64(time.Since(start)) * float64(p.BytesTotal-p.Bytes) / float64(p.Bytes))
-			eta = rem.Round(time.Second).String()
-		}
-		fmt.Fprintf(w, "backfill: day %d/%d, %d events, %d/%d bytes, %d keys, eta %s\n",
-			p.Days, p.DaysTotal, p.Events, p.Bytes, p.BytesTotal, p.Keys, eta)
+		return
+	}
+	if b.bar == nil {
+		b.bar = progressbar.NewOptions64(max(total, 1), progressbar.OptionSetWriter(b.w),
+			progressbar.OptionShowBytes(b.resumed == 0), progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(false), progressbar.OptionSetElapsedTime(true),
+			// The bar ends its own line: the next output starts on a new one.
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(b.w) }))
+	}
+	b.bar.ChangeMax64(max(total, 1))
+	if b.resumed > 0 {
+		days = fmt.Sprintf("day %d/%d (resumed: %d of %d days done before)", done, total, b.resumed, p.DaysTotal)
+	}
+	b.bar.Describe("backfill: " + days + ", " + counts)
+	_ = b.bar.Set64(done)
+	b.ended = final
+	if final && !b.bar.IsFinished() {
+		_ = b.bar.Finish()
 	}
 }
 

@@ -178,3 +178,98 @@ func TestStandaloneLockedHints(t *testing.T) {
 		t.Error("storeLocked(ENOENT) = true")
 	}
 }
+
+// TestBackfillProgress: the backfill's progress counts only this run's work.
+// After a resume (185 of 385 days written before the interruption, read
+// back for 30 s before the first new day) the first ETA is not known yet
+// (it said 30m for a 58 s run: the read-back time over one day's bytes of
+// every day's), then follows the days this run writes, and the last line's
+// totals are this run's (it said bytes 119901219/184445093 at day 385/385).
+// On a terminal the finished bar ends its line, and so does an interrupted
+// one (the next log line was glued to it).
+func TestBackfillProgress(t *testing.T) {
+	clock := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	newProgress := func(tty bool) (*backfillProgress, *bytes.Buffer) {
+		var out bytes.Buffer
+		return &backfillProgress{w: &out, tty: tty, now: func() time.Time { return clock }}, &out
+	}
+	const dayBytes = 600_000
+	lines := func(out *bytes.Buffer) []string { return strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") }
+
+	// Resumed: 185 days done before; 200 left, one a second after a 30 s read-back.
+	b, out := newProgress(false)
+	clock = clock.Add(30 * time.Second)
+	for d := 186; d <= 385; d++ {
+		clock = clock.Add(time.Second)
+		b.report(healer.Progress{Days: d, DaysTotal: 385, Bytes: int64(d-185) * dayBytes, BytesTotal: 385 * dayBytes, Events: int64(d-185) * 10, Keys: 7})
+	}
+	b.done(nil)
+	got := lines(out)
+	if len(got) < 3 {
+		t.Fatalf("resumed backfill printed %q, want a line every 5 s and the last", out.String())
+	}
+	for i, want := range []string{
+		"backfill: day 1/200 of this run (185 of 385 days were written before the interruption), 600000 bytes, 10 events, 7 keys, eta ?",
+		"backfill: day 6/200 of this run (185 of 385 days were written before the interruption), 3600000 bytes, 60 events, 7 keys, eta 3m14s",
+	} {
+		if got[i] != want {
+			t.Errorf("resumed backfill line %d:\n got  %s\n want %s", i, got[i], want)
+		}
+	}
+	if last, want := got[len(got)-1], "backfill: day 200/200 of this run (185 of 385 days were written before the interruption), 120000000 bytes, 2000 events, 7 keys, eta 0s"; last != want {
+		t.Errorf("resumed backfill's last line:\n got  %s\n want %s", last, want)
+	}
+
+	// Fresh: bytes, the ETA from the rate after the first day.
+	b, out = newProgress(false)
+	clock = clock.Add(10 * time.Second) // listing the offline log
+	for d := 1; d <= 10; d++ {
+		clock = clock.Add(2 * time.Second)
+		b.report(healer.Progress{Days: d, DaysTotal: 10, Bytes: int64(d) * dayBytes, BytesTotal: 10 * dayBytes, Events: int64(d), Keys: 3})
+	}
+	b.done(nil)
+	got = lines(out)
+	for i, want := range []string{
+		"backfill: day 1/10, 600000/6000000 bytes, 1 events, 3 keys, eta ?",
+		"backfill: day 4/10, 2400000/6000000 bytes, 4 events, 3 keys, eta 12s",
+		"backfill: day 7/10, 4200000/6000000 bytes, 7 events, 3 keys, eta 6s",
+		"backfill: day 10/10, 6000000/6000000 bytes, 10 events, 3 keys, eta 0s",
+	} {
+		if i >= len(got) || got[i] != want {
+			t.Errorf("fresh backfill line %d:\n got  %q\n want %s", i, got, want)
+			break
+		}
+	}
+
+	// Resumed, and the heal ends without reporting its last day (its last
+	// days were written before the interruption): done writes the last
+	// line, with this run's totals.
+	b, out = newProgress(false)
+	b.report(healer.Progress{Days: 2, DaysTotal: 5, Bytes: dayBytes, BytesTotal: 5 * dayBytes})
+	b.report(healer.Progress{Days: 3, DaysTotal: 5, Bytes: 2 * dayBytes, BytesTotal: 5 * dayBytes})
+	b.done(nil)
+	got = lines(out)
+	if last := got[len(got)-1]; !strings.HasPrefix(last, "backfill: day 2/2 of this run (1 of 5 days were written before the interruption), 1200000 bytes,") {
+		t.Errorf("last line %q, want day 2/2 of this run", last)
+	}
+
+	// Terminal: the bar's line ends when it finishes, or when the heal fails.
+	for _, fail := range []bool{false, true} {
+		b, out := newProgress(true)
+		b.report(healer.Progress{Days: 1, DaysTotal: 3, Bytes: dayBytes, BytesTotal: 3 * dayBytes})
+		if strings.HasSuffix(out.String(), "\n") {
+			t.Errorf("the bar ended its line while running: %q", out.String())
+		}
+		var err error
+		if fail {
+			err = context.Canceled
+		} else {
+			b.report(healer.Progress{Days: 2, DaysTotal: 3, Bytes: 2 * dayBytes, BytesTotal: 3 * dayBytes})
+			b.report(healer.Progress{Days: 3, DaysTotal: 3, Bytes: 3 * dayBytes, BytesTotal: 3 * dayBytes})
+		}
+		b.done(err)
+		if s := out.String(); !strings.HasSuffix(s, "\n") || strings.HasSuffix(s, "\n\n") || !strings.Contains(s, "day 1/3") {
+			t.Errorf("the bar (heal failed: %v) printed %q: want its line ended once", fail, s)
+		}
+	}
+}
