@@ -33,18 +33,21 @@ func archivedHistory(b *testing.B, v *tiling.View, n, keys int, at int64, count 
 
 // fullHeal heals v from off into a fresh store and returns the result, the
 // time the heal took and the process CPU time it used (store set-up
-// excluded).
+// excluded); it reports the largest live heap seen during the heal.
 func fullHeal(b *testing.B, v *tiling.View, off *state.OfflineLog, at int64) (healer.Result, time.Duration, time.Duration) {
 	b.Helper()
 	b.StopTimer()
 	store, done := scratchStore(b)
 	defer done()
 	h := newHealer(b, v, store, off, at)
+	runtime.GC()
+	stop := heapHighWater()
 	b.StartTimer()
 	start, cpu := time.Now(), cpuTime()
 	res, err := h.Heal(context.Background(), v.Name, healer.Options{Full: true})
 	elapsed, cpu := time.Since(start), cpuTime()-cpu
 	b.StopTimer()
+	b.ReportMetric(float64(stop())/(1<<20), "peak-heap-MiB")
 	if err != nil {
 		b.Fatal(err)
 	}
