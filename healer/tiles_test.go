@@ -80,3 +80,51 @@ func TestHealCountsEveryTile(t *testing.T) {
 		t.Errorf("tilestream_healer_tiles_written_total = %v, want %d", got, len(want))
 	}
 }
+
+// TestVerifyReadsOnlyTheWindowsDays: without a lifetime window, a
+// consistency check reads the offline-log days its longest window covers,
+// not the whole history, and still finds a difference inside it; with a
+// lifetime window it reads every day.
+func TestVerifyReadsOnlyTheWindowsDays(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		windows  []int64
+		readsAll bool
+	}{
+		{"hour and 2-day windows", []int64{tiling.Hour, 2 * tiling.Day}, false},
+		{"a lifetime window", []int64{tiling.Hour, tiling.Lifetime}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := testView(t, tiling.Minute, tc.windows, tiling.MinTime)
+			w := newWorld(t, v, 5*tiling.Minute)
+			now := time.Date(2026, 3, 10, 13, 37, 12, 0, time.UTC).UnixMilli()
+			w.now, w.arch.e = now, now
+			r := rand.New(rand.NewPCG(4, 5))
+			var evs []tiling.Event
+			var oes []oracle.Event
+			for range 2000 {
+				e, o := w.event(r, fmt.Sprintf("k%d", r.IntN(10)), now-20*tiling.Day+r.Int64N(20*tiling.Day), r.Int32N(2))
+				evs, oes = append(evs, e), append(oes, o)
+			}
+			w.consume(evs, oes, nil)
+			if _, err := w.h.Heal(context.Background(), v.Name, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := w.h.Verify(context.Background(), v.Name, 0, w.store)
+			if err != nil || res.Keys != 10 || len(res.Mismatches) != 0 {
+				t.Fatalf("verify after a heal: %+v, %v", res, err)
+			}
+			if all := res.Events == int64(len(evs)); all != tc.readsAll || res.Events == 0 {
+				t.Fatalf("verify read %d of %d events; reading all: %v, want %v", res.Events, len(evs), all, tc.readsAll)
+			}
+			// A late event a day before W_b: inside the 2-day window.
+			w.dropJSONL("after.jsonl", now-tiling.Day, []map[string]any{
+				{"user_id": "k3", "ts": float64(now - tiling.Day), "amount": 7.0},
+			})
+			res, err = w.h.Verify(context.Background(), v.Name, 0, w.store)
+			if err != nil || len(res.Mismatches) == 0 || res.Mismatches[0].Key != "k3" {
+				t.Fatalf("verify missed the difference: %+v, %v", res, err)
+			}
+		})
+	}
+}

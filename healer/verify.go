@@ -79,8 +79,14 @@ func (h *Healer) Verify(ctx context.Context, view string, sample int, r KeyReade
 	if err != nil {
 		return res, err
 	}
+	// Without a lifetime window, days wholly before the longest window (a
+	// day's margin kept) hold nothing a served value counts.
+	from := int64(tiling.MinTime)
+	if longest := longestWindow(v); longest != tiling.Lifetime {
+		from = tiling.AlignDown(wb-longest, tiling.Day) - tiling.Day
+	}
 	for _, d := range days {
-		if d.Date >= wb {
+		if d.Date >= wb || d.Date < from {
 			continue
 		}
 		rs, err := h.offline.ReadDay(v, v.EventID, d.Date, func(e *tiling.Event) error {
@@ -153,4 +159,17 @@ func jsonValue(x any) any {
 	var out any
 	_ = json.Unmarshal(b, &out)
 	return out
+}
+
+// longestWindow returns the longest window of v's features (tiling.Lifetime
+// when one has no start).
+func longestWindow(v *tiling.View) int64 {
+	var longest int64
+	for _, f := range v.Features {
+		if f.Window == tiling.Lifetime {
+			return tiling.Lifetime
+		}
+		longest = max(longest, f.Window)
+	}
+	return longest
 }

@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tilestream/tilestream/healer"
 	"github.com/tilestream/tilestream/tiling"
 )
 
@@ -56,6 +57,7 @@ type fileHealer struct {
 	Workers *int   `yaml:"workers"`
 	// TableRecords: see docs/config.md.
 	TableRecords *int `yaml:"table_records"`
+	VerifySample *int `yaml:"verify_sample"`
 }
 
 type fileKafka struct {
@@ -186,6 +188,9 @@ type settings struct {
 	// summaries) needs to go to Pebble as a table; 0 means the default,
 	// negative never.
 	HealerTableRecords int
+	// HealerVerifySample is how many keys are checked against the offline
+	// log after each scheduled heal; 0 turns the check off.
+	HealerVerifySample int
 	HTTP               struct {
 		Listen         string
 		MaxBatch       int   // keys per request
@@ -714,6 +719,7 @@ func (c *checker) store(f *fileConfig, s *settings) {
 		c.addf("healer", "grace must be positive, got %s", f.Healer.Grace)
 	}
 	s.HealerWorkers = c.atLeast("healer", "workers", f.Healer.Workers, 0, 0)
+	s.HealerVerifySample = c.atLeast("healer", "verify_sample", f.Healer.VerifySample, healer.DefaultConfig().VerifySample, 0)
 	if f.Healer.TableRecords != nil {
 		s.HealerTableRecords = *f.Healer.TableRecords
 		if s.HealerTableRecords == 0 {

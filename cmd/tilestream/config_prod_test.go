@@ -33,7 +33,7 @@ store:
 offline_log:
   path: s3://lake/tilestream/offline/
   s3: {region: eu-west-1, endpoint: "http://127.0.0.1:9000", path_style: true}
-healer: {grace: 2m, lease: 30s, workers: 3, table_records: -1}
+healer: {grace: 2m, lease: 30s, workers: 3, table_records: -1, verify_sample: 0}
 ` + okViews))
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +51,8 @@ healer: {grace: 2m, lease: 30s, workers: 3, table_records: -1}
 	if s.OfflineS3 != (s3Settings{Bucket: "lake", Prefix: "tilestream/offline", Region: "eu-west-1", Endpoint: "http://127.0.0.1:9000", PathStyle: true}) {
 		t.Errorf("s3 %+v", s.OfflineS3)
 	}
-	if s.HealerLease != 30*time.Second || s.HealerGrace != 2*time.Minute || s.HealerWorkers != 3 || s.HealerTableRecords != -1 {
-		t.Errorf("healer lease %s grace %s workers %d table_records %d", s.HealerLease, s.HealerGrace, s.HealerWorkers, s.HealerTableRecords)
+	if s.HealerLease != 30*time.Second || s.HealerGrace != 2*time.Minute || s.HealerWorkers != 3 || s.HealerTableRecords != -1 || s.HealerVerifySample != 0 {
+		t.Errorf("healer lease %s grace %s workers %d table_records %d verify_sample %d", s.HealerLease, s.HealerGrace, s.HealerWorkers, s.HealerTableRecords, s.HealerVerifySample)
 	}
 
 	// Defaults of a bare DynamoDB store.

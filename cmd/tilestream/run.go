@@ -399,6 +399,7 @@ func newHealer(s *settings, store *state.Store, offline *state.OfflineLog, archi
 	hc.Lease = s.HealerLease
 	hc.Workers = s.HealerWorkers
 	hc.TableRecords = s.HealerTableRecords
+	hc.VerifySample = s.HealerVerifySample
 	// The host and HTTP address name a live instance (no two processes
 	// listen on one address): a restarted instance takes its own lease back
 	// at once instead of waiting for it to lapse.
