@@ -269,7 +269,9 @@ func (in *Ingester) consume(ctx context.Context, cl *kgo.Client) error {
 		}
 		cl.AllowRebalance()
 		if err != nil {
-			if done && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			// Stopped while a retry waited for the store (in any step):
+			// nothing is lost, the offsets are not committed.
+			if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 				in.log.Error("stopping with records not made durable: the store did not answer; they are consumed again from the committed offsets", "err", err)
 				return nil
 			}
@@ -300,7 +302,7 @@ func (in *Ingester) retrying(ctx context.Context, op string, fn func() error) er
 		if !stalled {
 			stalled = true
 			in.m.stalled.Set(1)
-			in.log.Warn("the online store fails; ingest stalls (nothing is committed) and retries", "op", op, "reason", reason, "err", err)
+			in.log.Warn("the online store or the offline log fails; ingest stalls (nothing is committed) and retries", "op", op, "reason", reason, "err", err)
 		}
 		d := min(50*time.Millisecond<<min(attempt-1, 10), 5*time.Second)
 		d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))

@@ -91,11 +91,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"view"})
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tilestream_ingest_store_errors_total",
-		Help: "Failed attempts to apply a poll or flush to the online store that ingest retries, by op (apply, flush) and reason (throttled, unavailable, conflicting).",
+		Help: "Failed attempts that ingest retries, by op (apply: a poll to the online store; flush: the online store and archive rolls due; archive: archive rolls of full buffers between flushes) and reason (throttled, unavailable, conflicting).",
 	}, []string{"op", "reason"})
 	m.stalled = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tilestream_ingest_stalled",
-		Help: "1 while ingest waits for the online store (throttled or unavailable): nothing is committed and the consumer lag grows; tilestream_ingest_store_errors_total says why.",
+		Help: "1 while ingest waits for the online store or the offline log (throttled or unavailable): nothing is committed and the consumer lag grows; tilestream_ingest_store_errors_total says why.",
 	})
 	m.conflicts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tilestream_ingest_stream_conflicts_total",

@@ -519,7 +519,10 @@ func (d *dynStore) scanKeys(view string, gen uint64, fn func(key string) error) 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := opCtx()
+	// A listing of every key of a generation takes as long as the keys
+	// take: no overall deadline (each request has the SDK's), as for the
+	// other whole-generation scans.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	keys, _, err := d.listKeys(ctx, func(s byte) []byte { return genKeysPK(view, inc, gen, s) })
 	if err != nil {
