@@ -64,6 +64,7 @@ func TestFullFileParses(t *testing.T) {
 	want.StorePath = "/var/lib/tilestream/online"
 	want.OfflineLogPath = "/var/lib/tilestream/offline"
 	want.OfflineLogRollInterval, want.OfflineLogRollEvents, want.HealerGrace, want.HealerLease = time.Minute, 200_000, time.Minute, time.Minute
+	want.HealerVerifySample = 20
 	want.Kafka.SessionTimeout = 45 * time.Second
 	want.HTTP.Listen = "0.0.0.0:8080"
 	want.HTTP.MaxBatch = 100
