@@ -20,6 +20,9 @@ type badReport struct {
 	view  string
 	mu    sync.Mutex
 	files map[string]*badRows
+	// unreadable holds the files counted under bad_file: a file is
+	// counted once however many of its parts fail (its row groups).
+	unreadable map[string]bool
 }
 
 // badRows is what a file's malformed rows were.
@@ -29,7 +32,7 @@ type badRows struct {
 }
 
 func newBadReport(h *Healer, view string) *badReport {
-	return &badReport{h: h, view: view, files: map[string]*badRows{}}
+	return &badReport{h: h, view: view, files: map[string]*badRows{}, unreadable: map[string]bool{}}
 }
 
 // add reports a malformed row of file (row < 0: the whole file). It is
@@ -37,8 +40,15 @@ func newBadReport(h *Healer, view string) *badReport {
 func (b *badReport) add(file string, row int64, reason string) {
 	if row < 0 {
 		// The message names the file (and with S3 the request): the
-		// label stays one fixed value, the log has it.
-		b.h.m.badRows.WithLabelValues(b.view, "bad_file").Inc()
+		// label stays one fixed value, the log has it. Every failing
+		// part is logged (a row group: the file's other parts were read).
+		b.mu.Lock()
+		first := !b.unreadable[file]
+		b.unreadable[file] = true
+		b.mu.Unlock()
+		if first {
+			b.h.m.badRows.WithLabelValues(b.view, "bad_file").Inc()
+		}
 		b.h.log.Warn("malformed offline-log file skipped", "view", b.view, "file", file, "reason", reason)
 		return
 	}

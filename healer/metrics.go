@@ -37,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"view"}),
 		eventsRead:     cv("tilestream_healer_events_read_total", "Distinct events read from the offline log.", "view"),
 		filesRead:      cv("tilestream_healer_files_read_total", "Offline-log files read.", "view"),
-		badRows:        cv("tilestream_healer_bad_rows_total", "Malformed offline-log rows and files skipped, by reason (the decoder's reason for a row; bad_file for a whole file, whose message goes to the log).", "view", "reason"),
+		badRows:        cv("tilestream_healer_bad_rows_total", "Malformed offline-log rows and files skipped, by reason (the decoder's reason for a row; bad_file, once per heal, for a file that cannot be decoded in whole or in part, whose message goes to the log).", "view", "reason"),
 		keysWritten:    cv("tilestream_healer_keys_written_total", "Keys whose batch layout a heal installed.", "view"),
 		recordsWritten: cv("tilestream_healer_records_written_total", "Batch records (detail, day, summary, head) written.", "view"),
 		tilesWritten:   cv("tilestream_healer_tiles_written_total", "Tiles (distinct key and tile with events) in the days a heal built into batch records: the writes a tile-per-record layout would have needed.", "view"),
