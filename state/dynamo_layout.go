@@ -795,7 +795,7 @@ func (d *dynStore) settlePending(v *tiling.View) ([]tiling.LayoutAgg, error) {
 		if err != nil {
 			return li.meta.Pending, fmt.Errorf("record layout of view %s: %w", v.Name, err)
 		}
-		d.log.Info("features of the new layout are complete", "view", v.Name, "batch_watermark", healed.Watermark)
+		d.log.Info("features of the new layout are complete", "view", v.Name, "batch_watermark", time.UnixMilli(healed.Watermark).UTC())
 		return nil, nil
 	}
 }

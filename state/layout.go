@@ -322,6 +322,6 @@ func (s *Store) SettlePending(v *tiling.View) ([]tiling.LayoutAgg, error) {
 	if err := s.writeLayout(v.Name, meta); err != nil {
 		return nil, err
 	}
-	s.log.Info("features of the new layout are complete", "view", v.Name, "batch_watermark", healed.Watermark)
+	s.log.Info("features of the new layout are complete", "view", v.Name, "batch_watermark", time.UnixMilli(healed.Watermark).UTC())
 	return nil, nil
 }
