@@ -738,25 +738,16 @@ func unionKeys(old []string, totals map[string]map[int64][]tiling.State) []strin
 	for k := range totals {
 		fresh = append(fresh, k)
 	}
-	less := func(a, b string) int {
-		switch {
-		case state.KeyLess(a, b):
-			return -1
-		case state.KeyLess(b, a):
-			return 1
-		}
-		return 0
-	}
-	slices.SortFunc(old, less) // Pebble lists them in this order already
-	slices.SortFunc(fresh, less)
+	slices.SortFunc(old, state.KeyCompare) // Pebble lists them in this order already
+	slices.SortFunc(fresh, state.KeyCompare)
 	keys := make([]string, 0, max(len(old), len(fresh)))
 	i, j := 0, 0
 	for i < len(old) || j < len(fresh) {
 		switch {
-		case j == len(fresh) || (i < len(old) && less(old[i], fresh[j]) < 0):
+		case j == len(fresh) || (i < len(old) && state.KeyCompare(old[i], fresh[j]) < 0):
 			keys = append(keys, old[i])
 			i++
-		case i == len(old) || less(fresh[j], old[i]) < 0:
+		case i == len(old) || state.KeyCompare(fresh[j], old[i]) < 0:
 			keys = append(keys, fresh[j])
 			j++
 		default:

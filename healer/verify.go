@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sort"
 
 	"github.com/tilestream/tilestream/state"
@@ -82,8 +83,8 @@ func (h *Healer) Verify(ctx context.Context, view string, sample int, r KeyReade
 	// Without a lifetime window, days wholly before the longest window (a
 	// day's margin kept) hold nothing a served value counts.
 	from := int64(tiling.MinTime)
-	if longest := longestWindow(v); longest != tiling.Lifetime {
-		from = tiling.AlignDown(wb-longest, tiling.Day) - tiling.Day
+	if !slices.ContainsFunc(v.Features, func(f tiling.Feature) bool { return f.Window == tiling.Lifetime }) {
+		from = tiling.AlignDown(wb-maxWindow(v), tiling.Day) - tiling.Day
 	}
 	for _, d := range days {
 		if d.Date >= wb || d.Date < from {
@@ -159,17 +160,4 @@ func jsonValue(x any) any {
 	var out any
 	_ = json.Unmarshal(b, &out)
 	return out
-}
-
-// longestWindow returns the longest window of v's features (tiling.Lifetime
-// when one has no start).
-func longestWindow(v *tiling.View) int64 {
-	var longest int64
-	for _, f := range v.Features {
-		if f.Window == tiling.Lifetime {
-			return tiling.Lifetime
-		}
-		longest = max(longest, f.Window)
-	}
-	return longest
 }

@@ -55,12 +55,7 @@ func TestSummariesOfKeys(t *testing.T) {
 			if err := s.Commit(b); err != nil {
 				t.Fatal(err)
 			}
-			slices.SortFunc(all, func(a, b string) int {
-				if KeyLess(a, b) {
-					return -1
-				}
-				return 1
-			})
+			slices.SortFunc(all, KeyCompare)
 			// The whole list, then chunks of it, as a heal reads them.
 			for _, size := range []int{len(all), 7, 1} {
 				got := map[string]int64{}

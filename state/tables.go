@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
@@ -186,12 +187,16 @@ func resetTables(path string) error {
 // KeyLess orders entity keys as the store's keys order them (a length
 // prefix, then the bytes): records written to Tables must come in this
 // order.
-func KeyLess(a, b string) bool {
+func KeyLess(a, b string) bool { return KeyCompare(a, b) < 0 }
+
+// KeyCompare orders keys as KeyLess does: -1, 0 or +1 (for slices.SortFunc
+// and merges).
+func KeyCompare(a, b string) int {
 	var pa, pb [binary.MaxVarintLen64]byte
 	la := binary.PutUvarint(pa[:], uint64(len(a)))
 	lb := binary.PutUvarint(pb[:], uint64(len(b)))
 	if c := bytes.Compare(pa[:la], pb[:lb]); c != 0 {
-		return c < 0
+		return c
 	}
-	return a < b
+	return strings.Compare(a, b)
 }

@@ -59,6 +59,9 @@ func TestKeyLessIsStoreOrder(t *testing.T) {
 			if KeyLess(a, b) != want {
 				t.Fatalf("KeyLess(len %d, len %d) = %v, want %v", len(a), len(b), !want, want)
 			}
+			if c := bytes.Compare(appendString(nil, a), appendString(nil, b)); KeyCompare(a, b) != c || KeyCompare(b, a) != -c {
+				t.Fatalf("KeyCompare(len %d, len %d) = %d, reversed %d, want %d", len(a), len(b), KeyCompare(a, b), KeyCompare(b, a), c)
+			}
 		}
 	}
 }
