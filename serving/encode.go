@@ -247,7 +247,7 @@ func (t msTime) appendJSON(b []byte) []byte {
 		return append(b, "null"...)
 	}
 	b = append(b, '"')
-	b = time.UnixMilli(int64(t)).UTC().AppendFormat(b, timeLayout)
+	b = time.UnixMilli(int64(t)).UTC().AppendFormat(b, TimeLayout)
 	return append(b, '"')
 }
 

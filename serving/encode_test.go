@@ -49,7 +49,7 @@ func (t refTime) MarshalJSON() ([]byte, error) {
 		return []byte("null"), nil
 	}
 	b := []byte{'"'}
-	b = time.UnixMilli(int64(t)).UTC().AppendFormat(b, timeLayout)
+	b = time.UnixMilli(int64(t)).UTC().AppendFormat(b, TimeLayout)
 	return append(b, '"'), nil
 }
 

@@ -71,11 +71,12 @@ func memberNames(names []string) [][]byte {
 // null for tiling.MinTime (unset).
 type msTime int64
 
-// timeLayout is RFC 3339 with exactly three fractional digits, in UTC.
-const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+// TimeLayout is how the API writes times: RFC 3339 with exactly three
+// fractional digits, in UTC.
+const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 func (t msTime) MarshalJSON() ([]byte, error) {
-	return t.appendJSON(make([]byte, 0, len(timeLayout)+2)), nil
+	return t.appendJSON(make([]byte, 0, len(TimeLayout)+2)), nil
 }
 
 func batchStaleness(t, wb int64) staleness {

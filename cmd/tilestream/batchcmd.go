@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tilestream/tilestream/healer"
+	"github.com/tilestream/tilestream/serving"
 	"github.com/tilestream/tilestream/state"
 )
 
@@ -322,5 +323,5 @@ func verifyJSON(res healer.VerifyResult) []byte {
 // apiTime writes unix milliseconds as the HTTP API does: RFC 3339 in UTC
 // with three fractional digits.
 func apiTime(ms int64) string {
-	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	return time.UnixMilli(ms).UTC().Format(serving.TimeLayout)
 }
