@@ -199,22 +199,22 @@ func sortRecords(rs []*tiling.Record) []*tiling.Record {
 	return rs
 }
 
-// TestParallelRollsArchiveEveryEventOnce consumes 8 partitions with small
-// archive rolls, so that several partitions roll at once many times: once
-// every offset is committed (committed only once archived), the offline log
-// holds every event exactly once, as consumed.
-func TestParallelRollsArchiveEveryEventOnce(t *testing.T) {
-	const partitions = 8
+// archivingSetup starts a kfake cluster whose "transactions" topic has
+// partitions partitions, a Pebble store and an offline log in temporary
+// directories, and the test view with its layout recorded; all are closed
+// when the test ends.
+func archivingSetup(t *testing.T, partitions int32) (*kfake.Cluster, *state.Store, *state.OfflineLog, *tiling.View) {
+	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "transactions"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cluster.Close()
+	t.Cleanup(cluster.Close)
 	store, err := state.Open(state.Config{Path: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	t.Cleanup(func() { store.Close() })
 	off, err := state.OpenOfflineLog(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +223,16 @@ func TestParallelRollsArchiveEveryEventOnce(t *testing.T) {
 	if _, err := store.CheckLayout(context.Background(), v); err != nil {
 		t.Fatal(err)
 	}
+	return cluster, store, off, v
+}
+
+// TestParallelRollsArchiveEveryEventOnce consumes 8 partitions with small
+// archive rolls, so that several partitions roll at once many times: once
+// every offset is committed (committed only once archived), the offline log
+// holds every event exactly once, as consumed.
+func TestParallelRollsArchiveEveryEventOnce(t *testing.T) {
+	const partitions = 8
+	cluster, store, off, v := archivingSetup(t, partitions)
 	now := time.Now().UnixMilli()
 	events := produceEvents(t, cluster.ListenAddrs(), "transactions", partitions, 3000, 50, now, rand.New(rand.NewPCG(7, 8)))
 
@@ -278,24 +288,7 @@ func TestParallelRollsArchiveEveryEventOnce(t *testing.T) {
 // (SyncArchive), the consumed offsets are committed at once, not at the
 // next flush a FlushInterval later.
 func TestSyncArchiveCommitsAtOnce(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "transactions"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	store, err := state.Open(state.Config{Path: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	off, err := state.OpenOfflineLog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := testView(t)
-	if _, err := store.CheckLayout(context.Background(), v); err != nil {
-		t.Fatal(err)
-	}
+	cluster, store, off, v := archivingSetup(t, 2)
 	events := produceEvents(t, cluster.ListenAddrs(), "transactions", 2, 500, 20, time.Now().UnixMilli(), rand.New(rand.NewPCG(9, 10)))
 
 	cfg := DefaultConfig()

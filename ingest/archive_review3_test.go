@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/tilestream/tilestream/oracle"
@@ -97,25 +96,8 @@ func (a *lossyArchive) WriteArchive(v *tiling.View, eventIDField string, partiti
 // oracle's values.
 func TestArchiveRollsBetweenFlushesAndSurvivesACrash(t *testing.T) {
 	const partitions, n, rollRows = 2, 600, 50
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "transactions"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
+	cluster, store, off, v := archivingSetup(t, partitions)
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := state.Open(state.Config{Path: t.TempDir()}, discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	off, err := state.OpenOfflineLog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := testView(t)
-	if _, err := store.CheckLayout(context.Background(), v); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UnixMilli()
 	events := produceEvents(t, cluster.ListenAddrs(), "transactions", partitions, n, 30, now, rand.New(rand.NewPCG(21, 22)))
 

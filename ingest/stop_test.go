@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/tilestream/tilestream/state"
 	"github.com/tilestream/tilestream/tiling"
@@ -26,25 +25,8 @@ func (s *alwaysThrottled) Commit(*state.Batch) error { return throttled() }
 // consumed again from the committed offsets), as it does when stopped
 // while a poll's apply or a flush waits (found in review).
 func TestStopDuringAStalledRollIsClean(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "transactions"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
+	cluster, store, off, v := archivingSetup(t, 1)
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := state.Open(state.Config{Path: t.TempDir()}, discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	off, err := state.OpenOfflineLog(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := testView(t)
-	if _, err := store.CheckLayout(context.Background(), v); err != nil {
-		t.Fatal(err)
-	}
 	produceEvents(t, cluster.ListenAddrs(), "transactions", 1, 100, 10, time.Now().UnixMilli(), rand.New(rand.NewPCG(1, 2)))
 	cfg := DefaultConfig()
 	cfg.Brokers = cluster.ListenAddrs()
